@@ -1,0 +1,82 @@
+"""What every local server launcher shares: free ports, readiness, clean stop."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, List, Mapping, Optional
+
+CACHE_DIR = Path(os.environ.get("NOVAHOOKS_CACHE", Path.home() / ".cache" / "novahooks"))
+
+
+class ServerError(RuntimeError):
+    """A local server could not be installed, started or reached."""
+
+
+def free_port() -> int:
+    """Ask the kernel for a free TCP port on loopback (and hope UDP is free too)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str,
+             proc: Optional["subprocess.Popen[bytes]"] = None, log: Optional[Path] = None) -> None:
+    """Poll until `check` holds; fail with the server's log if it dies or never answers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServerError(f"{what} exited with {proc.returncode}{tail(log)}")
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+            pass
+        time.sleep(0.05)
+    raise ServerError(f"{what} not ready after {timeout:.0f}s{tail(log)}")
+
+
+def tail(log: Optional[Path], lines: int = 30) -> str:
+    """The end of a server log, for error messages that explain themselves."""
+    if log is None or not log.exists():
+        return ""
+    text = log.read_text(errors="replace").splitlines()[-lines:]
+    return "\n--- " + str(log) + " ---\n" + "\n".join(text)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+class Process:
+    """A foreground server process whose output goes to a log file."""
+
+    def __init__(self, name: str, argv: List[str], log: Path,
+                 env: Optional[Mapping[str, str]] = None, cwd: Optional[Path] = None) -> None:
+        self.name = name
+        self.log = log
+        if shutil.which(argv[0]) is None and not Path(argv[0]).exists():
+            raise ServerError(f"{name}: {argv[0]} is not installed")
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self._fh = open(log, "ab")
+        self.proc = subprocess.Popen(argv, stdout=self._fh, stderr=subprocess.STDOUT,
+                                     env=full_env, cwd=cwd, start_new_session=True)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        """Signal the whole process group, then insist."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+            except ProcessLookupError:
+                pass
+        self._fh.close()
