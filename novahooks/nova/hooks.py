@@ -1,0 +1,200 @@
+"""Nova hook classes, registered under the ``nova.hooks`` entry-point group.
+
+Nova (Grizzly to Ussuri 21.x) calls ``pre(*args, **kwargs)`` before and
+``post(rv, *args, **kwargs)`` after the decorated function, on the service's
+request or green thread, and instantiates each class on every hooked call.
+So: ``__init__`` does nothing, each method reads what it needs from the
+arguments while Nova holds them (its objects mutate afterwards), appends one
+event to the local outbox and returns. Nothing here waits on the network and
+nothing raises into Nova: a failure is logged, never propagated.
+
+Only these four hook points ever existed; resize, rebuild and rename arrive
+through Nova's notifications instead (``novahooks listen``).
+"""
+
+import logging
+import threading
+from typing import Any, Dict, Optional
+
+from novahooks.nova import extract
+from novahooks.nova.event import InstanceEvent, new_event
+from novahooks.nova.outbox import Outbox
+
+LOG = logging.getLogger("novahooks.hooks")
+
+_outbox = None  # type: Optional[Outbox]
+_outbox_lock = threading.Lock()
+
+
+def outbox() -> Outbox:
+    """The process-wide outbox, configured on first use rather than at import."""
+    global _outbox
+    if _outbox is None:
+        with _outbox_lock:
+            if _outbox is None:
+                from novahooks.settings import load_settings
+                settings = load_settings()
+                _outbox = Outbox(settings.outbox.path, settings.outbox.busy_timeout_ms)
+    return _outbox
+
+
+def reset_outbox() -> None:
+    """Forget the cached outbox (tests and config reloads)."""
+    global _outbox
+    with _outbox_lock:
+        if _outbox is not None:
+            _outbox.close()
+        _outbox = None
+
+
+def emit(event: InstanceEvent) -> None:
+    outbox().append(event.uuid, event.kind, event.to_json())
+
+
+def _event_for(kind: str, instance: Any, source: str, **overrides: Any) -> Optional[InstanceEvent]:
+    uuid = extract.field(instance, "uuid")
+    if not uuid:
+        LOG.warning("novahooks: %s hook saw an instance without uuid; skipped", source)
+        return None
+    fields = extract.instance_fields(instance)
+    fields.update(overrides)
+    return new_event(kind, str(uuid), extract.field(instance, "hostname"), source=source,
+                     **fields)
+
+
+class _Hook(object):
+    """Catch-all boundary: a hook must never break the Nova operation it observes."""
+
+    name = ""
+
+    def _guard(self, phase: str, func: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            func(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - Nova must never see our failures
+            LOG.exception("novahooks: %s %s-hook failed; event not recorded", self.name, phase)
+
+
+class CreateInstanceHook(_Hook):
+    """nova-api ``API.create``: the instance has a uuid and hostname but no host or address.
+
+    Starts the steps that need no address (directory entry, planned inventory
+    record, audit) so that a Windows VM's computer object can exist before boot.
+    """
+
+    name = "create_instance"
+
+    def post(self, rv: Any, *args: Any, **kwargs: Any) -> None:
+        self._guard("post", self._post, rv, args, kwargs)
+
+    def _post(self, rv: Any, args: tuple, kwargs: Dict[str, Any]) -> None:
+        instances = rv[0] if isinstance(rv, tuple) and rv else rv
+        flavor = extract.flavor(extract.arg(args, kwargs, 2, "instance_type"))
+        image = extract.arg(args, kwargs, 3, "image_href")
+        for instance in instances or []:
+            overrides = {"addresses": None}  # type: Dict[str, Any]
+            if extract.field(instance, "flavor") is None and flavor is not None:
+                overrides["flavor"] = flavor
+            if not extract.field(instance, "image_ref") and image:
+                overrides["image"] = str(image)
+            event = _event_for("create", instance, "hook:create_instance", **overrides)
+            if event is not None:
+                emit(event)
+
+
+class BuildInstanceHook(_Hook):
+    """nova-compute ``_do_build_and_run_instance``: on ``'active'`` the VM has its addresses."""
+
+    name = "build_instance"
+
+    def post(self, rv: Any, *args: Any, **kwargs: Any) -> None:
+        self._guard("post", self._post, rv, args, kwargs)
+
+    def _post(self, rv: Any, args: tuple, kwargs: Dict[str, Any]) -> None:
+        if rv != "active":
+            return
+        instance = extract.arg(args, kwargs, 2, "instance")
+        event = _event_for("build", instance, "hook:build_instance",
+                           addresses=extract.cached_addresses(instance) or [])
+        if event is not None:
+            emit(event)
+
+
+class NetworkInfoHook(_Hook):
+    """``update_instance_cache_with_nw_info``: addresses appear, change or go away.
+
+    ``pre`` remembers what the cache held, ``post`` compares with what it holds
+    now and emits only on a change. During a build or a delete the build and
+    delete hooks carry the addresses, so those phases are left to them.
+    """
+
+    name = "instance_network_info"
+
+    def __init__(self) -> None:
+        self._before = {}  # type: Dict[str, Any]
+
+    def pre(self, *args: Any, **kwargs: Any) -> None:
+        self._guard("pre", self._pre, args, kwargs)
+
+    def post(self, rv: Any, *args: Any, **kwargs: Any) -> None:
+        self._guard("post", self._post, args, kwargs)
+
+    def _skip(self, instance: Any) -> bool:
+        return bool(extract.field(instance, "deleted")) or \
+            extract.field(instance, "vm_state") in ("building", "deleted") or \
+            extract.field(instance, "task_state") == "deleting"
+
+    def _pre(self, args: tuple, kwargs: Dict[str, Any]) -> None:
+        instance = extract.arg(args, kwargs, 2, "instance")
+        uuid = extract.field(instance, "uuid")
+        if uuid and not self._skip(instance):
+            self._before[uuid] = extract.cached_addresses(instance)
+
+    def _post(self, args: tuple, kwargs: Dict[str, Any]) -> None:
+        instance = extract.arg(args, kwargs, 2, "instance")
+        uuid = extract.field(instance, "uuid")
+        if not uuid or uuid not in self._before:
+            return
+        before = self._before.pop(uuid)
+        nw_info = extract.arg(args, kwargs, 3, "nw_info")
+        after = extract.addresses(nw_info) if nw_info is not None else \
+            extract.cached_addresses(instance)
+        if after is None or (before is not None and sorted(before) == sorted(after)):
+            return
+        event = _event_for("network", instance, "hook:instance_network_info", addresses=after)
+        if event is not None:
+            emit(event)
+
+
+class DeleteInstanceHook(_Hook):
+    """nova-compute ``_delete_instance``: capture addresses before, emit after success.
+
+    ``post`` runs only if the delete succeeded, so a failed delete removes
+    nothing from the company's systems.
+    """
+
+    name = "delete_instance"
+
+    def __init__(self) -> None:
+        self._captured = {}  # type: Dict[str, InstanceEvent]
+
+    def pre(self, *args: Any, **kwargs: Any) -> None:
+        self._guard("pre", self._pre, args, kwargs)
+
+    def post(self, rv: Any, *args: Any, **kwargs: Any) -> None:
+        self._guard("post", self._post, args, kwargs)
+
+    def _pre(self, args: tuple, kwargs: Dict[str, Any]) -> None:
+        instance = extract.arg(args, kwargs, 2, "instance")
+        event = _event_for("delete", instance, "hook:delete_instance",
+                           addresses=extract.cached_addresses(instance))
+        if event is not None:
+            self._captured[event.uuid] = event
+
+    def _post(self, args: tuple, kwargs: Dict[str, Any]) -> None:
+        instance = extract.arg(args, kwargs, 2, "instance")
+        uuid = extract.field(instance, "uuid")
+        event = self._captured.pop(uuid, None) if uuid else None
+        if event is None:
+            event = _event_for("delete", instance, "hook:delete_instance")
+        if event is not None:
+            emit(event)

@@ -1,0 +1,35 @@
+"""Audit step: one record per chain outcome, to every configured audit sink.
+
+It takes the raw event dict rather than a validated one: an event too broken
+to register is exactly what the audit trail must still show.
+"""
+
+import time
+from typing import Any, Dict, Optional
+
+from tasks import drivers
+from tasks.app import app
+from tasks.base import StepTask
+
+
+@app.task(base=StepTask, bind=True, name="audit.record", backend="audit")
+def record(self: StepTask, event: Any, stage: str = "done", step: Optional[str] = None,
+           error: Optional[str] = None, attempts: Optional[int] = None) -> Dict[str, Any]:
+    data = event if isinstance(event, dict) else {"raw": repr(event)[:1000]}
+    entry = {
+        "time": time.time(),
+        "instance_uuid": data.get("uuid"),
+        "hostname": data.get("hostname"),
+        "kind": data.get("kind"),
+        "event_id": data.get("event_id"),
+        "source": data.get("source"),
+        "stage": stage,
+        "step": step,
+        "error": error,
+        "attempts": attempts,
+        "addresses": [a.get("address") for a in data.get("addresses") or []
+                      if isinstance(a, dict)],
+    }
+    for sink in drivers.audit():
+        sink.record(entry)
+    return {"stage": stage}

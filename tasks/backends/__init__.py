@@ -1,0 +1,1 @@
+"""Drivers per step, each kind behind a small contract."""

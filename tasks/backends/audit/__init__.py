@@ -1,0 +1,1 @@
+"""audit drivers: a contract in base.py, one module per backend."""

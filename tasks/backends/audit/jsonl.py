@@ -1,0 +1,107 @@
+"""Append-only JSON Lines audit file whose records are hash-chained.
+
+Each line carries ``seq``, the SHA-256 of the previous line (``prev``) and its
+own ``hash`` over everything else, so an edited, removed or reordered line
+breaks the chain at a point :func:`verify` names. Several worker processes may
+append at once: an exclusive ``flock`` around read-last-line + append keeps
+the chain linear, and ``fsync`` makes a returned record durable.
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+from typing import Any, Dict, Iterator, List, Tuple
+
+from tasks.backends.audit.base import AuditDriver
+from tasks.errors import BackendUnavailable, Misconfigured
+
+GENESIS = "0" * 64
+
+
+def _digest(record: Dict[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k != "hash"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
+
+
+def _last_line(handle: Any) -> bytes:
+    handle.seek(0, os.SEEK_END)
+    end = handle.tell()
+    if end == 0:
+        return b""
+    block = 4096
+    data = b""
+    pos = end
+    while pos > 0:
+        step = min(block, pos)
+        pos -= step
+        handle.seek(pos)
+        data = handle.read(step) + data
+        lines = data.rstrip(b"\n").split(b"\n")
+        if len(lines) > 1 or pos == 0:
+            return lines[-1]
+    return b""
+
+
+class JsonlAudit(AuditDriver):
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        if not settings.path:
+            raise Misconfigured("[audit] path is not set", backend="audit")
+        self.path = settings.path
+
+    def record(self, entry: Dict[str, Any]) -> None:
+        try:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(directory, exist_ok=True)
+            with open(self.path, "a+b") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    last = _last_line(handle)
+                    if last:
+                        previous = json.loads(last)
+                        seq, prev = int(previous["seq"]) + 1, previous["hash"]
+                    else:
+                        seq, prev = 1, GENESIS
+                    record = dict(entry, seq=seq, prev=prev)
+                    record["hash"] = _digest(record)
+                    handle.seek(0, os.SEEK_END)
+                    handle.write(json.dumps(record, sort_keys=True).encode() + b"\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        except OSError as exc:
+            raise BackendUnavailable("cannot append to %s: %s" % (self.path, exc.strerror),
+                                     backend="audit") from exc
+
+
+def records(path: str) -> Iterator[Tuple[int, str]]:
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            yield number, raw.decode("utf-8", errors="replace").rstrip("\n")
+
+
+def verify(path: str) -> List[str]:
+    """Every break in the chain, as 'line N: what is wrong'; empty when intact."""
+    problems = []  # type: List[str]
+    prev, expected_seq = GENESIS, 1
+    for number, text in records(path):
+        try:
+            record = json.loads(text)
+        except ValueError:
+            problems.append("line %d: not valid JSON (edited?)" % number)
+            continue
+        if record.get("hash") != _digest(record):
+            problems.append("line %d: content does not match its hash (edited)" % number)
+        if record.get("prev") != prev:
+            problems.append("line %d: does not follow the previous line (a line was removed "
+                            "or reordered before it)" % number)
+        if record.get("seq") != expected_seq:
+            problems.append("line %d: sequence %r, expected %d" % (number, record.get("seq"),
+                                                                   expected_seq))
+        prev = record.get("hash", "")
+        expected_seq = (record.get("seq") if isinstance(record.get("seq"), int)
+                        else expected_seq) + 1
+    return problems

@@ -1,0 +1,1 @@
+"""directory drivers: a contract in base.py, one module per backend."""

@@ -1,0 +1,19 @@
+"""The directory contract: one host entry per instance, found again by its UUID."""
+
+import abc
+from typing import Any, Dict
+
+from novahooks.nova.event import InstanceEvent
+
+
+class DirectoryDriver(abc.ABC):
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+
+    @abc.abstractmethod
+    def register(self, event: InstanceEvent) -> Dict[str, Any]:
+        """Create or update the entry so it matches the event."""
+
+    @abc.abstractmethod
+    def deregister(self, event: InstanceEvent) -> Dict[str, Any]:
+        """Remove every entry that belongs to the event's instance."""

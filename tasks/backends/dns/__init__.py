@@ -1,0 +1,1 @@
+"""dns drivers: a contract in base.py, one module per backend."""

@@ -1,0 +1,31 @@
+"""The DNS contract: make a name hold exactly a VM's addresses, and take back only what is ours.
+
+Ownership is explicit: a TXT record ``novahooks:instance=<uuid>`` at the name
+marks who made it, so a delete never removes a record another VM or a person
+created, and a second VM claiming a taken hostname fails as a conflict
+instead of overwriting it.
+"""
+
+import abc
+from typing import Any, Dict, Sequence
+
+from novahooks.nova.event import Address
+
+
+def owner_marker(instance_uuid: str) -> str:
+    return "novahooks:instance=%s" % instance_uuid
+
+
+class DnsDriver(abc.ABC):
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+
+    @abc.abstractmethod
+    def register(self, fqdn: str, instance_uuid: str,
+                 addresses: Sequence[Address]) -> Dict[str, Any]:
+        """Forward (A/AAAA) and reverse (PTR) records for exactly these addresses."""
+
+    @abc.abstractmethod
+    def deregister(self, fqdn: str, instance_uuid: str,
+                   addresses: Sequence[Address]) -> Dict[str, Any]:
+        """Remove the records this instance owns; absent records are success."""

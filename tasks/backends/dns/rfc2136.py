@@ -1,0 +1,194 @@
+"""RFC 2136 dynamic updates signed with TSIG, through dnspython.
+
+Works with any primary that accepts signed updates (BIND, PowerDNS, Knot,
+AD DNS). Unsigned updates are refused at start-up: an update any host can
+send is a hijack waiting to happen. Every update carries prerequisites on the
+ownership TXT record, so two workers racing on one name cannot both win.
+"""
+
+import base64
+import binascii
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import dns.exception
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.reversename
+import dns.tsig
+import dns.tsigkeyring
+import dns.update
+
+from novahooks.nova.event import Address
+from tasks.backends.dns.base import DnsDriver, owner_marker
+from tasks.errors import (AuthFailed, BackendUnavailable, Conflict, Misconfigured, OutOfScope,
+                          PermanentError, TransientError)
+
+BACKEND = "dns"
+_TRANSIENT_RCODES = (dns.rcode.SERVFAIL, dns.rcode.YXRRSET, dns.rcode.NXRRSET, dns.rcode.YXDOMAIN)
+
+
+class Rfc2136Dns(DnsDriver):
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        if not settings.zone:
+            raise Misconfigured("[dns] zone is not set", backend=BACKEND)
+        if not settings.tsig_key_name or not settings.tsig_secret:
+            raise Misconfigured("refusing to send unsigned updates: set [dns] tsig_key_name "
+                                "and tsig_secret", backend=BACKEND)
+        try:
+            base64.b64decode(settings.tsig_secret.reveal(), validate=True)
+        except (binascii.Error, ValueError):
+            raise Misconfigured("[dns] tsig_secret is not base64", backend=BACKEND) from None
+        self.keyname = dns.name.from_text(settings.tsig_key_name)
+        self.keyring = dns.tsigkeyring.from_text(
+            {settings.tsig_key_name: settings.tsig_secret.reveal()})
+        self.algorithm = dns.name.from_text(settings.tsig_algorithm)
+        self.zone = dns.name.from_text(settings.zone)
+        self.reverse_zones = sorted((dns.name.from_text(z) for z in settings.reverse_zones),
+                                    key=lambda n: -len(n.labels))
+
+    def _reverse_zone(self, address: str) -> Tuple[dns.name.Name, dns.name.Name]:
+        reverse = dns.reversename.from_address(address)
+        for zone in self.reverse_zones:
+            if reverse.is_subdomain(zone):
+                return reverse, zone
+        raise OutOfScope("address %s is outside every configured reverse zone (%s)"
+                         % (address, ", ".join(z.to_text() for z in self.reverse_zones) or "none"),
+                         backend=BACKEND)
+
+    def _name(self, fqdn: str) -> dns.name.Name:
+        name = dns.name.from_text(fqdn)
+        if not name.is_subdomain(self.zone):
+            raise OutOfScope("%s is outside the configured zone %s" % (fqdn, self.zone),
+                             backend=BACKEND)
+        return name
+
+    def _call(self, message: dns.message.Message) -> dns.message.Message:
+        try:
+            response = dns.query.tcp(message, self.settings.server, port=self.settings.port,
+                                     timeout=self.settings.timeout)
+        except (dns.tsig.PeerBadKey, dns.tsig.PeerBadSignature, dns.tsig.PeerBadTime,
+                dns.tsig.PeerBadTruncation, dns.tsig.BadSignature) as exc:
+            raise AuthFailed("TSIG rejected by %s: %s (check [dns] tsig_key_name and "
+                             "tsig_secret)" % (self.settings.server, type(exc).__name__),
+                             backend=BACKEND) from exc
+        except (dns.exception.Timeout, OSError, EOFError) as exc:
+            raise BackendUnavailable("%s:%d unreachable: %s" % (self.settings.server,
+                                     self.settings.port, exc or type(exc).__name__),
+                                     backend=BACKEND) from exc
+        return response
+
+    def _query(self, name: dns.name.Name, rdtype: str) -> List[str]:
+        query = dns.message.make_query(name, rdtype)
+        query.use_tsig(self.keyring, keyname=self.keyname, algorithm=self.algorithm)
+        response = self._call(query)
+        if response.rcode() == dns.rcode.NXDOMAIN:
+            return []
+        self._check(response, "query %s %s" % (name, rdtype))
+        values = []  # type: List[str]
+        for rrset in response.answer:
+            if rrset.rdtype == dns.rdatatype.from_text(rdtype):
+                for rdata in rrset:
+                    if rdtype == "TXT":
+                        values.append(b"".join(rdata.strings).decode("utf-8", "replace"))
+                    else:
+                        values.append(rdata.to_text())
+        return values
+
+    def _check(self, response: dns.message.Message, what: str) -> None:
+        rcode = response.rcode()
+        if rcode == dns.rcode.NOERROR:
+            return
+        text = dns.rcode.to_text(rcode)
+        if rcode in _TRANSIENT_RCODES:
+            raise TransientError("%s: %s (another update raced us or the server failed)"
+                                 % (what, text), backend=BACKEND)
+        if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
+            raise AuthFailed("%s: %s (key not allowed to update, or the zone is not served "
+                             "by %s)" % (what, text, self.settings.server), backend=BACKEND)
+        if rcode == dns.rcode.NOTZONE:
+            raise OutOfScope("%s: NOTZONE" % what, backend=BACKEND)
+        raise PermanentError("%s: %s" % (what, text), backend=BACKEND)
+
+    def _update(self, zone: dns.name.Name) -> dns.update.UpdateMessage:
+        return dns.update.UpdateMessage(zone, keyring=self.keyring, keyname=self.keyname,
+                                        keyalgorithm=self.algorithm)
+
+    def _send(self, update: dns.update.UpdateMessage, what: str) -> None:
+        self._check(self._call(update), what)
+
+    def _owner(self, name: dns.name.Name, instance_uuid: str) -> Optional[bool]:
+        """True: ours; False: someone else's; None: nothing there."""
+        txt = self._query(name, "TXT")
+        if owner_marker(instance_uuid) in txt:
+            return True
+        if txt or self._query(name, "A") or self._query(name, "AAAA"):
+            return False
+        return None
+
+    def register(self, fqdn: str, instance_uuid: str,
+                 addresses: Sequence[Address]) -> Dict[str, Any]:
+        name = self._name(fqdn)
+        target = name.to_text()
+        reverse = {a.address: self._reverse_zone(a.address) for a in addresses}
+        owned = self._owner(name, instance_uuid)
+        if owned is False:
+            raise Conflict("%s already holds records not owned by instance %s"
+                           % (fqdn, instance_uuid), backend=BACKEND)
+        marker = '"%s"' % owner_marker(instance_uuid)
+        old = self._query(name, "A") + self._query(name, "AAAA") if owned else []
+        ttl = self.settings.ttl
+        forward = self._update(self.zone)
+        if owned:
+            forward.present(name, "TXT", marker)
+        else:
+            for rdtype in ("TXT", "A", "AAAA"):
+                forward.absent(name, rdtype)
+        forward.replace(name, ttl, "TXT", marker)
+        for version, rdtype in ((4, "A"), (6, "AAAA")):
+            values = [a.address for a in addresses if a.version == version]
+            if values:
+                forward.replace(name, ttl, rdtype, *values)
+            else:
+                forward.delete(name, rdtype)
+        self._send(forward, "update %s" % fqdn)
+        by_zone = {}  # type: Dict[dns.name.Name, dns.update.UpdateMessage]
+        for ptr, zone in reverse.values():
+            by_zone.setdefault(zone, self._update(zone)).replace(ptr, ttl, "PTR", target)
+        for stale in set(old) - set(reverse):
+            try:
+                ptr, zone = self._reverse_zone(stale)
+            except OutOfScope:
+                continue
+            by_zone.setdefault(zone, self._update(zone)).delete(ptr, "PTR", target)
+        for zone, update in by_zone.items():
+            self._send(update, "update reverse zone %s" % zone)
+        return {"fqdn": fqdn, "addresses": sorted(reverse), "removed": sorted(set(old) - set(reverse))}
+
+    def deregister(self, fqdn: str, instance_uuid: str,
+                   addresses: Sequence[Address]) -> Dict[str, Any]:
+        name = self._name(fqdn)
+        target = name.to_text()
+        owned = self._owner(name, instance_uuid)
+        known = {a.address for a in addresses}
+        if owned:
+            known.update(self._query(name, "A") + self._query(name, "AAAA"))
+            forward = self._update(self.zone)
+            forward.present(name, "TXT", '"%s"' % owner_marker(instance_uuid))
+            forward.delete(name, "A")
+            forward.delete(name, "AAAA")
+            forward.delete(name, "TXT", '"%s"' % owner_marker(instance_uuid))
+            self._send(forward, "delete %s" % fqdn)
+        by_zone = {}  # type: Dict[dns.name.Name, dns.update.UpdateMessage]
+        for address in known:
+            try:
+                ptr, zone = self._reverse_zone(address)
+            except OutOfScope:
+                continue
+            by_zone.setdefault(zone, self._update(zone)).delete(ptr, "PTR", target)
+        for zone, update in by_zone.items():
+            self._send(update, "delete in reverse zone %s" % zone)
+        return {"fqdn": fqdn, "forward_removed": bool(owned), "ptr_checked": sorted(known)}

@@ -1,0 +1,1 @@
+"""inventory drivers: a contract in base.py, one module per backend."""

@@ -1,0 +1,29 @@
+"""The inventory contract: one VM record per instance, found by its UUID."""
+
+import abc
+from typing import Any, Dict
+
+from novahooks.nova.event import InstanceEvent
+
+#: Nova vm_state -> the lifecycle word inventories use.
+STATUS = {"building": "planned", "active": "active", "stopped": "offline",
+          "paused": "offline", "suspended": "offline", "shelved": "offline",
+          "shelved_offloaded": "offline", "resized": "active", "rescued": "active",
+          "error": "failed"}
+
+
+def status_of(event: InstanceEvent) -> str:
+    return STATUS.get(event.vm_state or "building", "active")
+
+
+class InventoryDriver(abc.ABC):
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+
+    @abc.abstractmethod
+    def register(self, event: InstanceEvent) -> Dict[str, Any]:
+        """Create or update the VM record so it matches the event."""
+
+    @abc.abstractmethod
+    def deregister(self, event: InstanceEvent) -> Dict[str, Any]:
+        """Remove (or decommission, by configuration) the instance's record."""

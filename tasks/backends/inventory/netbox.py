@@ -1,0 +1,142 @@
+"""NetBox virtualization as inventory: VM, interfaces with MACs, assigned addresses.
+
+Interfaces are named after the Nova network label (``private``, ``private-2``
+when a VM has two ports on one network) and matched by MAC address, so a port
+attach or detach changes only that interface.
+"""
+
+from typing import Any, Dict, List, Optional
+
+from novahooks.nova.event import Address, InstanceEvent
+from tasks.backends.inventory.base import InventoryDriver, status_of
+from tasks.backends.netbox import client
+from tasks.errors import Conflict, Misconfigured
+
+BACKEND = "inventory"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:100] or "nova"
+
+
+class NetBoxInventory(InventoryDriver):
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        if settings.on_delete not in ("delete", "decommission"):
+            raise Misconfigured("[inventory] on_delete must be delete or decommission, not %r"
+                                % settings.on_delete, backend=BACKEND)
+        self.api = client.connect(settings, BACKEND)
+        self._cluster_id = None  # type: Optional[int]
+
+    def _cluster(self) -> int:
+        if self._cluster_id is None:
+            client.ensure_custom_fields(self.api)
+            types = self.api.virtualization.cluster_types
+            ctype = types.get(slug=_slug(self.settings.cluster_type)) or types.create(
+                name=self.settings.cluster_type, slug=_slug(self.settings.cluster_type))
+            clusters = self.api.virtualization.clusters
+            cluster = clusters.get(name=self.settings.cluster) or clusters.create(
+                name=self.settings.cluster, type=ctype.id, status="active")
+            self._cluster_id = int(cluster.id)
+        return self._cluster_id
+
+    def find(self, instance_uuid: str) -> Optional[Any]:
+        found = list(self.api.virtualization.virtual_machines.filter(
+            **{"cf_" + client.UUID_FIELD: instance_uuid}))
+        return found[0] if found else None
+
+    def register(self, event: InstanceEvent) -> Dict[str, Any]:
+        with client.translated(BACKEND, self.settings.url):
+            cluster = self._cluster()
+            vm = self.find(event.uuid)
+            if vm is None or vm.name != event.hostname:
+                for other in self.api.virtualization.virtual_machines.filter(
+                        name=event.hostname, cluster_id=cluster):
+                    owner = (other.custom_fields or {}).get(client.UUID_FIELD)
+                    if owner != event.uuid:
+                        raise Conflict("a VM named %s already exists in cluster %s (id %s, "
+                                       "instance %s)" % (event.hostname, self.settings.cluster,
+                                                         other.id, owner or "unmanaged"),
+                                       backend=BACKEND)
+            flavor = event.flavor
+            fields = {
+                "name": event.hostname, "cluster": cluster, "status": status_of(event),
+                "vcpus": flavor.vcpus if flavor else None,
+                "memory": flavor.memory_mb if flavor else None,
+                "disk": ((flavor.root_gb or 0) + (flavor.ephemeral_gb or 0)) * 1000
+                if flavor else None,
+                "comments": "flavor %s, image %s, os %s" % (
+                    flavor.name if flavor else "?", event.image or "?", event.os_type or "?"),
+                "custom_fields": {client.UUID_FIELD: event.uuid,
+                                  client.PROJECT_FIELD: event.project_id},
+            }
+            if vm is None:
+                vm = self.api.virtualization.virtual_machines.create(**fields)
+                action = "created"
+            else:
+                vm.update(fields)
+                action = "updated"
+            interfaces = [] if event.addresses is None else \
+                self._sync_interfaces(vm, event.addresses)
+        return {"vm": int(vm.id), "action": action, "interfaces": interfaces}
+
+    def _sync_interfaces(self, vm: Any, addresses: List[Address]) -> List[str]:
+        api = self.api
+        existing = {i.name: i for i in api.virtualization.interfaces.filter(
+            virtual_machine_id=vm.id)}
+        by_mac = {}  # type: Dict[str, List[Address]]
+        for item in addresses:
+            by_mac.setdefault(item.mac or "", []).append(item)
+        wanted = {}  # type: Dict[str, List[Address]]
+        for mac, items in sorted(by_mac.items()):
+            base = items[0].network or "eth"
+            name, n = base, 1
+            while name in wanted:
+                n += 1
+                name = "%s-%d" % (base, n)
+            wanted[name] = items
+        primary = {}  # type: Dict[str, int]
+        for name, items in wanted.items():
+            iface = existing.pop(name, None) or api.virtualization.interfaces.create(
+                virtual_machine=vm.id, name=name)
+            mac = items[0].mac
+            if mac:
+                self._ensure_mac(iface, mac)
+            for item in items:
+                for ip in api.ipam.ip_addresses.filter(
+                        address=item.address, **{"cf_" + client.UUID_FIELD: vm.custom_fields.get(
+                            client.UUID_FIELD)}):
+                    if ip.assigned_object_id != iface.id:
+                        ip.update({"assigned_object_type": "virtualization.vminterface",
+                                   "assigned_object_id": iface.id})
+                    primary.setdefault("primary_ip%d" % item.version, int(ip.id))
+        for stale in existing.values():
+            stale.delete()
+        vm.update({"primary_ip4": primary.get("primary_ip4"),
+                   "primary_ip6": primary.get("primary_ip6")})
+        return sorted(wanted)
+
+    def _ensure_mac(self, iface: Any, mac: str) -> None:
+        macs = self.api.dcim.mac_addresses
+        record = macs.get(mac_address=mac, assigned_object_type="virtualization.vminterface",
+                          assigned_object_id=iface.id)
+        if record is None:
+            record = macs.create(mac_address=mac,
+                                 assigned_object_type="virtualization.vminterface",
+                                 assigned_object_id=iface.id)
+        if getattr(iface, "primary_mac_address", None) is None or \
+                iface.primary_mac_address.id != record.id:
+            iface.update({"primary_mac_address": record.id})
+
+    def deregister(self, event: InstanceEvent) -> Dict[str, Any]:
+        with client.translated(BACKEND, self.settings.url):
+            vm = self.find(event.uuid)
+            if vm is None:
+                return {"vm": None}
+            if self.settings.on_delete == "delete":
+                vm.delete()
+                return {"vm": int(vm.id), "action": "deleted"}
+            for ip in self.api.ipam.ip_addresses.filter(virtual_machine_id=vm.id):
+                ip.update({"assigned_object_type": None, "assigned_object_id": None})
+            vm.update({"status": "decommissioning", "primary_ip4": None, "primary_ip6": None})
+        return {"vm": int(vm.id), "action": "decommissioned"}

@@ -1,0 +1,1 @@
+"""ipam drivers: a contract in base.py, one module per backend."""

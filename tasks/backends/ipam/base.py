@@ -1,0 +1,24 @@
+"""The IPAM contract: the records for an instance equal its addresses, keyed by its UUID."""
+
+import abc
+from typing import Any, Dict, Sequence
+
+from novahooks.nova.event import Address
+
+
+class IpamDriver(abc.ABC):
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+
+    @abc.abstractmethod
+    def ensure(self, instance_uuid: str, fqdn: str,
+               addresses: Sequence[Address]) -> Dict[str, Any]:
+        """Record exactly these addresses for the instance; release any others it held.
+
+        Every address is checked (in a known prefix, not held by another
+        instance) before the first write, so a bad one leaves nothing behind.
+        """
+
+    @abc.abstractmethod
+    def release(self, instance_uuid: str) -> Dict[str, Any]:
+        """Release every address the instance holds; none is success."""

@@ -1,0 +1,1 @@
+"""What the NetBox IPAM and inventory drivers share: client, errors, custom fields."""

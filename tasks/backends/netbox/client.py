@@ -1,0 +1,91 @@
+"""One pynetbox client per driver, and the single place NetBox errors are translated.
+
+Records are found again through the custom field ``nova_instance_uuid``
+(created on first use), which is what lets every operation be keyed by the
+instance and repeated safely.
+"""
+
+import contextlib
+import threading
+from typing import Any, Iterator
+
+import pynetbox
+import requests
+
+from tasks.errors import (AuthFailed, BackendUnavailable, Misconfigured, OutOfScope,
+                          PermanentError, TransientError)
+
+UUID_FIELD = "nova_instance_uuid"
+PROJECT_FIELD = "nova_project_id"
+CUSTOM_FIELDS = {
+    UUID_FIELD: ("Nova instance UUID", ["ipam.ipaddress", "virtualization.virtualmachine"]),
+    PROJECT_FIELD: ("Nova project", ["virtualization.virtualmachine"]),
+}
+_ready_lock = threading.Lock()
+
+
+class _TimeoutSession(requests.Session):
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self._timeout = timeout
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        kwargs.setdefault("timeout", self._timeout)
+        return super().request(*args, **kwargs)
+
+
+def connect(settings: Any, backend: str) -> pynetbox.api:
+    if not settings.url:
+        raise Misconfigured("[%s] url is not set" % backend, backend=backend)
+    if not settings.token:
+        raise Misconfigured("[%s] token is not set (use NOVAHOOKS_%s_TOKEN or token_file)"
+                            % (backend, backend.upper()), backend=backend)
+    api = pynetbox.api(settings.url, token=settings.token.reveal())
+    session = _TimeoutSession(settings.timeout)
+    session.verify = settings.verify_tls
+    api.http_session = session
+    return api
+
+
+@contextlib.contextmanager
+def translated(backend: str, url: str) -> Iterator[None]:
+    """Map pynetbox and requests failures onto transient or permanent step errors."""
+    try:
+        yield
+    except pynetbox.AllocationError as exc:
+        raise OutOfScope("no free address: %s" % exc, backend=backend) from exc
+    except pynetbox.RequestError as exc:
+        status = getattr(exc.req, "status_code", 0)
+        detail = str(exc.error)[:300] if getattr(exc, "error", None) else str(exc)[:300]
+        if status in (401, 403):
+            raise AuthFailed("NetBox at %s refused the token (HTTP %d)" % (url, status),
+                             backend=backend) from exc
+        if status == 429 or status >= 500:
+            raise TransientError("NetBox at %s answered HTTP %d: %s" % (url, status, detail),
+                                 backend=backend) from exc
+        raise PermanentError("NetBox at %s answered HTTP %d: %s" % (url, status, detail),
+                             backend=backend) from exc
+    except pynetbox.ContentError as exc:
+        raise TransientError("NetBox at %s sent an unreadable answer: %s" % (url, exc),
+                             backend=backend) from exc
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise BackendUnavailable("NetBox at %s unreachable: %s" % (url, type(exc).__name__),
+                                 backend=backend) from exc
+
+
+def ensure_custom_fields(api: pynetbox.api) -> None:
+    """Create the custom fields this product keys on, once, tolerating a racing worker."""
+    with _ready_lock:
+        for name, (label, object_types) in CUSTOM_FIELDS.items():
+            existing = api.extras.custom_fields.get(name=name)
+            if existing is None:
+                try:
+                    api.extras.custom_fields.create(name=name, label=label, type="text",
+                                                    object_types=object_types)
+                except pynetbox.RequestError:
+                    if api.extras.custom_fields.get(name=name) is None:
+                        raise
+            else:
+                have = set(existing.object_types or [])
+                if not set(object_types) <= have:
+                    existing.update({"object_types": sorted(have | set(object_types))})

@@ -1,0 +1,58 @@
+"""Find the configured driver of each kind through its entry-point group.
+
+Entry points let a site add its own backend without forking: a package that
+declares ``novahooks.dns = mydns = mypkg:MyDns`` is selected with
+``[dns] driver = mydns``. A name that no installed package provides fails at
+first use with the group and the name in the message.
+"""
+
+import functools
+from typing import Any, List
+
+from stevedore import driver as stevedore_driver
+from stevedore.exception import NoMatches
+
+from tasks.config import settings
+from tasks.errors import Misconfigured
+
+
+def load(kind: str, name: str, section: Any) -> Any:
+    namespace = "novahooks.%s" % kind
+    try:
+        manager = stevedore_driver.DriverManager(
+            namespace=namespace, name=name, invoke_on_load=True, invoke_args=(section,),
+            on_load_failure_callback=_reraise)
+    except NoMatches:
+        raise Misconfigured("no %s driver named %r is installed (entry-point group %s)"
+                            % (kind, name, namespace)) from None
+    return manager.driver
+
+
+def _reraise(manager: Any, entrypoint: Any, exc: BaseException) -> None:
+    raise exc
+
+
+@functools.lru_cache(maxsize=None)
+def ipam() -> Any:
+    return load("ipam", settings().ipam.driver, settings().ipam)
+
+
+@functools.lru_cache(maxsize=None)
+def dns() -> Any:
+    return load("dns", settings().dns.driver, settings().dns)
+
+
+@functools.lru_cache(maxsize=None)
+def directory() -> Any:
+    return load("directory", settings().directory.driver, settings().directory)
+
+
+@functools.lru_cache(maxsize=None)
+def inventory() -> Any:
+    return load("inventory", settings().inventory.driver, settings().inventory)
+
+
+@functools.lru_cache(maxsize=None)
+def audit() -> List[Any]:
+    section = settings().audit
+    return [load("audit", name, section) for name in section.drivers]

@@ -1,0 +1,26 @@
+"""Inventory step: the VM record with flavor, project, addresses and status."""
+
+from typing import Any, Dict
+
+from tasks import drivers
+from tasks.app import app
+from tasks.base import StepTask
+from tasks.errors import InvalidEvent
+
+
+@app.task(base=StepTask, bind=True, name="inventory.register", backend="inventory")
+def register(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
+    ev = self.parse(event)
+    if ev.flavor is None or ev.flavor.vcpus is None or ev.flavor.memory_mb is None:
+        raise InvalidEvent("flavor", "unknown flavor (vcpus and memory_mb are required)")
+    return drivers.inventory().register(ev)
+
+
+@app.task(base=StepTask, bind=True, name="inventory.update", backend="inventory")
+def update(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
+    return register.run(event)
+
+
+@app.task(base=StepTask, bind=True, name="inventory.deregister", backend="inventory")
+def deregister(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
+    return drivers.inventory().deregister(self.parse(event, needs_hostname=False))

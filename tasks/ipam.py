@@ -1,0 +1,21 @@
+"""IPAM step: record the addresses Neutron assigned, tagged with the instance UUID."""
+
+from typing import Any, Dict
+
+from tasks import drivers, naming
+from tasks.app import app
+from tasks.base import StepTask
+
+
+@app.task(base=StepTask, bind=True, name="ipam.reserve", backend="ipam")
+def reserve(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
+    ev = self.parse(event)
+    if ev.addresses is None:
+        return {"skipped": "addresses not known yet"}
+    return drivers.ipam().ensure(ev.uuid, naming.fqdn(ev), ev.addresses)
+
+
+@app.task(base=StepTask, bind=True, name="ipam.release", backend="ipam")
+def release(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
+    ev = self.parse(event, needs_hostname=False)
+    return drivers.ipam().release(ev.uuid)
