@@ -1,0 +1,83 @@
+"""Session fixtures: one real stack (Redis, slapd, BIND, NetBox) for the whole run.
+
+Servers start once, on free loopback ports, in a private directory; each test
+uses its own hostnames and instance UUIDs so tests never see each other's
+records. When a test fails, the server logs are in the session directory
+printed at start.
+"""
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import pytest
+
+from novahooks.nova.event import Address, Flavor, InstanceEvent, new_event
+from novahooks.servers.stack import Processes, Stack
+from novahooks.settings import Settings, load_settings
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("stack")
+    print("\nnovahooks test stack in %s" % workdir)
+    running = Stack(workdir, progress=lambda line: print(line, flush=True)).start()
+    os.environ["NOVAHOOKS_CONFIG"] = str(running.config_path)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(stack: Stack) -> Settings:
+    return load_settings(str(stack.config_path))
+
+
+@pytest.fixture(scope="session")
+def processes(stack: Stack) -> Iterator[Processes]:
+    """Worker pools per queue and a relay, as real processes."""
+    procs = Processes(stack, progress=lambda line: print(line, flush=True))
+    try:
+        procs.start_workers()
+        procs.start_relay()
+        yield procs
+    finally:
+        procs.stop()
+
+
+def make_event(kind: str = "build", hostname: Optional[str] = None,
+               addresses: Optional[List[Address]] = None, **fields: Any) -> InstanceEvent:
+    """An event as the hooks would build it, with a fresh UUID and hostname."""
+    ident = str(uuid.uuid4())
+    fields.setdefault("flavor", Flavor(name="m1.small", vcpus=1, memory_mb=2048, root_gb=20,
+                                       ephemeral_gb=0, swap=0))
+    fields.setdefault("project_id", "6f70656e737461636b20342065766572")
+    fields.setdefault("vm_state", "active")
+    return new_event(kind, ident, hostname or "vm-" + ident[:8], addresses=addresses,
+                     source="test", **fields)
+
+
+def unique_v4(octet3: int = 0) -> str:
+    n = uuid.uuid4().int
+    return "10.20.%d.%d" % (octet3 or (n % 250) + 1, (n >> 8) % 250 + 2)
+
+
+def unique_v6() -> str:
+    return "2001:db8:20::%x" % (uuid.uuid4().int % 0xFFFF + 1)
+
+
+def mac() -> str:
+    n = uuid.uuid4().int
+    return "fa:16:3e:%02x:%02x:%02x" % (n & 0xFF, (n >> 8) & 0xFF, (n >> 16) & 0xFF)
+
+
+@pytest.fixture
+def event_factory() -> Any:
+    return make_event
+
+
+def as_dict(event: InstanceEvent) -> Dict[str, Any]:
+    return event.to_dict()
+
+
+ROOT = Path(__file__).resolve().parent.parent

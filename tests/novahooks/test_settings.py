@@ -1,0 +1,39 @@
+"""Settings: file, environment, secret files, and errors that name the key."""
+
+from pathlib import Path
+
+import pytest
+
+from novahooks.settings import SettingsError, load_settings
+
+
+def test_file_env_and_secret_file(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    conf = tmp_path / "n.conf"
+    conf.write_text("[directory]\nurl = ldaps://x\npassword_file = %s\n[dns]\nport = 5300\n"
+                    "reverse_zones = 10.in-addr.arpa, 8.b.d.0.1.0.0.2.ip6.arpa\n" % secret)
+    settings = load_settings(str(conf), {"NOVAHOOKS_DNS_PORT": "5301"})
+    assert settings.directory.password.reveal() == "s3cret"
+    assert "s3cret" not in repr(settings.directory)
+    assert settings.dns.port == 5301
+    assert settings.dns.reverse_zones == ["10.in-addr.arpa", "8.b.d.0.1.0.0.2.ip6.arpa"]
+
+
+def test_every_wrong_key_is_named(tmp_path: Path) -> None:
+    conf = tmp_path / "n.conf"
+    conf.write_text("[dns]\nport = fifty\nzon = x\n[dnss]\n[directory]\nstarttls = maybe\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings(str(conf), {})
+    text = str(info.value)
+    assert "[dns] port: 'fifty' is not a valid int" in text
+    assert "[dns] zon: unknown key" in text
+    assert "unknown section [dnss]" in text
+    assert "[directory] starttls: 'maybe' is not a boolean" in text
+
+
+def test_missing_secret_file_is_named(tmp_path: Path) -> None:
+    conf = tmp_path / "n.conf"
+    conf.write_text("[ipam]\ntoken_file = %s\n" % (tmp_path / "nope"))
+    with pytest.raises(SettingsError, match=r"\[ipam\] token_file: cannot read"):
+        load_settings(str(conf), {})
