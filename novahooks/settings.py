@@ -10,7 +10,7 @@ shows the value, so a logged settings object leaks nothing.
 
 import configparser
 import os
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional
 
 DEFAULT_PATH = "/etc/novahooks/novahooks.conf"
 SECRET_KEYS = ("token", "password", "tsig_secret")

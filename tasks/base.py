@@ -9,7 +9,7 @@ only the fifteen lines that differ.
 import json
 import logging
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from celery import Task
 from celery.exceptions import Retry

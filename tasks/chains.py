@@ -4,10 +4,9 @@ Signatures are built by task name, so the relay and the notification
 listener publish chains without importing any backend library.
 """
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
 from celery import Celery, chain
-from celery.canvas import Signature
 
 CREATE = ("ipam.reserve", "dns.register", "ldap.register", "inventory.register")
 

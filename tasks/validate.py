@@ -6,7 +6,7 @@ a chain with a DNS record written and an LDAP entry refused.
 
 import ipaddress
 import re
-from typing import List, Optional
+from typing import Optional
 
 from novahooks.nova.event import Address, InstanceEvent
 from tasks.errors import InvalidEvent

@@ -6,6 +6,7 @@ records. When a test fails, the server logs are in the session directory
 printed at start.
 """
 
+import itertools
 import os
 import uuid
 from pathlib import Path
@@ -53,17 +54,22 @@ def make_event(kind: str = "build", hostname: Optional[str] = None,
                                        ephemeral_gb=0, swap=0))
     fields.setdefault("project_id", "6f70656e737461636b20342065766572")
     fields.setdefault("vm_state", "active")
-    return new_event(kind, ident, hostname or "vm-" + ident[:8], addresses=addresses,
+    return new_event(kind, ident, "vm-" + ident[:8] if hostname is None else hostname,
+                     addresses=addresses,
                      source="test", **fields)
 
 
-def unique_v4(octet3: int = 0) -> str:
-    n = uuid.uuid4().int
-    return "10.20.%d.%d" % (octet3 or (n % 250) + 1, (n >> 8) % 250 + 2)
+_serial = itertools.count(250)
+
+
+def unique_v4() -> str:
+    """An address no other test of this session uses (the demo keeps to 10.20.0.x)."""
+    n = next(_serial)
+    return "10.20.%d.%d" % (n // 250, n % 250 + 2)
 
 
 def unique_v6() -> str:
-    return "2001:db8:20::%x" % (uuid.uuid4().int % 0xFFFF + 1)
+    return "2001:db8:20::%x" % (0x1000 + next(_serial))
 
 
 def mac() -> str:

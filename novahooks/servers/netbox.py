@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -245,6 +246,7 @@ def main(argv: List[str]) -> int:
         ensure_template(lambda line: print(line, flush=True))
         return 0
     if len(argv) == 2 and argv[0] == "serve":
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so `with` drops the database
         with start(Path(argv[1])) as server:
             print(f"url={server.url}\ntoken={server.token}\ndatabase={server.database}", flush=True)
             try:

@@ -279,6 +279,8 @@ class BootServers(integrated_helpers._IntegratedTestBase):
         def built():
             if server_id not in self.built:
                 return None
+            if self.built[server_id]["error"]:      # raised out of the compute manager
+                return "BUILD RAISED"
             status = self.api.get_server(server_id)["status"]
             return status if status in ("ACTIVE", "ERROR") else None
 
@@ -296,11 +298,13 @@ class BootServers(integrated_helpers._IntegratedTestBase):
         try:
             self.api.delete_server(server_id)
         except api_client.OpenStackApiNotFoundException:
-            raise CommandError("no server %s" % server_id)
+            raise CommandError("no server %s" % server_id) from None
 
         def gone():
             if server_id not in self.deleted:
                 return False
+            if self.deleted[server_id]["error"]:    # raised: the API may never answer 404
+                return True
             try:
                 self.api.get_server(server_id)
             except api_client.OpenStackApiNotFoundException:

@@ -178,11 +178,16 @@ def _freeze(venv: Path) -> Dict[str, str]:
     out = _run([str(venv_python(venv)), "-m", "pip", "freeze", "--all"], "pip freeze")
     pins = {}
     for line in out.splitlines():
-        if "==" in line:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if " @ " in line:                       # name @ file:///... (a local or URL install)
+            name, _, version = line.partition(" @ ")
+        elif "==" in line:
             name, _, version = line.partition("==")
-            pins[re.sub(r"[-_.]+", "-", name).lower()] = version.strip()
-        elif line.strip():
-            pins[line.strip()] = ""
+        else:
+            name, version = line, ""
+        pins[re.sub(r"[-_.]+", "-", name).lower().strip()] = version.strip()
     return pins
 
 
@@ -262,3 +267,7 @@ def install_novahooks(venv: Path, project_dir: Path) -> None:
         new_problems = sorted(set(_pip_check(venv)) - set(problems_before))
         if new_problems:
             raise ServerError("pip check after installing novahooks: %s" % new_problems)
+
+
+if __name__ == "__main__":
+    ensure_nova_venv(lambda line: print(line, flush=True))

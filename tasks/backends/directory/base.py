@@ -17,3 +17,7 @@ class DirectoryDriver(abc.ABC):
     @abc.abstractmethod
     def deregister(self, event: InstanceEvent) -> Dict[str, Any]:
         """Remove every entry that belongs to the event's instance."""
+
+    @abc.abstractmethod
+    def describe(self, instance_uuid: str) -> Dict[str, Any]:
+        """The entries that belong to the instance."""

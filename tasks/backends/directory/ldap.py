@@ -155,3 +155,10 @@ class LdapDirectory(DirectoryDriver):
         finally:
             conn.unbind()
         return {"removed": removed}
+
+    def describe(self, instance_uuid: str) -> Dict[str, Any]:
+        conn = self._connect()
+        try:
+            return {"entries": [e.entry_dn for e in self._entries_of(conn, instance_uuid)]}
+        finally:
+            conn.unbind()

@@ -29,3 +29,8 @@ class DnsDriver(abc.ABC):
     def deregister(self, fqdn: str, instance_uuid: str,
                    addresses: Sequence[Address]) -> Dict[str, Any]:
         """Remove the records this instance owns; absent records are success."""
+
+    @abc.abstractmethod
+    def describe(self, fqdn: str, instance_uuid: str,
+                 addresses: Sequence[str]) -> Dict[str, Any]:
+        """What the server holds for this name and these addresses (for status and demo)."""

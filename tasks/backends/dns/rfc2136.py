@@ -192,3 +192,12 @@ class Rfc2136Dns(DnsDriver):
         for zone, update in by_zone.items():
             self._send(update, "delete in reverse zone %s" % zone)
         return {"fqdn": fqdn, "forward_removed": bool(owned), "ptr_checked": sorted(known)}
+
+    def describe(self, fqdn: str, instance_uuid: str,
+                 addresses: Sequence[str]) -> Dict[str, Any]:
+        name = self._name(fqdn)
+        ptrs = {}  # type: Dict[str, List[str]]
+        for address in addresses:
+            ptrs[address] = self._query(dns.reversename.from_address(address), "PTR")
+        return {"A": self._query(name, "A"), "AAAA": self._query(name, "AAAA"),
+                "owned": owner_marker(instance_uuid) in self._query(name, "TXT"), "PTR": ptrs}

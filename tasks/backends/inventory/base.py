@@ -27,3 +27,7 @@ class InventoryDriver(abc.ABC):
     @abc.abstractmethod
     def deregister(self, event: InstanceEvent) -> Dict[str, Any]:
         """Remove (or decommission, by configuration) the instance's record."""
+
+    @abc.abstractmethod
+    def describe(self, instance_uuid: str) -> Dict[str, Any]:
+        """The instance's record, or an empty dict."""

@@ -74,6 +74,10 @@ class NetBoxInventory(InventoryDriver):
                 vm = self.api.virtualization.virtual_machines.create(**fields)
                 action = "created"
             else:
+                if event.addresses is None:
+                    # A pre-boot event may be handled after the build's: never let it
+                    # turn an active VM back into a planned one.
+                    del fields["status"]
                 vm.update(fields)
                 action = "updated"
             interfaces = [] if event.addresses is None else \
@@ -88,7 +92,7 @@ class NetBoxInventory(InventoryDriver):
         for item in addresses:
             by_mac.setdefault(item.mac or "", []).append(item)
         wanted = {}  # type: Dict[str, List[Address]]
-        for mac, items in sorted(by_mac.items()):
+        for _, items in sorted(by_mac.items()):
             base = items[0].network or "eth"
             name, n = base, 1
             while name in wanted:
@@ -140,3 +144,16 @@ class NetBoxInventory(InventoryDriver):
                 ip.update({"assigned_object_type": None, "assigned_object_id": None})
             vm.update({"status": "decommissioning", "primary_ip4": None, "primary_ip6": None})
         return {"vm": int(vm.id), "action": "decommissioned"}
+
+    def describe(self, instance_uuid: str) -> Dict[str, Any]:
+        with client.translated(BACKEND, self.settings.url):
+            self._cluster()
+            vm = self.find(instance_uuid)
+            if vm is None:
+                return {}
+            interfaces = sorted(i.name for i in self.api.virtualization.interfaces.filter(
+                virtual_machine_id=vm.id))
+            return {"id": int(vm.id), "name": vm.name, "status": str(vm.status.value),
+                    "vcpus": vm.vcpus, "memory": vm.memory, "interfaces": interfaces,
+                    "primary_ip4": str(vm.primary_ip4) if vm.primary_ip4 else None,
+                    "primary_ip6": str(vm.primary_ip6) if vm.primary_ip6 else None}

@@ -22,3 +22,7 @@ class IpamDriver(abc.ABC):
     @abc.abstractmethod
     def release(self, instance_uuid: str) -> Dict[str, Any]:
         """Release every address the instance holds; none is success."""
+
+    @abc.abstractmethod
+    def describe(self, instance_uuid: str) -> Dict[str, Any]:
+        """The addresses recorded for the instance."""

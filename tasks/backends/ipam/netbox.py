@@ -1,7 +1,7 @@
 """NetBox as IPAM: one IPAddress per fixed address, in the prefix that contains it."""
 
 import ipaddress
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, Sequence
 
 from novahooks.nova.event import Address
 from tasks.backends.ipam.base import IpamDriver
@@ -75,3 +75,8 @@ class NetBoxIpam(IpamDriver):
             for record in mine.values():
                 record.delete()
         return {"released": sorted(mine)}
+
+    def describe(self, instance_uuid: str) -> Dict[str, Any]:
+        with client.translated(BACKEND, self.settings.url):
+            self._ready()
+            return {"addresses": sorted(str(ip.address) for ip in self.mine(instance_uuid).values())}

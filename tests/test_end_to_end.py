@@ -1,0 +1,164 @@
+"""Hook call -> outbox -> relay -> Celery chain on per-step worker pools -> real backends.
+
+Every assertion asks the server itself: BIND through dnspython, slapd through
+ldap3, NetBox through pynetbox, and the audit file on disk.
+"""
+
+import json
+import os
+import signal
+import time
+from typing import Any, Callable, Dict, List
+
+import pytest
+
+from novahooks.nova import hooks
+from novahooks.nova.event import Address
+from novahooks.servers.stack import Processes, Stack
+from novahooks.simulate import Vm, create, delete, with_uuid
+from tests.conftest import mac, make_event, unique_v4, unique_v6
+
+
+def until(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError("%s not reached in %.0f s (last: %r)" % (what, timeout, last))
+
+
+@pytest.fixture(autouse=True)
+def hook_outbox(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOVAHOOKS_CONFIG", str(stack.config_path))
+    hooks.reset_outbox()
+
+
+def held(vm: Vm) -> Dict[str, Any]:
+    from novahooks.demo import holdings
+    return holdings(vm)
+
+
+def audit_lines(stack: Stack, instance_uuid: str) -> List[Dict[str, Any]]:
+    if not stack.audit_path.exists():
+        return []
+    return [r for r in map(json.loads, stack.audit_path.read_text().splitlines())
+            if r.get("instance_uuid") == instance_uuid]
+
+
+def test_linux_and_windows_vms_dual_stack_register_and_go_away(
+        stack: Stack, processes: Processes) -> None:
+    from novahooks.demo import gone, registered
+    vms = [with_uuid(Vm("e2e-lin", ((unique_v4(), mac()), (unique_v6(), mac())))),
+           with_uuid(Vm("e2e-win", ((unique_v4(), mac()),), os_type="windows"))]
+    for vm in vms:
+        create(vm)
+    for vm in vms:
+        state = until(lambda: registered(vm, held(vm)) and held(vm), 90, vm.hostname)
+        addresses = sorted(a for a, _ in vm.addresses)
+        assert sorted(state["dns"]["A"] + state["dns"]["AAAA"]) == addresses
+        assert all(v == ["%s.cloud.example.test." % vm.hostname] for v in state["dns"]["PTR"].values())
+        assert state["ldap"] == ["cn=%s,%s" % (vm.hostname, stack.slapd.hosts_base)]
+        assert sorted(a.split("/")[0] for a in state["ipam"]) == addresses
+        assert state["inventory"]["status"] == "active"
+        assert state["inventory"]["vcpus"] == vm.vcpus
+        until(lambda: any(r["stage"] == "done" and r["kind"] == "build"
+                          for r in audit_lines(stack, vm.uuid)), 30, "audit of build")
+    for vm in vms:
+        delete(vm)
+    for vm in vms:
+        until(lambda: gone(vm, held(vm)), 90, "%s removed" % vm.hostname)
+        until(lambda: any(r["stage"] == "done" and r["kind"] == "delete"
+                          for r in audit_lines(stack, vm.uuid)), 30, "audit of delete")
+
+
+def test_running_the_chain_twice_leaves_exactly_one_record(stack: Stack,
+                                                           processes: Processes) -> None:
+    from novahooks.demo import registered
+    from tasks import chains
+    from tasks.app import app
+    ev = make_event(addresses=[Address(unique_v4(), 4, mac(), "private")])
+    vm = Vm(ev.hostname, tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
+    for _ in range(3):
+        chains.build(app, ev.to_dict()).apply_async()
+    until(lambda: registered(vm, held(vm)), 60, "registered")
+    until(lambda: len([r for r in audit_lines(stack, ev.uuid) if r["stage"] == "done"]) == 3,
+          30, "three chains finished")
+    state = held(vm)
+    assert len(state["ipam"]) == 1 and len(state["ldap"]) == 1
+    assert state["dns"]["A"] == [ev.addresses[0].address]
+    import pynetbox
+    api = pynetbox.api(stack.netbox.url, token=stack.netbox.token)
+    assert len(api.virtualization.virtual_machines.filter(name=ev.hostname)) == 1
+    assert len(api.ipam.ip_addresses.filter(address=ev.addresses[0].address)) == 1
+
+
+@pytest.mark.parametrize("hostname,field", [
+    ("bad_name!", "hostname"), ("x" * 64, "hostname"), ("", "hostname"),
+    ("cn=evil,ou=x", "hostname")])
+def test_bad_input_is_audited_with_the_field_and_writes_nothing(
+        stack: Stack, processes: Processes, hostname: str, field: str) -> None:
+    from novahooks.demo import gone
+    from tasks import chains
+    from tasks.app import app
+    ev = make_event(hostname=hostname, addresses=[Address(unique_v4(), 4, mac())])
+    chains.build(app, ev.to_dict()).apply_async()
+    record = until(lambda: [r for r in audit_lines(stack, ev.uuid) if r["stage"] == "failed"],
+                   30, "failure audit")[0]
+    assert record["step"] == "ipam.reserve"
+    assert "invalid %s" % field in record["error"]
+    vm = Vm("valid-name-unused", tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
+    assert gone(vm, held(vm))
+
+
+def test_address_outside_every_prefix_fails_before_any_write(stack: Stack,
+                                                             processes: Processes) -> None:
+    from novahooks.demo import gone
+    from tasks import chains
+    from tasks.app import app
+    ev = make_event(addresses=[Address(unique_v4(), 4, mac()), Address("172.31.9.9", 4, mac())])
+    chains.build(app, ev.to_dict()).apply_async()
+    record = until(lambda: [r for r in audit_lines(stack, ev.uuid) if r["stage"] == "failed"],
+                   30, "failure audit")[0]
+    assert "172.31.9.9" in record["error"] and record["step"] == "ipam.reserve"
+    vm = Vm(ev.hostname, tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
+    assert gone(vm, held(vm))
+
+
+def test_unknown_flavor_stops_at_inventory_with_a_clear_error(stack: Stack,
+                                                              processes: Processes) -> None:
+    from tasks import chains
+    from tasks.app import app
+    ev = make_event(addresses=[], flavor=None)
+    chains.build(app, ev.to_dict()).apply_async()
+    record = until(lambda: [r for r in audit_lines(stack, ev.uuid) if r["stage"] == "failed"],
+                   30, "failure audit")[0]
+    assert record["step"] == "inventory.register" and "unknown flavor" in record["error"]
+
+
+def test_directory_that_hangs_is_retried_until_it_answers(stack: Stack,
+                                                          processes: Processes) -> None:
+    from novahooks.demo import registered
+    vm = with_uuid(Vm("e2e-slow-ldap", ((unique_v4(), mac()),)))
+    os.kill(stack.slapd.process.proc.pid, signal.SIGSTOP)
+    try:
+        create(vm)
+        log = processes.workers["ldap"].log
+        until(lambda: vm.uuid in log.read_text() and '"outcome": "retry"' in log.read_text(),
+              60, "a retry of ldap.register")
+        assert not registered(vm, held_without_ldap(vm))
+    finally:
+        os.kill(stack.slapd.process.proc.pid, signal.SIGCONT)
+    until(lambda: registered(vm, held(vm)), 120, "registered after slapd came back")
+    delete(vm)
+
+
+def held_without_ldap(vm: Vm) -> Dict[str, Any]:
+    from tasks import drivers
+    from tasks.config import settings
+    fqdn = "%s.%s" % (vm.hostname, settings().dns.zone)
+    return {"dns": drivers.dns().describe(fqdn, vm.uuid, [a for a, _ in vm.addresses]),
+            "ldap": [], "ipam": drivers.ipam().describe(vm.uuid)["addresses"],
+            "inventory": drivers.inventory().describe(vm.uuid)}
