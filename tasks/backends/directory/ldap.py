@@ -51,7 +51,8 @@ class LdapDirectory(DirectoryDriver):
     def _connect(self) -> Connection:
         conn = Connection(self.server, user=self.settings.bind_dn,
                           password=self.settings.password.reveal(),
-                          receive_timeout=self.settings.timeout, raise_exceptions=False)
+                          receive_timeout=max(1, int(self.settings.timeout)),
+                          raise_exceptions=False)
         try:
             conn.open()
             if self.settings.starttls and not self.server.ssl:

@@ -173,6 +173,9 @@ class Rfc2136Dns(DnsDriver):
         name = self._name(fqdn)
         target = name.to_text()
         owned = self._owner(name, instance_uuid)
+        if owned is False:
+            # The name belongs to another instance or a person: its PTRs are theirs too.
+            return {"fqdn": fqdn, "forward_removed": False, "ptr_checked": []}
         known = {a.address for a in addresses}
         if owned:
             known.update(self._query(name, "A") + self._query(name, "AAAA"))
