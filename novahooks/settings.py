@@ -199,7 +199,7 @@ def _coerce(section: str, key: str, kind: Any, raw: str) -> Any:
     try:
         return kind(raw)
     except ValueError:
-        raise SettingsError("%s: %r is not a valid %s" % (where, raw, kind.__name__))
+        raise SettingsError("%s: %r is not a valid %s" % (where, raw, kind.__name__)) from None
 
 
 def _read_secret_file(section: str, key: str, path: str) -> str:
@@ -207,7 +207,8 @@ def _read_secret_file(section: str, key: str, path: str) -> str:
         with open(path) as handle:
             return handle.read().strip()
     except OSError as exc:
-        raise SettingsError("[%s] %s_file: cannot read %s: %s" % (section, key, path, exc.strerror))
+        raise SettingsError("[%s] %s_file: cannot read %s: %s"
+                            % (section, key, path, exc.strerror)) from None
 
 
 def load_settings(path: Optional[str] = None,
@@ -222,9 +223,10 @@ def load_settings(path: Optional[str] = None,
             with open(path) as handle:
                 parser.read_file(handle)
         except OSError as exc:
-            raise SettingsError("cannot read configuration file %s: %s" % (path, exc.strerror))
+            raise SettingsError("cannot read configuration file %s: %s"
+                                % (path, exc.strerror)) from None
         except configparser.Error as exc:
-            raise SettingsError("configuration file %s: %s" % (path, exc))
+            raise SettingsError("configuration file %s: %s" % (path, exc)) from None
     by_name = {cls.NAME: cls for cls in SECTIONS}
     problems = []  # type: List[str]
     for name in parser.sections():

@@ -12,7 +12,7 @@ from tasks.app import app
 from tasks.base import StepTask
 
 
-@app.task(base=StepTask, bind=True, name="audit.record", backend="audit")
+@app.task(base=StepTask, bind=True, name="audit.record", backend_kind="audit")
 def record(self: StepTask, event: Any, stage: str = "done", step: Optional[str] = None,
            error: Optional[str] = None, attempts: Optional[int] = None) -> Dict[str, Any]:
     data = event if isinstance(event, dict) else {"raw": repr(event)[:1000]}

@@ -39,8 +39,9 @@ class StepTask(Task):
     max_retries = settings().retry.max_retries
     acks_late = True
     reject_on_worker_lost = True
-    #: The backend kind this task talks to, for logs and audit.
-    backend = ""
+    #: The backend kind this task talks to, for logs and audit. (Not ``backend``:
+    #: Celery's Task uses that name for the result backend.)
+    backend_kind = ""
 
     def parse(self, payload: Any, needs_hostname: bool = True) -> InstanceEvent:
         """The validated event; a malformed one is a permanent error naming the field."""
@@ -62,7 +63,7 @@ class StepTask(Task):
             outcome, error = "failed", "%s: %s" % (type(exc).__name__, exc)
             raise
         finally:
-            line = {"step": self.name, "backend": self.backend, "outcome": outcome,
+            line = {"step": self.name, "backend": self.backend_kind, "outcome": outcome,
                     "attempt": self.request.retries + 1,
                     "duration_ms": round((time.monotonic() - started) * 1000, 2)}
             line.update(_summary(args[0] if args else None))

@@ -7,7 +7,7 @@ from tasks.app import app
 from tasks.base import StepTask
 
 
-@app.task(base=StepTask, bind=True, name="dns.register", backend="dns")
+@app.task(base=StepTask, bind=True, name="dns.register", backend_kind="dns")
 def register(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
     ev = self.parse(event)
     if ev.addresses is None:
@@ -15,7 +15,7 @@ def register(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
     return drivers.dns().register(naming.fqdn(ev), ev.uuid, ev.addresses)
 
 
-@app.task(base=StepTask, bind=True, name="dns.deregister", backend="dns")
+@app.task(base=StepTask, bind=True, name="dns.deregister", backend_kind="dns")
 def deregister(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
     ev = self.parse(event, needs_hostname=False)
     name = naming.fqdn_or_none(ev)

@@ -8,7 +8,7 @@ from tasks.base import StepTask
 from tasks.errors import InvalidEvent
 
 
-@app.task(base=StepTask, bind=True, name="inventory.register", backend="inventory")
+@app.task(base=StepTask, bind=True, name="inventory.register", backend_kind="inventory")
 def register(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
     ev = self.parse(event)
     if ev.flavor is None or ev.flavor.vcpus is None or ev.flavor.memory_mb is None:
@@ -16,11 +16,11 @@ def register(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
     return drivers.inventory().register(ev)
 
 
-@app.task(base=StepTask, bind=True, name="inventory.update", backend="inventory")
+@app.task(base=StepTask, bind=True, name="inventory.update", backend_kind="inventory")
 def update(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
     return register.run(event)
 
 
-@app.task(base=StepTask, bind=True, name="inventory.deregister", backend="inventory")
+@app.task(base=StepTask, bind=True, name="inventory.deregister", backend_kind="inventory")
 def deregister(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
     return drivers.inventory().deregister(self.parse(event, needs_hostname=False))

@@ -7,7 +7,7 @@ from tasks.app import app
 from tasks.base import StepTask
 
 
-@app.task(base=StepTask, bind=True, name="ipam.reserve", backend="ipam")
+@app.task(base=StepTask, bind=True, name="ipam.reserve", backend_kind="ipam")
 def reserve(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
     ev = self.parse(event)
     if ev.addresses is None:
@@ -15,7 +15,7 @@ def reserve(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
     return drivers.ipam().ensure(ev.uuid, naming.fqdn(ev), ev.addresses)
 
 
-@app.task(base=StepTask, bind=True, name="ipam.release", backend="ipam")
+@app.task(base=StepTask, bind=True, name="ipam.release", backend_kind="ipam")
 def release(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
     ev = self.parse(event, needs_hostname=False)
     return drivers.ipam().release(ev.uuid)

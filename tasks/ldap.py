@@ -7,11 +7,11 @@ from tasks.app import app
 from tasks.base import StepTask
 
 
-@app.task(base=StepTask, bind=True, name="ldap.register", backend="directory")
+@app.task(base=StepTask, bind=True, name="ldap.register", backend_kind="directory")
 def register(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
     return drivers.directory().register(self.parse(event))
 
 
-@app.task(base=StepTask, bind=True, name="ldap.deregister", backend="directory")
+@app.task(base=StepTask, bind=True, name="ldap.deregister", backend_kind="directory")
 def deregister(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
     return drivers.directory().deregister(self.parse(event, needs_hostname=False))

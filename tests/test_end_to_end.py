@@ -56,22 +56,23 @@ def test_linux_and_windows_vms_dual_stack_register_and_go_away(
     for vm in vms:
         create(vm)
     for vm in vms:
-        state = until(lambda: registered(vm, held(vm)) and held(vm), 90, vm.hostname)
+        state = until(lambda vm=vm: registered(vm, held(vm)) and held(vm), 90, vm.hostname)
         addresses = sorted(a for a, _ in vm.addresses)
         assert sorted(state["dns"]["A"] + state["dns"]["AAAA"]) == addresses
-        assert all(v == ["%s.cloud.example.test." % vm.hostname] for v in state["dns"]["PTR"].values())
+        fqdn = "%s.cloud.example.test." % vm.hostname
+        assert all(v == [fqdn] for v in state["dns"]["PTR"].values())
         assert state["ldap"] == ["cn=%s,%s" % (vm.hostname, stack.slapd.hosts_base)]
         assert sorted(a.split("/")[0] for a in state["ipam"]) == addresses
         assert state["inventory"]["status"] == "active"
         assert state["inventory"]["vcpus"] == vm.vcpus
-        until(lambda: any(r["stage"] == "done" and r["kind"] == "build"
-                          for r in audit_lines(stack, vm.uuid)), 30, "audit of build")
+        until(lambda vm=vm: any(r["stage"] == "done" and r["kind"] == "build"
+                                for r in audit_lines(stack, vm.uuid)), 30, "audit of build")
     for vm in vms:
         delete(vm)
     for vm in vms:
-        until(lambda: gone(vm, held(vm)), 90, "%s removed" % vm.hostname)
-        until(lambda: any(r["stage"] == "done" and r["kind"] == "delete"
-                          for r in audit_lines(stack, vm.uuid)), 30, "audit of delete")
+        until(lambda vm=vm: gone(vm, held(vm)), 90, "%s removed" % vm.hostname)
+        until(lambda vm=vm: any(r["stage"] == "done" and r["kind"] == "delete"
+                                for r in audit_lines(stack, vm.uuid)), 30, "audit of delete")
 
 
 def test_running_the_chain_twice_leaves_exactly_one_record(stack: Stack,

@@ -136,5 +136,5 @@ def event_from_json(text: str) -> InstanceEvent:
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise EventFormatError("<root>", "not valid JSON: %s" % exc)
+        raise EventFormatError("<root>", "not valid JSON: %s" % exc) from None
     return event_from_dict(data)

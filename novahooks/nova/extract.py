@@ -44,7 +44,9 @@ def flavor(obj: Any) -> Optional[Flavor]:
         return None
     def number(key: str) -> Optional[int]:
         value = field(obj, key)
-        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return int(value)
+        return None
     return Flavor(name=field(obj, "name"), vcpus=number("vcpus"), memory_mb=number("memory_mb"),
                   root_gb=number("root_gb"), ephemeral_gb=number("ephemeral_gb"),
                   swap=number("swap"))

@@ -1,6 +1,6 @@
 """A real NetBox on loopback for the demo and the tests, never a mock of one.
 
-NetBox is slow to set up (a ~2 minute pip install, ~11 minutes of migrations),
+NetBox is slow to set up (a ~2 minute pip install, 7-11 minutes of migrations),
 so both are done once and cached under CACHE_DIR, keyed by NetBox version: the
 venv, and a pg_dump of a migrated database holding an admin user and a v1 API
 token. Each start clones that database (restored once into a template
@@ -76,10 +76,6 @@ def _pg(tool: str, host: str, port: int, *args: str) -> List[str]:
     return [tool, "-h", host, "-p", str(port), "-U", "postgres", *args]
 
 
-def _psql(host: str, port: int, sql: str) -> None:
-    _run(_pg("psql", host, port, "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql))
-
-
 def _drop(host: str, port: int, database: str) -> None:
     _run(_pg("dropdb", host, port, "--if-exists", "--force", database))
 
@@ -108,7 +104,8 @@ def ensure_installed(progress: Progress = print) -> Path:
     return VENV
 
 
-def _configure(root: Path, database: str, pg_host: str, pg_port: int, redis_port: int) -> Dict[str, str]:
+def _configure(root: Path, database: str, pg_host: str, pg_port: int,
+               redis_port: int) -> Dict[str, str]:
     """Write NETBOX_ROOT/conf/configuration.py; return the environment that selects it."""
     (root / "conf").mkdir(parents=True, exist_ok=True)
     redis = {"HOST": "127.0.0.1", "PORT": redis_port, "PASSWORD": "", "SSL": False}
@@ -122,24 +119,25 @@ def _configure(root: Path, database: str, pg_host: str, pg_port: int, redis_port
         "API_TOKEN_PEPPERS": {1: secrets.token_urlsafe(48)},
         "CENSUS_REPORTING_ENABLED": False,
         "ISOLATED_DEPLOYMENT": True,
-        "TIME_ZONE": "UTC",
     }
     text = "".join(f"{key} = {value!r}\n" for key, value in config.items())
     (root / "conf" / "configuration.py").write_text(text)
     return {"NETBOX_ROOT": str(root)}
 
 
-def ensure_template(progress: Progress = print, pg_host: str = "127.0.0.1", pg_port: int = 5432) -> Path:
-    """Migrate a scratch database once and keep its dump: migrating takes ~11 minutes."""
+def ensure_template(progress: Progress = print, pg_host: str = "127.0.0.1",
+                    pg_port: int = 5432) -> Path:
+    """Migrate a scratch database once and keep its dump: migrating takes 7-11 minutes."""
     if DUMP.exists() and TOKEN_FILE.exists():
         return DUMP
     python = str(ensure_installed(progress) / "bin" / "python")
     scratch = f"novahooks_netbox_build_{os.getpid()}"
     build = HOME / f"build-{os.getpid()}"
     env = _configure(build, scratch, pg_host, pg_port, 6379)
-    creds = {"username": "admin", "password": secrets.token_urlsafe(16), "token": secrets.token_hex(20)}
+    creds = {"username": "admin", "password": secrets.token_urlsafe(16),
+             "token": secrets.token_hex(20)}
     started = time.monotonic()
-    progress(f"netbox: migrating a new database {scratch} (~11 minutes on 2 cores)")
+    progress(f"netbox: migrating a new database {scratch} (7-11 minutes on 2 cores)")
     _drop(pg_host, pg_port, scratch)
     _run(_pg("createdb", pg_host, pg_port, scratch))
     try:
@@ -176,7 +174,8 @@ def _template_db(pg_host: str, pg_port: int) -> str:
         _run(_pg("createdb", pg_host, pg_port, scratch))
         _run(_pg("pg_restore", pg_host, pg_port, "--no-owner", "-d", scratch, str(DUMP)))
         try:
-            _psql(pg_host, pg_port, f'ALTER DATABASE "{scratch}" RENAME TO "{name}"')
+            _run(_pg("psql", pg_host, pg_port, "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc",
+                     f'ALTER DATABASE "{scratch}" RENAME TO "{name}"'))
         except ServerError:
             _drop(pg_host, pg_port, scratch)  # another process restored it first
     return name
@@ -204,7 +203,8 @@ class NetBoxServer:
 
 
 def _status_ok(url: str, token: str) -> bool:
-    request = urllib.request.Request(f"{url}/api/status/", headers={"Authorization": f"Token {token}"})
+    request = urllib.request.Request(f"{url}/api/status/",
+                                     headers={"Authorization": f"Token {token}"})
     with urllib.request.urlopen(request, timeout=5) as response:
         return response.status == 200
 
@@ -225,7 +225,8 @@ def start(workdir: Path, redis_port: int = 6379, pg_host: str = "127.0.0.1", pg_
     log = workdir / "netbox.log"
     try:
         process = Process("netbox", [python, "-m", "gunicorn", "netbox.wsgi", "--bind",
-                                     f"127.0.0.1:{port}", "--workers", "2", "--timeout", "120"],
+                                     f"127.0.0.1:{port}", "--workers", "2", "--timeout", "120",
+                                     "--no-control-socket"],  # else all share ~/.gunicorn
                           log, env=env, cwd=workdir)
     except BaseException:
         _drop(pg_host, pg_port, database)

@@ -159,7 +159,7 @@ class Processes(object):
         for queue in POOLS:
             self.start_worker(queue)
         for queue, proc in self.workers.items():
-            wait_for(lambda: "ready." in proc.log.read_text(errors="replace"), 60,
+            wait_for(lambda proc=proc: "ready." in proc.log.read_text(errors="replace"), 60,
                      "worker %s" % queue, proc.proc, proc.log)
         self.progress("workers ready: %s" % ", ".join(
             "%s x%d" % (q, POOLS[q]) for q in POOLS))

@@ -166,7 +166,8 @@ class Rfc2136Dns(DnsDriver):
             by_zone.setdefault(zone, self._update(zone)).delete(ptr, "PTR", target)
         for zone, update in by_zone.items():
             self._send(update, "update reverse zone %s" % zone)
-        return {"fqdn": fqdn, "addresses": sorted(reverse), "removed": sorted(set(old) - set(reverse))}
+        return {"fqdn": fqdn, "addresses": sorted(reverse),
+                "removed": sorted(set(old) - set(reverse))}
 
     def deregister(self, fqdn: str, instance_uuid: str,
                    addresses: Sequence[Address]) -> Dict[str, Any]:
@@ -201,6 +202,11 @@ class Rfc2136Dns(DnsDriver):
         name = self._name(fqdn)
         ptrs = {}  # type: Dict[str, List[str]]
         for address in addresses:
-            ptrs[address] = self._query(dns.reversename.from_address(address), "PTR")
+            try:
+                reverse, _ = self._reverse_zone(address)
+            except OutOfScope:
+                ptrs[address] = []  # no zone of ours could hold it
+                continue
+            ptrs[address] = self._query(reverse, "PTR")
         return {"A": self._query(name, "A"), "AAAA": self._query(name, "AAAA"),
                 "owned": owner_marker(instance_uuid) in self._query(name, "TXT"), "PTR": ptrs}

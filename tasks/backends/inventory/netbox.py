@@ -7,6 +7,8 @@ attach or detach changes only that interface.
 
 from typing import Any, Dict, List, Optional
 
+import pynetbox
+
 from novahooks.nova.event import Address, InstanceEvent
 from tasks.backends.inventory.base import InventoryDriver, status_of
 from tasks.backends.netbox import client
@@ -31,12 +33,12 @@ class NetBoxInventory(InventoryDriver):
     def _cluster(self) -> int:
         if self._cluster_id is None:
             client.ensure_custom_fields(self.api)
-            types = self.api.virtualization.cluster_types
-            ctype = types.get(slug=_slug(self.settings.cluster_type)) or types.create(
-                name=self.settings.cluster_type, slug=_slug(self.settings.cluster_type))
-            clusters = self.api.virtualization.clusters
-            cluster = clusters.get(name=self.settings.cluster) or clusters.create(
-                name=self.settings.cluster, type=ctype.id, status="active")
+            slug = _slug(self.settings.cluster_type)
+            ctype = client.get_or_create(self.api.virtualization.cluster_types, {"slug": slug},
+                                         {"name": self.settings.cluster_type, "slug": slug})
+            cluster = client.get_or_create(
+                self.api.virtualization.clusters, {"name": self.settings.cluster},
+                {"name": self.settings.cluster, "type": ctype.id, "status": "active"})
             self._cluster_id = int(cluster.id)
         return self._cluster_id
 
@@ -71,7 +73,8 @@ class NetBoxInventory(InventoryDriver):
                                   client.PROJECT_FIELD: event.project_id},
             }
             if vm is None:
-                vm = self.api.virtualization.virtual_machines.create(**fields)
+                with client.raced(BACKEND, "VM %s" % event.hostname):
+                    vm = self.api.virtualization.virtual_machines.create(**fields)
                 action = "created"
             else:
                 if event.addresses is None:
@@ -101,8 +104,10 @@ class NetBoxInventory(InventoryDriver):
             wanted[name] = items
         primary = {}  # type: Dict[str, int]
         for name, items in wanted.items():
-            iface = existing.pop(name, None) or api.virtualization.interfaces.create(
-                virtual_machine=vm.id, name=name)
+            iface = existing.pop(name, None)
+            if iface is None:
+                with client.raced(BACKEND, "interface %s" % name):
+                    iface = api.virtualization.interfaces.create(virtual_machine=vm.id, name=name)
             mac = items[0].mac
             if mac:
                 self._ensure_mac(iface, mac)
@@ -125,9 +130,10 @@ class NetBoxInventory(InventoryDriver):
         record = macs.get(mac_address=mac, assigned_object_type="virtualization.vminterface",
                           assigned_object_id=iface.id)
         if record is None:
-            record = macs.create(mac_address=mac,
-                                 assigned_object_type="virtualization.vminterface",
-                                 assigned_object_id=iface.id)
+            with client.raced(BACKEND, "MAC %s" % mac):
+                record = macs.create(mac_address=mac,
+                                     assigned_object_type="virtualization.vminterface",
+                                     assigned_object_id=iface.id)
         if getattr(iface, "primary_mac_address", None) is None or \
                 iface.primary_mac_address.id != record.id:
             iface.update({"primary_mac_address": record.id})
@@ -151,8 +157,13 @@ class NetBoxInventory(InventoryDriver):
             vm = self.find(instance_uuid)
             if vm is None:
                 return {}
-            interfaces = sorted(i.name for i in self.api.virtualization.interfaces.filter(
-                virtual_machine_id=vm.id))
+            try:
+                interfaces = sorted(i.name for i in self.api.virtualization.interfaces.filter(
+                    virtual_machine_id=vm.id))
+            except pynetbox.RequestError:
+                if self.find(instance_uuid) is None:
+                    return {}  # deleted between the two reads
+                raise
             return {"id": int(vm.id), "name": vm.name, "status": str(vm.status.value),
                     "vcpus": vm.vcpus, "memory": vm.memory, "interfaces": interfaces,
                     "primary_ip4": str(vm.primary_ip4) if vm.primary_ip4 else None,

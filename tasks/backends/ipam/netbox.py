@@ -45,6 +45,9 @@ class NetBoxIpam(IpamDriver):
                 if item.address not in mine:
                     for other in self.api.ipam.ip_addresses.filter(address=item.address):
                         owner = (other.custom_fields or {}).get(client.UUID_FIELD)
+                        if owner == instance_uuid:
+                            mine[item.address] = other
+                            continue
                         raise Conflict("address %s is already recorded in NetBox (id %s) for %s"
                                        % (item.address, other.id,
                                           "instance %s" % owner if owner else
@@ -58,7 +61,8 @@ class NetBoxIpam(IpamDriver):
                           "description": "Nova instance %s" % instance_uuid,
                           "custom_fields": {client.UUID_FIELD: instance_uuid}}
                 if record is None:
-                    self.api.ipam.ip_addresses.create(**fields)
+                    with client.raced(BACKEND, "address %s" % address):
+                        self.api.ipam.ip_addresses.create(**fields)
                     created.append(address)
                 elif str(record.address) != cidr or record.dns_name != fqdn:
                     record.update({"address": cidr, "dns_name": fqdn})
@@ -79,4 +83,5 @@ class NetBoxIpam(IpamDriver):
     def describe(self, instance_uuid: str) -> Dict[str, Any]:
         with client.translated(BACKEND, self.settings.url):
             self._ready()
-            return {"addresses": sorted(str(ip.address) for ip in self.mine(instance_uuid).values())}
+            mine = self.mine(instance_uuid)
+            return {"addresses": sorted(str(ip.address) for ip in mine.values())}

@@ -7,7 +7,7 @@ instance and repeated safely.
 
 import contextlib
 import threading
-from typing import Any, Iterator
+from typing import Any, Dict, Iterator
 
 import pynetbox
 import requests
@@ -71,6 +71,38 @@ def translated(backend: str, url: str) -> Iterator[None]:
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise BackendUnavailable("NetBox at %s unreachable: %s" % (url, type(exc).__name__),
                                  backend=backend) from exc
+
+
+@contextlib.contextmanager
+def raced(backend: str, what: str) -> Iterator[None]:
+    """A create refused as a duplicate means a concurrent worker made it first.
+
+    Retrying is right: the next attempt finds the record and treats it as its own
+    (or as a conflict, if another instance holds it).
+    """
+    try:
+        yield
+    except pynetbox.RequestError as exc:
+        text = str(getattr(exc, "error", "") or exc).lower()
+        if getattr(exc.req, "status_code", 0) == 400 and (
+                "duplicate" in text or "already exists" in text or "must be unique" in text):
+            raise TransientError("%s was created concurrently: %s" % (what, text[:200]),
+                                 backend=backend) from exc
+        raise
+
+
+def get_or_create(endpoint: Any, lookup: Dict[str, Any], fields: Dict[str, Any]) -> Any:
+    """Find a record or make it, tolerating another worker making it at the same moment."""
+    found = endpoint.get(**lookup)
+    if found is not None:
+        return found
+    try:
+        return endpoint.create(**fields)
+    except pynetbox.RequestError:
+        found = endpoint.get(**lookup)
+        if found is None:
+            raise
+        return found
 
 
 def ensure_custom_fields(api: pynetbox.api) -> None:

@@ -28,7 +28,8 @@ def events(path: Path) -> List[Dict[str, Any]]:
     if not path.exists():
         return []
     with sqlite3.connect(str(path)) as conn:
-        return [json.loads(body) for (body,) in conn.execute("SELECT body FROM events ORDER BY seq")]
+        rows = conn.execute("SELECT body FROM events ORDER BY seq")
+        return [json.loads(body) for (body,) in rows]
 
 
 def call(name: str, args: tuple, kwargs: Dict[str, Any], rv: Any = None) -> None:
