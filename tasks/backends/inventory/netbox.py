@@ -43,9 +43,8 @@ class NetBoxInventory(InventoryDriver):
         return self._cluster_id
 
     def find(self, instance_uuid: str) -> Optional[Any]:
-        found = list(self.api.virtualization.virtual_machines.filter(
-            **{"cf_" + client.UUID_FIELD: instance_uuid}))
-        return found[0] if found else None
+        found = client.owned_by(self.api.virtualization.virtual_machines, instance_uuid)
+        return min(found, key=lambda vm: int(vm.id)) if found else None
 
     def register(self, event: InstanceEvent) -> Dict[str, Any]:
         with client.translated(BACKEND, self.settings.url):
@@ -112,9 +111,9 @@ class NetBoxInventory(InventoryDriver):
             if mac:
                 self._ensure_mac(iface, mac)
             for item in items:
-                for ip in api.ipam.ip_addresses.filter(
-                        address=item.address, **{"cf_" + client.UUID_FIELD: vm.custom_fields.get(
-                            client.UUID_FIELD)}):
+                for ip in client.owned_by(api.ipam.ip_addresses,
+                                          vm.custom_fields.get(client.UUID_FIELD),
+                                          address=item.address):
                     if ip.assigned_object_id != iface.id:
                         ip.update({"assigned_object_type": "virtualization.vminterface",
                                    "assigned_object_id": iface.id})
@@ -127,8 +126,7 @@ class NetBoxInventory(InventoryDriver):
 
     def _ensure_mac(self, iface: Any, mac: str) -> None:
         macs = self.api.dcim.mac_addresses
-        record = macs.get(mac_address=mac, assigned_object_type="virtualization.vminterface",
-                          assigned_object_id=iface.id)
+        record = client.first(macs, mac_address=mac, vminterface_id=iface.id)
         if record is None:
             with client.raced(BACKEND, "MAC %s" % mac):
                 record = macs.create(mac_address=mac,

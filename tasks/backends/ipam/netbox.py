@@ -31,8 +31,8 @@ class NetBoxIpam(IpamDriver):
         return "%s/%d" % (address, ipaddress.ip_network(str(longest.prefix)).prefixlen)
 
     def mine(self, instance_uuid: str) -> Dict[str, Any]:
-        return {str(ip.address).split("/")[0]: ip for ip in
-                self.api.ipam.ip_addresses.filter(**{"cf_" + client.UUID_FIELD: instance_uuid})}
+        return {str(ip.address).split("/")[0]: ip
+                for ip in client.owned_by(self.api.ipam.ip_addresses, instance_uuid)}
 
     def ensure(self, instance_uuid: str, fqdn: str,
                addresses: Sequence[Address]) -> Dict[str, Any]:

@@ -7,7 +7,7 @@ instance and repeated safely.
 
 import contextlib
 import threading
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, List
 
 import pynetbox
 import requests
@@ -91,32 +91,50 @@ def raced(backend: str, what: str) -> Iterator[None]:
         raise
 
 
+def owned_by(endpoint: Any, instance_uuid: str, **lookup: Any) -> List[Any]:
+    """Records whose custom field names this instance.
+
+    Checked again on our side: NetBox silently ignores a filter it does not know
+    (a custom field someone deleted), and "all records" must never be taken
+    for "this instance's records" by a release.
+    """
+    lookup["cf_" + UUID_FIELD] = instance_uuid
+    return [record for record in endpoint.filter(**lookup)
+            if (record.custom_fields or {}).get(UUID_FIELD) == instance_uuid]
+
+
+def first(endpoint: Any, **lookup: Any) -> Any:
+    """The oldest matching record, or None.
+
+    Not ``endpoint.get``: where NetBox enforces no uniqueness, two workers racing
+    may both have created one, and every worker must then settle on the same.
+    """
+    found = list(endpoint.filter(**lookup))
+    return min(found, key=lambda record: int(record.id)) if found else None
+
+
 def get_or_create(endpoint: Any, lookup: Dict[str, Any], fields: Dict[str, Any]) -> Any:
     """Find a record or make it, tolerating another worker making it at the same moment."""
-    found = endpoint.get(**lookup)
+    found = first(endpoint, **lookup)
     if found is not None:
         return found
     try:
-        return endpoint.create(**fields)
+        endpoint.create(**fields)
     except pynetbox.RequestError:
-        found = endpoint.get(**lookup)
-        if found is None:
+        if first(endpoint, **lookup) is None:
             raise
-        return found
+    return first(endpoint, **lookup)
 
 
 def ensure_custom_fields(api: pynetbox.api) -> None:
     """Create the custom fields this product keys on, once, tolerating a racing worker."""
     with _ready_lock:
         for name, (label, object_types) in CUSTOM_FIELDS.items():
-            existing = api.extras.custom_fields.get(name=name)
+            existing = first(api.extras.custom_fields, name=name)
             if existing is None:
-                try:
-                    api.extras.custom_fields.create(name=name, label=label, type="text",
-                                                    object_types=object_types)
-                except pynetbox.RequestError:
-                    if api.extras.custom_fields.get(name=name) is None:
-                        raise
+                get_or_create(api.extras.custom_fields, {"name": name},
+                              {"name": name, "label": label, "type": "text",
+                               "object_types": object_types})
             else:
                 have = set(existing.object_types or [])
                 if not set(object_types) <= have:
