@@ -94,7 +94,7 @@ def _zones_answer(port: int, zones: Sequence[str]) -> bool:
 
 
 def start_bind(workdir: Path, forward_zone: str = "cloud.example.test",
-               reverse_zones: Sequence[str] = ("10.in-addr.arpa", "192.168.in-addr.arpa",
+               reverse_zones: Sequence[str] = ("10.in-addr.arpa", "168.192.in-addr.arpa",
                                                "8.b.d.0.1.0.0.2.ip6.arpa"),
                key_name: str = "novahooks-key", timeout: float = 15.0) -> BindServer:
     """Write named.conf and zone files into `workdir` and run ``named -g`` there.

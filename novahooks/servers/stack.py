@@ -21,7 +21,7 @@ from novahooks.servers.slapd import start_slapd
 Progress = Callable[[str], None]
 
 FORWARD_ZONE = "cloud.example.test"
-REVERSE_ZONES = ("10.in-addr.arpa", "192.168.in-addr.arpa", "8.b.d.0.1.0.0.2.ip6.arpa")
+REVERSE_ZONES = ("10.in-addr.arpa", "168.192.in-addr.arpa", "8.b.d.0.1.0.0.2.ip6.arpa")
 PREFIXES = ("10.20.0.0/16", "192.168.1.0/24", "2001:db8:20::/64")
 #: queue -> worker concurrency; the slow, chatty backends get more processes.
 POOLS = {"ipam": 2, "dns": 1, "ldap": 1, "inventory": 2, "audit": 1}

@@ -44,6 +44,14 @@ def test_register_writes_a_aaaa_and_both_ptrs(stack: Stack, driver: Rfc2136Dns) 
     assert ".ip6.arpa" in dns.reversename.from_address(v6).to_text()
 
 
+def test_ptr_in_the_192_168_reverse_zone(stack: Stack, driver: Rfc2136Dns) -> None:
+    driver.register("dns-i.cloud.example.test", "12121212-1212-1212-1212-121212121212",
+                    [Address("192.168.1.77", 4)])
+    assert ptr(stack, "192.168.1.77") == ["dns-i.cloud.example.test."]
+    driver.deregister("dns-i.cloud.example.test", "12121212-1212-1212-1212-121212121212", [])
+    assert ptr(stack, "192.168.1.77") == []
+
+
 def test_register_twice_leaves_one_record_and_moves_ptr(stack: Stack, driver: Rfc2136Dns) -> None:
     owner = "22222222-2222-2222-2222-222222222222"
     fqdn = "dns-b.cloud.example.test"
