@@ -23,6 +23,7 @@ def record(self: StepTask, event: Any, stage: str = "done", step: Optional[str] 
         "kind": data.get("kind"),
         "event_id": data.get("event_id"),
         "source": data.get("source"),
+        "emitted_at": data.get("emitted_at"),
         "stage": stage,
         "step": step,
         "error": error,
