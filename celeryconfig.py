@@ -37,7 +37,8 @@ accept_content = ["json"]
 
 task_acks_late = True
 task_reject_on_worker_lost = True
-task_acks_on_failure_or_timeout = True
+task_acks_on_failure = True
+task_acks_on_timeout = True
 worker_prefetch_multiplier = 1
 
 task_queues = [Queue(step, routing_key=step) for step in STEPS]

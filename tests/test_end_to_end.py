@@ -163,3 +163,20 @@ def held_without_ldap(vm: Vm) -> Dict[str, Any]:
     return {"dns": drivers.dns().describe(fqdn, vm.uuid, [a for a, _ in vm.addresses]),
             "ldap": [], "ipam": drivers.ipam().describe(vm.uuid)["addresses"],
             "inventory": drivers.inventory().describe(vm.uuid)}
+
+
+def test_resize_event_updates_the_inventory_and_audits(stack: Stack,
+                                                       processes: Processes) -> None:
+    from novahooks.nova.event import Flavor
+    from tasks import chains
+    from tasks.app import app
+    ev = make_event(addresses=[Address(unique_v4(), 4, mac(), "private")])
+    vm = Vm(ev.hostname, tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
+    chains.build(app, ev.to_dict()).apply_async()
+    until(lambda: held(vm)["inventory"].get("status") == "active", 60, "registered")
+    bigger = ev._replace(kind="resize", flavor=Flavor("m1.large", 8, 16384, 160, 0, 0))
+    chains.build(app, bigger.to_dict()).apply_async()
+    until(lambda: held(vm)["inventory"].get("vcpus") == 8, 60, "inventory resized")
+    assert held(vm)["inventory"]["memory"] == 16384
+    until(lambda: any(r["kind"] == "resize" and r["stage"] == "done"
+                      for r in audit_lines(stack, ev.uuid)), 30, "audit of resize")

@@ -94,9 +94,11 @@ def test_real_nova_boot_and_delete_registers_and_removes_everything(
         assert state["ldap"] == ["cn=%s,%s" % (vm.hostname, stack.slapd.hosts_base)]
         assert state["dns"]["A"] == [vm.addresses[0][0]]
         assert state["inventory"]["name"] == vm.hostname
-        lines = [json.loads(line) for line in stack.audit_path.read_text().splitlines()]
-        assert any(r["instance_uuid"] == vm.uuid and r["source"] == "hook:build_instance"
-                   for r in lines)
+        until(lambda vm=vm: any(r["instance_uuid"] == vm.uuid and r["stage"] == "done"
+                                and r["source"] == "hook:build_instance"
+                                for r in map(json.loads,
+                                             stack.audit_path.read_text().splitlines())),
+              30, "audit record of %s's build" % vm.hostname)
     for vm in booted:
         reply = nova.send("delete %s" % vm.uuid)
         assert reply["event"] == "deleted", reply

@@ -126,3 +126,18 @@ def test_unreachable_netbox_is_transient(stack: Stack) -> None:
         "NOVAHOOKS_INVENTORY_TOKEN": stack.netbox.token, "NOVAHOOKS_INVENTORY_TIMEOUT": "2"})
     with pytest.raises(BackendUnavailable):
         NetBoxInventory(settings.inventory).register(make_event(addresses=[]))
+
+
+def test_decommission_policy_keeps_the_vm_and_frees_its_addresses(
+        stack: Stack, api: pynetbox.api, ipam: NetBoxIpam) -> None:
+    settings = load_settings(str(stack.config_path),
+                             {"NOVAHOOKS_INVENTORY_ON_DELETE": "decommission"})
+    inventory = NetBoxInventory(settings.inventory)
+    ev = make_event(addresses=[Address(unique_v4(), 4, mac(), "private")])
+    ipam.ensure(ev.uuid, ev.hostname + ".cloud.example.test", ev.addresses)
+    inventory.register(ev)
+    assert inventory.deregister(ev)["action"] == "decommissioned"
+    vm = api.virtualization.virtual_machines.get(**{"cf_" + UUID_FIELD: ev.uuid})
+    assert vm.status.value == "decommissioning" and vm.primary_ip4 is None
+    assert ipam.release(ev.uuid)["released"] == [ev.addresses[0].address]
+    vm.delete()
