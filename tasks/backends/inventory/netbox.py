@@ -144,9 +144,10 @@ class NetBoxInventory(InventoryDriver):
             if self.settings.on_delete == "delete":
                 vm.delete()
                 return {"vm": int(vm.id), "action": "deleted"}
+            # NetBox refuses to unassign an address that is still a primary IP.
+            vm.update({"status": "decommissioning", "primary_ip4": None, "primary_ip6": None})
             for ip in self.api.ipam.ip_addresses.filter(virtual_machine_id=vm.id):
                 ip.update({"assigned_object_type": None, "assigned_object_id": None})
-            vm.update({"status": "decommissioning", "primary_ip4": None, "primary_ip6": None})
         return {"vm": int(vm.id), "action": "decommissioned"}
 
     def describe(self, instance_uuid: str) -> Dict[str, Any]:
