@@ -3,7 +3,9 @@
 Run with the Python 3.8 interpreter of the Nova 21.2.4 venv (``tests/nova/venv.py``
 builds it), under eventlet like nova-compute, with a real ``nova.objects.Instance``::
 
-    ~/.cache/novahooks/nova-21.2.4-py38/bin/python bench/hook_overhead.py [--quick]
+    V=~/.cache/novahooks/nova-21.2.4-py38
+    $V/bin/pip install -c $V/nova-ussuri-upper-constraints.txt redis   # 3.4.1, Ussuri's pin
+    $V/bin/python bench/hook_overhead.py [--quick]
 
 Both sides run in the same process, alternating in blocks, against a private
 Redis on loopback: the hook appends to the SQLite outbox (WAL,
