@@ -5,9 +5,11 @@ Exit codes scripts can rely on: 0 success, 1 the check or operation failed,
 """
 
 import argparse
+import json
 import logging
 import sys
-from typing import List, Optional
+import time
+from typing import Any, Dict, List, Optional
 
 
 def _relay(args: argparse.Namespace) -> int:
@@ -37,6 +39,59 @@ def _audit_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print(rows: List[Dict[str, Any]], as_json: bool, columns: List[str]) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2, sort_keys=True, default=str))
+        return
+    if not rows:
+        print("(none)")
+        return
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))[:60]) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row.get(c, ""))[:60].ljust(widths[c]) for c in columns))
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    from novahooks import operations
+    from novahooks.settings import load_settings
+    settings = load_settings(args.config)
+    if args.dl_command == "list":
+        rows = operations.dead_letters(settings, include_replayed=args.all)
+        for row in rows:
+            event = json.loads(row["event"])
+            row["hostname"] = event.get("hostname")
+            row["kind"] = event.get("kind")
+            row["created"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["created_at"]))
+        _print(rows, args.json, ["id", "created", "instance_uuid", "hostname", "kind", "step",
+                                 "attempts", "error"])
+        return 0
+    if args.dl_command == "show":
+        from tasks.ledger import ledger
+        row = ledger(settings.ledger.url).dead_letter_by_id(args.id)
+        if row is None:
+            print("no dead letter %d" % args.id, file=sys.stderr)
+            return 1
+        row["event"] = json.loads(row["event"])
+        print(json.dumps(row, indent=2, sort_keys=True))
+        return 0
+    if args.id is None and not args.all:
+        print("replay: give a dead letter id or --all", file=sys.stderr)
+        return 2
+    replayed = operations.replay(settings, None if args.all else args.id)
+    print("replayed %d dead letter(s): %s" % (len(replayed), ", ".join(map(str, replayed))))
+    return 0 if replayed or args.all else 1
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from novahooks import operations
+    from novahooks.settings import load_settings
+    resumed = operations.reconcile_stalled(load_settings(args.config), args.older_than)
+    _print(resumed, args.json, ["event_id", "instance_uuid", "kind", "resumed_at_step",
+                                "stalled_for_s"])
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from novahooks.demo import run
     return run(keep=args.keep, count=args.count)
@@ -56,6 +111,23 @@ def parser() -> argparse.ArgumentParser:
     verify = audit_sub.add_parser("verify", help="check the hash chain of an audit JSONL file")
     verify.add_argument("path")
     verify.set_defaults(func=_audit_verify)
+    dl = sub.add_parser("dead-letters", help="events a step gave up on")
+    dl_sub = dl.add_subparsers(dest="dl_command", required=True)
+    dl_list = dl_sub.add_parser("list", help="dead letters not yet replayed")
+    dl_list.add_argument("--all", action="store_true", help="include replayed ones")
+    dl_list.add_argument("--json", action="store_true")
+    dl_show = dl_sub.add_parser("show", help="one dead letter with its event")
+    dl_show.add_argument("id", type=int)
+    dl_replay = dl_sub.add_parser("replay", help="publish the failed step and the rest of "
+                                  "its chain again, after the cause is fixed")
+    dl_replay.add_argument("id", type=int, nargs="?")
+    dl_replay.add_argument("--all", action="store_true")
+    dl.set_defaults(func=_dead_letters)
+    reconcile = sub.add_parser("reconcile", help="finish chains that stopped half-way")
+    reconcile.add_argument("--older-than", type=float, default=None,
+                           help="seconds without progress (default: [ledger] stalled_after)")
+    reconcile.add_argument("--json", action="store_true")
+    reconcile.set_defaults(func=_reconcile)
     demo = sub.add_parser("demo", help="run the whole pipeline on local real servers")
     demo.add_argument("--keep", action="store_true", help="leave servers running at the end")
     demo.add_argument("--count", type=int, default=4, help="number of VMs (default 4)")

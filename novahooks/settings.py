@@ -161,8 +161,20 @@ class AuditSettings(Section):
     }
 
 
-SECTIONS = (OutboxSettings, BrokerSettings, RelaySettings, RetrySettings, IpamSettings,
-            InventorySettings, DnsSettings, DirectorySettings, AuditSettings)
+class LedgerSettings(Section):
+    NAME = "ledger"
+    FIELDS = {
+        # SQLite on one worker host; postgresql://... when workers run on several hosts.
+        "url": (str, "sqlite:////var/lib/novahooks/ledger.sqlite"),
+        # keep: a failed create leaves earlier steps' records (the dead letter says what is
+        # missing); undo: remove what the earlier steps made.
+        "on_permanent_failure": (str, "keep"),
+        "stalled_after": (int, 900),
+    }
+
+
+SECTIONS = (OutboxSettings, LedgerSettings, BrokerSettings, RelaySettings, RetrySettings,
+            IpamSettings, InventorySettings, DnsSettings, DirectorySettings, AuditSettings)
 
 
 class Settings(object):
@@ -171,6 +183,7 @@ class Settings(object):
     def __init__(self, sections: Mapping[str, Section], source: Optional[str]) -> None:
         self.source = source
         self.outbox = sections["outbox"]  # type: OutboxSettings
+        self.ledger = sections["ledger"]  # type: LedgerSettings
         self.broker = sections["broker"]  # type: BrokerSettings
         self.relay = sections["relay"]  # type: RelaySettings
         self.retry = sections["retry"]  # type: RetrySettings

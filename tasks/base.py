@@ -1,15 +1,17 @@
 """The behaviour every step shares, declared once.
 
 Retry policy (transient errors only, exponential backoff with jitter, bounded),
-parsing and validating the event before any backend call, one structured log
-line per outcome, and an audit record when a step gives up. Step modules hold
-only the fifteen lines that differ.
+parsing and validating the event before any backend call, the per-instance
+lock and tombstone check around the backend call, the ledger of what was made
+and which steps finished, one structured log line per outcome, and a dead
+letter plus an audit record when a step gives up. Step modules hold only the
+few lines that differ.
 """
 
 import json
 import logging
 import time
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
 
 from celery import Task
 from celery.exceptions import Retry
@@ -18,6 +20,7 @@ from novahooks.nova.event import EventFormatError, InstanceEvent, event_from_dic
 from tasks import validate
 from tasks.config import settings
 from tasks.errors import InvalidEvent, TransientError
+from tasks.ledger import Ledger, ledger
 
 LOG = logging.getLogger("novahooks.step")
 
@@ -27,6 +30,10 @@ def _summary(payload: Any) -> Dict[str, Any]:
         return {}
     return {"instance_uuid": payload.get("uuid"), "hostname": payload.get("hostname"),
             "kind": payload.get("kind"), "event_id": payload.get("event_id")}
+
+
+def book() -> Ledger:
+    return ledger(settings().ledger.url)
 
 
 class StepTask(Task):
@@ -39,8 +46,8 @@ class StepTask(Task):
     max_retries = settings().retry.max_retries
     acks_late = True
     reject_on_worker_lost = True
-    #: The backend kind this task talks to, for logs and audit. (Not ``backend``:
-    #: Celery's Task uses that name for the result backend.)
+    #: The backend kind this task talks to, for logs, ledger and audit. (Not
+    #: ``backend``: Celery's Task uses that name for the result backend.)
     backend_kind = ""
 
     def parse(self, payload: Any, needs_hostname: bool = True) -> InstanceEvent:
@@ -51,11 +58,40 @@ class StepTask(Task):
             raise InvalidEvent(exc.field, str(exc)) from None
         return validate.event(event, needs_hostname=needs_hostname)
 
+    def register(self, event: InstanceEvent,
+                 action: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+        """Run a register action unless the instance was deleted meanwhile."""
+        ledger_ = book()
+        with ledger_.lock(event.uuid):
+            if ledger_.is_deleted(event.uuid):
+                return {"skipped": "instance %s was deleted" % event.uuid}
+            result = action()
+            ledger_.remember(event.uuid, self.backend_kind, result)
+        return result
+
+    def deregister(self, event: InstanceEvent, action: Callable[[], Dict[str, Any]],
+                   undo: bool = False) -> Dict[str, Any]:
+        """Run a removal; a real delete (not an undo) first leaves a tombstone."""
+        ledger_ = book()
+        with ledger_.lock(event.uuid):
+            if not undo:
+                ledger_.tombstone(event.uuid, event.hostname)
+            result = action()
+            ledger_.forget(event.uuid, self.backend_kind)
+        return result
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         started = time.monotonic()
-        outcome, error = "ok", None  # type: str, Optional[str]
+        outcome: str = "ok"
+        error: Optional[str] = None
         try:
-            return super().__call__(*args, **kwargs)
+            result = super().__call__(*args, **kwargs)
+            if args and isinstance(args[0], dict) and kwargs.get("stage") != "failed":
+                # Finished means the plan's closing step ran, not merely "end of this
+                # message's chain": a chain cut short by a crash is not finished.
+                last = not self.request.chain and self.name == "audit.record"
+                book().step_done(args[0], self.name, last=last)
+            return result
         except Retry as exc:
             outcome, error = "retry", str(exc.exc or exc)
             raise
@@ -73,9 +109,19 @@ class StepTask(Task):
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
                    einfo: Any) -> None:
-        """A step that gave up stops its chain; the audit trail must still say so."""
-        if self.name.startswith("audit.") or not args:
+        """A step that gave up stops its chain: keep the event as a dead letter and say so."""
+        if not args or kwargs.get("stage") == "failed":
+            return
+        error = "%s: %s" % (type(exc).__name__, exc)
+        attempts = self.request.retries + 1
+        try:
+            book().dead_letter(args[0], self.name, error, attempts)
+        except Exception:  # noqa: BLE001 - the audit record below must still go out
+            LOG.exception("could not store dead letter for %s", self.name)
+        if self.name.startswith("audit."):
             return
         self.app.send_task("audit.record", args=[args[0], "failed"], queue="audit",
-                           kwargs={"step": self.name, "error": "%s: %s" % (type(exc).__name__, exc),
-                                   "attempts": self.request.retries + 1})
+                           kwargs={"step": self.name, "error": error, "attempts": attempts})
+        if settings().ledger.on_permanent_failure == "undo":
+            from tasks.chains import undo
+            undo(self.app, args[0], failed_step=self.name)

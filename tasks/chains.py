@@ -4,11 +4,17 @@ Signatures are built by task name, so the relay and the notification
 listener publish chains without importing any backend library.
 """
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from celery import Celery, chain
 
 CREATE = ("ipam.reserve", "dns.register", "ldap.register", "inventory.register")
+#: register step -> the step that removes what it made
+REVERSE = {"ipam.reserve": "ipam.release", "dns.register": "dns.deregister",
+           "ldap.register": "ldap.deregister", "inventory.register": "inventory.deregister",
+           "inventory.update": "inventory.deregister"}
+
+Step = Tuple[str, Dict[str, Any]]
 
 #: kind -> steps, each (task name, extra kwargs). The last step is always the audit record.
 PLANS = {
@@ -20,17 +26,44 @@ PLANS = {
                ("ldap.deregister", {}), ("dns.deregister", {}), ("ipam.release", {}),
                ("audit.record", {})),
     "resize": (("inventory.update", {}), ("audit.record", {})),
-}  # type: Dict[str, Tuple[Tuple[str, Dict[str, Any]], ...]]
+}  # type: Dict[str, Tuple[Step, ...]]
 
 
 def steps(kind: str) -> List[str]:
     return [name for name, _ in PLANS[kind]]
 
 
-def build(app: Celery, event: Dict[str, Any]) -> chain:
-    """The chain for one event; every signature immutable, so each step sees the event only."""
-    sigs = []  # type: List[Signature]
-    for name, kwargs in PLANS[event["kind"]]:
-        sigs.append(app.signature(name, args=(event,), kwargs=kwargs, immutable=True,
-                                  queue=name.split(".", 1)[0]))
-    return chain(*sigs)
+def _chain(app: Celery, event: Dict[str, Any], plan: Sequence[Step]) -> chain:
+    """Every signature immutable, so each step sees the event only, never a result."""
+    return chain(*[app.signature(name, args=(event,), kwargs=kwargs, immutable=True,
+                                 queue=name.split(".", 1)[0]) for name, kwargs in plan])
+
+
+def build(app: Celery, event: Dict[str, Any], start_at: Optional[str] = None) -> chain:
+    """The chain for one event, or its remainder from step ``start_at`` (replay, reconcile)."""
+    plan = PLANS[event["kind"]]
+    if start_at is not None:
+        names = [name for name, _ in plan]
+        if start_at not in names:
+            raise ValueError("step %s is not part of a %s chain" % (start_at, event["kind"]))
+        plan = plan[names.index(start_at):]
+    return _chain(app, event, plan)
+
+
+def remaining(kind: str, done: Sequence[str]) -> Optional[str]:
+    """The first step of a chain that has not finished, or None."""
+    for name, _ in PLANS[kind]:
+        if name not in done:
+            return name
+    return None
+
+
+def undo(app: Celery, event: Dict[str, Any], failed_step: str) -> None:
+    """Remove what the steps before ``failed_step`` made (operator policy 'undo')."""
+    names = steps(event.get("kind", ""))[:-1] if event.get("kind") in PLANS else []
+    if failed_step not in names or failed_step not in REVERSE:
+        return
+    done = names[:names.index(failed_step)]
+    plan = [(REVERSE[name], {"undo": True}) for name in reversed(done) if name in REVERSE]
+    if plan:
+        _chain(app, event, plan + [("audit.record", {"stage": "undone"})]).apply_async()

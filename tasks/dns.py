@@ -2,9 +2,10 @@
 
 from typing import Any, Dict
 
+from novahooks.nova.event import Address
 from tasks import drivers, naming
 from tasks.app import app
-from tasks.base import StepTask
+from tasks.base import StepTask, book
 
 
 @app.task(base=StepTask, bind=True, name="dns.register", backend_kind="dns")
@@ -12,13 +13,20 @@ def register(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
     ev = self.parse(event)
     if ev.addresses is None:
         return {"skipped": "addresses not known yet"}
-    return drivers.dns().register(naming.fqdn(ev), ev.uuid, ev.addresses)
+    fqdn = naming.fqdn(ev)
+    return self.register(ev, lambda: drivers.dns().register(fqdn, ev.uuid, ev.addresses))
 
 
 @app.task(base=StepTask, bind=True, name="dns.deregister", backend_kind="dns")
-def deregister(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
+def deregister(self: StepTask, event: Dict[str, Any], undo: bool = False) -> Dict[str, Any]:
     ev = self.parse(event, needs_hostname=False)
     name = naming.fqdn_or_none(ev)
     if name is None:
         return {"skipped": "instance never had a valid DNS name"}
-    return drivers.dns().deregister(name, ev.uuid, ev.addresses or [])
+    # What the ledger says this step wrote covers a delete event that lost its addresses.
+    made = book().made(ev.uuid).get("dns", {})
+    known = {a.address: a for a in ev.addresses or []}
+    for address in made.get("addresses", []):
+        known.setdefault(address, Address(address, 6 if ":" in address else 4))
+    return self.deregister(
+        ev, lambda: drivers.dns().deregister(name, ev.uuid, list(known.values())), undo)

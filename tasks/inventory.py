@@ -8,19 +8,24 @@ from tasks.base import StepTask
 from tasks.errors import InvalidEvent
 
 
-@app.task(base=StepTask, bind=True, name="inventory.register", backend_kind="inventory")
-def register(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
-    ev = self.parse(event)
+def _register(task: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
+    ev = task.parse(event)
     if ev.flavor is None or ev.flavor.vcpus is None or ev.flavor.memory_mb is None:
         raise InvalidEvent("flavor", "unknown flavor (vcpus and memory_mb are required)")
-    return drivers.inventory().register(ev)
+    return task.register(ev, lambda: drivers.inventory().register(ev))
+
+
+@app.task(base=StepTask, bind=True, name="inventory.register", backend_kind="inventory")
+def register(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
+    return _register(self, event)
 
 
 @app.task(base=StepTask, bind=True, name="inventory.update", backend_kind="inventory")
 def update(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
-    return register.run(event)
+    return _register(self, event)
 
 
 @app.task(base=StepTask, bind=True, name="inventory.deregister", backend_kind="inventory")
-def deregister(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
-    return drivers.inventory().deregister(self.parse(event, needs_hostname=False))
+def deregister(self: StepTask, event: Dict[str, Any], undo: bool = False) -> Dict[str, Any]:
+    ev = self.parse(event, needs_hostname=False)
+    return self.deregister(ev, lambda: drivers.inventory().deregister(ev), undo)

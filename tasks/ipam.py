@@ -12,10 +12,11 @@ def reserve(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
     ev = self.parse(event)
     if ev.addresses is None:
         return {"skipped": "addresses not known yet"}
-    return drivers.ipam().ensure(ev.uuid, naming.fqdn(ev), ev.addresses)
+    fqdn = naming.fqdn(ev)
+    return self.register(ev, lambda: drivers.ipam().ensure(ev.uuid, fqdn, ev.addresses))
 
 
 @app.task(base=StepTask, bind=True, name="ipam.release", backend_kind="ipam")
-def release(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
+def release(self: StepTask, event: Dict[str, Any], undo: bool = False) -> Dict[str, Any]:
     ev = self.parse(event, needs_hostname=False)
-    return drivers.ipam().release(ev.uuid)
+    return self.deregister(ev, lambda: drivers.ipam().release(ev.uuid), undo)

@@ -6,25 +6,44 @@ a chain with a DNS record written and an LDAP entry refused.
 
 import ipaddress
 import re
-from typing import Optional
+from typing import Any, List, Optional
 
 from novahooks.nova.event import Address, InstanceEvent
 from tasks.errors import InvalidEvent
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$", re.IGNORECASE)
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
-                   re.IGNORECASE)
+# fullmatch, not match with "$" (which also matches before a trailing newline), and
+# re.ASCII: under IGNORECASE alone [a-z] also matches "\u017f" (long s), "\u212a" (Kelvin
+# sign), "\u0131" and "\u0130", which IDNA would then publish in DNS as another name.
+_FLAGS = re.IGNORECASE | re.ASCII
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)", _FLAGS)
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", _FLAGS)
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", _FLAGS)
+#: Event fields that are free text or null; anything else there is the event's fault.
+_OPTIONAL_TEXT = ("display_name", "project_id", "user_id", "availability_zone", "host",
+                  "vm_state", "image", "os_type")
+_FLAVOR_NUMBERS = ("vcpus", "memory_mb", "root_gb", "ephemeral_gb", "swap")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(value: Any, field: str, optional: bool = True) -> None:
+    if not isinstance(value, str) and not (optional and value is None):
+        raise InvalidEvent(field, "%r is not %s" % (value, "text or null" if optional
+                                                    else "text"))
 
 
 def hostname(value: Optional[str], field: str = "hostname") -> str:
     """An RFC 1123 host label: letters, digits, inner hyphens, 1-63 characters."""
     if value is None or value == "":
         raise InvalidEvent(field, "missing")
+    if not isinstance(value, str):
+        raise InvalidEvent(field, "%r is not text" % (value,))
     if len(value) > 63:
         raise InvalidEvent(field, "%r is %d characters; a DNS label allows at most 63"
                            % (value, len(value)))
-    if not _LABEL.match(value):
+    if not _LABEL.fullmatch(value):
         raise InvalidEvent(field, "%r is not an RFC 1123 host label (letters, digits and "
                            "inner hyphens only)" % value)
     return value.lower()
@@ -37,39 +56,64 @@ def fqdn(host: str, zone: str) -> str:
         raise InvalidEvent("hostname", "%r makes a name of %d characters; DNS allows 253"
                            % (host, len(name)))
     for label in name.split("."):
-        if not _LABEL.match(label):
+        if not _LABEL.fullmatch(label):
             raise InvalidEvent("hostname", "%r yields the invalid DNS name %r" % (host, name))
     return name
 
 
 def address(item: Address, index: int) -> Address:
     field = "addresses[%d]" % index
+    # ipaddress also takes an int (or packed bytes) as an address: only text is one here.
+    if not isinstance(item.address, str):
+        raise InvalidEvent(field + ".address", "%r is not an IPv4 or IPv6 address in text"
+                           % (item.address,))
     try:
         parsed = ipaddress.ip_address(item.address)
     except ValueError:
         raise InvalidEvent(field + ".address", "%r is not an IPv4 or IPv6 address"
                            % (item.address,)) from None
-    if parsed.version != item.version:
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.scope_id is not None:
+            raise InvalidEvent(field + ".address", "%r carries a zone id; a fixed address "
+                               "has none" % (item.address,))
+        if parsed.ipv4_mapped is not None:
+            # Its reverse name is the IPv4 PTR (in-addr.arpa), which another instance owns.
+            raise InvalidEvent(field + ".address", "%r is an IPv4-mapped IPv6 address; send "
+                               "%s as version 4" % (item.address, parsed.ipv4_mapped))
+    if not _is_int(item.version) or parsed.version != item.version:
         raise InvalidEvent(field + ".version", "%s is IPv%d, event says %r"
                            % (parsed, parsed.version, item.version))
-    if item.mac is not None and not _MAC.match(item.mac):
+    if item.mac is not None and not (isinstance(item.mac, str) and _MAC.fullmatch(item.mac)):
         raise InvalidEvent(field + ".mac", "%r is not a MAC address" % (item.mac,))
+    _text(item.network, field + ".network")
+    _text(item.port_id, field + ".port_id")
     return item._replace(address=str(parsed), mac=item.mac.lower() if item.mac else None)
 
 
 def event(ev: InstanceEvent, needs_hostname: bool = True) -> InstanceEvent:
     """The event with normalised hostname and addresses, or InvalidEvent."""
-    if not _UUID.match(ev.uuid or ""):
+    if not isinstance(ev.uuid, str) or not _UUID.fullmatch(ev.uuid):
         raise InvalidEvent("uuid", "%r is not a UUID" % (ev.uuid,))
-    host = hostname(ev.hostname) if needs_hostname else ev.hostname
+    if needs_hostname:
+        host = hostname(ev.hostname)
+    else:
+        _text(ev.hostname, "hostname")
+        host = ev.hostname
+    for name in _OPTIONAL_TEXT:
+        _text(getattr(ev, name), name)
+    _text(ev.source, "source", optional=False)
+    _text(ev.event_id, "event_id", optional=False)
+    if not (_is_int(ev.emitted_at) or isinstance(ev.emitted_at, float)):
+        raise InvalidEvent("emitted_at", "%r is not a number" % (ev.emitted_at,))
     addresses = None  # type: Optional[List[Address]]
     if ev.addresses is not None:
         addresses = [address(a, i) for i, a in enumerate(ev.addresses)]
     flavor = ev.flavor
     if flavor is not None:
-        for name in ("vcpus", "memory_mb", "root_gb", "ephemeral_gb", "swap"):
+        for name in _FLAVOR_NUMBERS:
             value = getattr(flavor, name)
-            if value is not None and (not isinstance(value, int) or value < 0):
+            if value is not None and (not _is_int(value) or value < 0):
                 raise InvalidEvent("flavor.%s" % name, "%r is not a non-negative integer"
                                    % (value,))
+        _text(flavor.name, "flavor.name")
     return ev._replace(hostname=host, addresses=addresses)

@@ -98,7 +98,7 @@ def event_from_dict(data: Any) -> InstanceEvent:
     if not isinstance(data, dict):
         raise EventFormatError("<root>", "expected an object, got %s" % type(data).__name__)
     version = data.get("version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise EventFormatError("version", "missing or not a positive integer")
     if version > SCHEMA_VERSION:
         raise EventFormatError("version", "%d is newer than this worker understands (%d)"
@@ -108,6 +108,8 @@ def event_from_dict(data: Any) -> InstanceEvent:
             raise EventFormatError(required, "missing or empty")
     if data["kind"] not in KINDS:
         raise EventFormatError("kind", "%r is not one of %s" % (data["kind"], ", ".join(KINDS)))
+    if "hostname" not in data:
+        raise EventFormatError("hostname", "missing (null when not known yet)")
     known = set(InstanceEvent._fields)
     fields = {k: v for k, v in data.items() if k in known}
     flavor = data.get("flavor")
@@ -123,6 +125,8 @@ def event_from_dict(data: Any) -> InstanceEvent:
         for i, item in enumerate(addresses):
             if not isinstance(item, dict) or not item.get("address"):
                 raise EventFormatError("addresses[%d]" % i, "expected an object with 'address'")
+            if "version" not in item:
+                raise EventFormatError("addresses[%d].version" % i, "missing")
             parsed.append(Address(**{k: v for k, v in item.items() if k in Address._fields}))
         fields["addresses"] = parsed
     metadata = data.get("metadata") or {}

@@ -31,10 +31,13 @@ class Stack(object):
     """Backends plus the configuration file that points novahooks at them."""
 
     def __init__(self, workdir: Path, with_netbox: bool = True,
-                 progress: Progress = print) -> None:
+                 progress: Progress = print, broker_url: Optional[str] = None) -> None:
         self.workdir = Path(workdir).resolve()
         self.with_netbox = with_netbox
         self.progress = progress
+        #: Celery broker for [broker] url (e.g. a RabbitMQ vhost's amqp:// url);
+        #: None means the private Redis, which starts either way (NetBox needs it).
+        self.broker_url = broker_url
         self.config_path = self.workdir / "novahooks.conf"
         self.audit_path = self.workdir / "audit.jsonl"
         self.outbox_path = self.workdir / "outbox.sqlite"
@@ -86,7 +89,9 @@ class Stack(object):
     def write_config(self, **overrides: Dict[str, str]) -> Path:
         sections = {
             "outbox": {"path": str(self.outbox_path)},
-            "broker": {"url": self.redis.url, "connect_timeout": "3"},
+            "ledger": {"url": "sqlite:///%s" % (self.workdir / "ledger.sqlite"),
+                       "stalled_after": "60"},
+            "broker": {"url": self.broker_url or self.redis.url, "connect_timeout": "3"},
             "relay": {"poll_interval": "0.05"},
             "retry": {"max_retries": "5", "backoff_max": "30"},
             "dns": {"server": "127.0.0.1", "port": str(self.bind.port), "zone": FORWARD_ZONE,

@@ -1,0 +1,246 @@
+"""The per-instance ledger: what each step really did, tombstones, dead letters.
+
+A Celery chain is not a durable workflow: a worker killed between two steps
+can stop it silently, and a delete may overtake its own create on another
+queue. The ledger, in a real database (SQLite on one host, PostgreSQL for
+several), keeps what the backends cannot tell us cheaply:
+
+* ``instances``: a tombstone once a delete began; register steps that arrive
+  later do nothing, so a create that loses the race to its delete leaves
+  nothing behind. Each step takes a per-instance lock while it checks the
+  tombstone and writes, which makes "register, then deregister" and
+  "tombstone, then skipped register" the only possible orders.
+* ``records``: what each step made (backend, reference), for deletes and status.
+* ``progress``: which steps of which event finished, so ``reconcile`` can find
+  chains that stopped half-way and finish them.
+* ``dead_letters``: events a step gave up on, with the error and attempts,
+  until an operator replays them.
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import time
+from typing import Any, Dict, Iterator, List, Optional
+
+from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, UniqueConstraint,
+                        create_engine, delete, insert, select, text, update)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from tasks.errors import BackendUnavailable
+
+metadata = MetaData()
+
+instances = Table(
+    "instances", metadata,
+    Column("uuid", String(36), primary_key=True),
+    Column("hostname", String(253)),
+    Column("deleted_at", Float),
+    Column("updated_at", Float, nullable=False),
+)
+
+records = Table(
+    "records", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("instance_uuid", String(36), nullable=False, index=True),
+    Column("step", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("instance_uuid", "step", name="uq_records_instance_step"),
+)
+
+progress = Table(
+    "progress", metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("instance_uuid", String(36), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("event", Text, nullable=False),
+    Column("done_steps", Text, nullable=False, default=""),
+    Column("started_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float),
+)
+
+dead_letters = Table(
+    "dead_letters", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), index=True),
+    Column("instance_uuid", String(36), index=True),
+    Column("step", String(64), nullable=False),
+    Column("error", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("event", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("replayed_at", Float),
+)
+
+
+def _unavailable(exc: Exception) -> BackendUnavailable:
+    return BackendUnavailable("ledger database unavailable: %s" % str(exc).splitlines()[0],
+                              backend="ledger")
+
+
+class Ledger(object):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sqlite = url.startswith("sqlite")
+        self._engine = None  # type: Optional[Engine]
+        self._pid = 0
+
+    @property
+    def engine(self) -> Engine:
+        """One engine per process: pooled connections must not cross a fork."""
+        if self._engine is None or self._pid != os.getpid():
+            if self.sqlite:
+                path = self.url.split("///", 1)[-1]
+                if path and path != ":memory:":
+                    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                engine = create_engine(self.url, connect_args={"timeout": 30})
+                with engine.begin() as conn:
+                    conn.execute(text("PRAGMA journal_mode=WAL"))
+            else:
+                engine = create_engine(self.url, pool_pre_ping=True, pool_size=2)
+            try:
+                metadata.create_all(engine)
+            except OperationalError as exc:
+                raise _unavailable(exc) from exc
+            self._engine, self._pid = engine, os.getpid()
+        return self._engine
+
+    @contextlib.contextmanager
+    def lock(self, instance_uuid: str) -> Iterator[None]:
+        """Serialise the steps of one instance across every worker process.
+
+        PostgreSQL: a transaction-scoped advisory lock; SQLite (one host): a lock
+        file per instance beside the database. Both lock processes, not threads:
+        workers run Celery's prefork pool.
+        """
+        if self.sqlite:
+            directory = self.url.split("///", 1)[-1] + ".locks"
+            os.makedirs(directory, exist_ok=True)
+            path = os.path.join(directory, instance_uuid.replace("/", "_"))
+            with open(path, "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+            return
+        key = int.from_bytes(hashlib.sha256(instance_uuid.encode()).digest()[:8], "big",
+                             signed=True)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+                yield
+        except OperationalError as exc:
+            raise _unavailable(exc) from exc
+
+    def _write(self, statement: Any) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(statement)
+        except OperationalError as exc:
+            raise _unavailable(exc) from exc
+
+    def _rows(self, statement: Any) -> List[Dict[str, Any]]:
+        try:
+            with self.engine.connect() as conn:
+                return [dict(row._mapping) for row in conn.execute(statement)]
+        except OperationalError as exc:
+            raise _unavailable(exc) from exc
+
+    def is_deleted(self, instance_uuid: str) -> bool:
+        rows = self._rows(select(instances.c.deleted_at).where(instances.c.uuid == instance_uuid))
+        return bool(rows and rows[0]["deleted_at"])
+
+    def tombstone(self, instance_uuid: str, hostname: Optional[str]) -> None:
+        now = time.time()
+        try:
+            self._write(insert(instances).values(uuid=instance_uuid, hostname=hostname,
+                                                 deleted_at=now, updated_at=now))
+        except IntegrityError:
+            self._write(update(instances).where(instances.c.uuid == instance_uuid)
+                        .where(instances.c.deleted_at.is_(None))
+                        .values(deleted_at=now, updated_at=now))
+
+    def remember(self, instance_uuid: str, step: str, detail: Dict[str, Any]) -> None:
+        """What a register step made; replaced on every run so it is always current."""
+        self._write(delete(records).where(records.c.instance_uuid == instance_uuid)
+                    .where(records.c.step == step))
+        self._write(insert(records).values(instance_uuid=instance_uuid, step=step,
+                                           detail=json.dumps(detail, sort_keys=True),
+                                           created_at=time.time()))
+
+    def forget(self, instance_uuid: str, step: str) -> None:
+        self._write(delete(records).where(records.c.instance_uuid == instance_uuid)
+                    .where(records.c.step == step))
+
+    def made(self, instance_uuid: str) -> Dict[str, Dict[str, Any]]:
+        rows = self._rows(select(records).where(records.c.instance_uuid == instance_uuid))
+        return {row["step"]: json.loads(row["detail"]) for row in rows}
+
+    def step_done(self, event: Dict[str, Any], step: str, last: bool) -> None:
+        now = time.time()
+        event_id = str(event.get("event_id") or "")
+        if not event_id:
+            return
+        rows = self._rows(select(progress.c.done_steps).where(progress.c.event_id == event_id))
+        if not rows:
+            try:
+                self._write(insert(progress).values(
+                    event_id=event_id, instance_uuid=str(event.get("uuid")),
+                    kind=str(event.get("kind")), event=json.dumps(event, sort_keys=True),
+                    done_steps=step, started_at=now, updated_at=now,
+                    finished_at=now if last else None))
+                return
+            except IntegrityError:
+                rows = self._rows(select(progress.c.done_steps)
+                                  .where(progress.c.event_id == event_id))
+        done = [s for s in rows[0]["done_steps"].split(",") if s]
+        if step not in done:
+            done.append(step)
+        values = {"done_steps": ",".join(done), "updated_at": now}
+        if last:
+            values["finished_at"] = now
+        self._write(update(progress).where(progress.c.event_id == event_id).values(**values))
+
+    def stalled(self, older_than: float) -> List[Dict[str, Any]]:
+        """Chains that began, stopped and were not dead-lettered."""
+        cutoff = time.time() - older_than
+        dead = select(dead_letters.c.event_id).where(dead_letters.c.replayed_at.is_(None))
+        return self._rows(select(progress).where(progress.c.finished_at.is_(None))
+                          .where(progress.c.updated_at < cutoff)
+                          .where(progress.c.event_id.not_in(dead)))
+
+    def dead_letter(self, event: Any, step: str, error: str, attempts: int) -> None:
+        data = event if isinstance(event, dict) else {"raw": repr(event)[:2000]}
+        self._write(insert(dead_letters).values(
+            event_id=data.get("event_id"), instance_uuid=data.get("uuid"), step=step,
+            error=error[:4000], attempts=attempts, event=json.dumps(data, sort_keys=True),
+            created_at=time.time()))
+
+    def dead_letters(self, include_replayed: bool = False) -> List[Dict[str, Any]]:
+        query = select(dead_letters).order_by(dead_letters.c.id)
+        if not include_replayed:
+            query = query.where(dead_letters.c.replayed_at.is_(None))
+        return self._rows(query)
+
+    def dead_letter_by_id(self, letter_id: int) -> Optional[Dict[str, Any]]:
+        rows = self._rows(select(dead_letters).where(dead_letters.c.id == letter_id))
+        return rows[0] if rows else None
+
+    def mark_replayed(self, letter_id: int) -> None:
+        self._write(update(dead_letters).where(dead_letters.c.id == letter_id)
+                    .values(replayed_at=time.time()))
+
+
+_ledgers = {}  # type: Dict[str, Ledger]
+
+
+def ledger(url: str) -> Ledger:
+    if url not in _ledgers:
+        _ledgers[url] = Ledger(url)
+    return _ledgers[url]

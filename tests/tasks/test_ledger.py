@@ -1,0 +1,80 @@
+"""The ledger on both databases it supports: SQLite and the machine's PostgreSQL."""
+
+import multiprocessing
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tasks.ledger import Ledger
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield "sqlite:///%s" % (tmp_path / "ledger.sqlite")
+        return
+    name = "novahooks_ledger_%s" % uuid.uuid4().hex[:8]
+    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", name], check=True)
+    try:
+        yield "postgresql://postgres@127.0.0.1:5432/%s" % name
+    finally:
+        subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", name],
+                       check=True)
+
+
+def _hold(url: str, key: str, seconds: float, started: "multiprocessing.Event") -> None:
+    with Ledger(url).lock(key):
+        started.set()
+        time.sleep(seconds)
+
+
+def test_lock_serialises_processes(ledger_url: str) -> None:
+    started = multiprocessing.Event()
+    holder = multiprocessing.Process(target=_hold, args=(ledger_url, "i-1", 1.0, started))
+    holder.start()
+    assert started.wait(20)
+    t0 = time.monotonic()
+    with Ledger(ledger_url).lock("i-1"):
+        waited = time.monotonic() - t0
+    with Ledger(ledger_url).lock("i-2"):
+        pass
+    holder.join()
+    assert waited > 0.5, "second locker did not wait for the first"
+
+
+def test_tombstone_records_progress_and_dead_letters(ledger_url: str) -> None:
+    book = Ledger(ledger_url)
+    assert not book.is_deleted("u1")
+    book.tombstone("u1", "web-1")
+    book.tombstone("u1", "web-1")
+    assert book.is_deleted("u1")
+    book.remember("u2", "dns", {"addresses": ["10.0.0.1"]})
+    book.remember("u2", "dns", {"addresses": ["10.0.0.2"]})
+    assert book.made("u2") == {"dns": {"addresses": ["10.0.0.2"]}}
+    book.forget("u2", "dns")
+    assert book.made("u2") == {}
+    event = {"event_id": "e1", "uuid": "u3", "kind": "build"}
+    book.step_done(event, "ipam.reserve", last=False)
+    book.step_done(event, "dns.register", last=False)
+    time.sleep(0.05)
+    (stalled,) = book.stalled(0.01)
+    assert stalled["done_steps"] == "ipam.reserve,dns.register"
+    book.dead_letter(event, "ldap.register", "Conflict: taken", 1)
+    assert book.stalled(0.01) == [], "a dead-lettered chain is not 'stalled'"
+    (letter,) = book.dead_letters()
+    assert letter["step"] == "ldap.register" and letter["attempts"] == 1
+    book.mark_replayed(letter["id"])
+    assert book.dead_letters() == [] and len(book.dead_letters(include_replayed=True)) == 1
+    book.step_done(event, "audit.record", last=True)
+    assert book.stalled(0.0) == []
+
+
+def test_unreachable_database_is_transient() -> None:
+    from tasks.errors import BackendUnavailable
+    book = Ledger("postgresql://postgres@127.0.0.1:1/none")
+    with pytest.raises(BackendUnavailable, match="ledger"):
+        book.is_deleted("u")

@@ -1,0 +1,348 @@
+"""The pipeline on RabbitMQ: quorum queues, publisher confirms, parked poison, delayed retries.
+
+Same path as test_end_to_end (hook call -> outbox -> relay -> Celery chain on
+per-step worker pools -> real BIND, slapd and NetBox), but the broker is a
+private vhost on the machine's RabbitMQ instead of the private Redis. The
+session stack's backends are shared; the configuration, outbox, audit file,
+logs and worker processes are this module's own, and the vhost (with every
+queue and message in it) is deleted at the end.
+"""
+
+import copy
+import importlib.util
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple
+
+import pytest
+
+from novahooks.nova import hooks
+from novahooks.nova.event import Address
+from novahooks.servers.base import Process, free_port
+from novahooks.servers.rabbitmq import RabbitVhost, private_vhost
+from novahooks.servers.stack import POOLS, Processes, Stack
+from novahooks.simulate import Vm, create, delete, with_uuid
+from tests.conftest import ROOT, mac, make_event, unique_v4, unique_v6
+
+STEP_QUEUES = ("ipam", "dns", "ldap", "inventory", "audit")
+
+
+def until(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError("%s not reached in %.0f s (last: %r)" % (what, timeout, last))
+
+
+def stack_on(stack: Stack, workdir: Path, broker_url: str, **overrides: Dict[str, str]) -> Stack:
+    """The session's backends under a configuration of our own, pointing at `broker_url`.
+
+    A shallow copy: servers are shared (and stay owned by the session stack, so the
+    copy stops nothing); config file, outbox, audit file, secrets and logs are ours.
+    """
+    clone = copy.copy(stack)
+    clone._stoppers = []
+    clone.workdir = Path(workdir)
+    clone.config_path = clone.workdir / "novahooks.conf"
+    clone.audit_path = clone.workdir / "audit.jsonl"
+    clone.outbox_path = clone.workdir / "outbox.sqlite"
+    clone.broker_url = broker_url
+    clone.write_config(**overrides)
+    return clone
+
+
+def load_celeryconfig(config_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """celeryconfig.py evaluated for another novahooks configuration (it reads it at import)."""
+    with monkeypatch.context() as patch:
+        patch.setenv("NOVAHOOKS_CONFIG", str(config_path))
+        spec = importlib.util.spec_from_file_location("celeryconfig_under_test",
+                                                      str(ROOT / "celeryconfig.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def amqp_app(config_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A producer-side Celery app configured exactly as the relay would be."""
+    from celery import Celery
+    app = Celery("novahooks-test", set_as_current=False)
+    app.config_from_object(load_celeryconfig(config_path, monkeypatch))
+    return app
+
+
+class Rabbit(NamedTuple):
+    vhost: RabbitVhost
+    stack: Stack
+    processes: Processes
+
+
+@pytest.fixture(scope="module")
+def rabbit(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rabbit]:
+    # Pin this process's own Celery app and worker settings to the session's Redis
+    # configuration before anything here points NOVAHOOKS_CONFIG elsewhere.
+    import tasks.app  # noqa: F401
+    from tasks.config import settings
+    settings()
+    vhost = private_vhost("novahooks-test")
+    procs = None
+    try:
+        on_rabbit = stack_on(stack, tmp_path_factory.mktemp("rabbit"), vhost.url)
+        print("\nRabbitMQ vhost %s, config %s" % (vhost.name, on_rabbit.config_path))
+        procs = Processes(on_rabbit, progress=lambda line: print(line, flush=True))
+        procs.start_workers()
+        procs.start_relay()
+        yield Rabbit(vhost, on_rabbit, procs)
+    finally:
+        if procs is not None:
+            procs.stop()
+        vhost.stop()
+
+
+@pytest.fixture
+def hooks_to_rabbit(rabbit: Rabbit, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Nova's hooks write to this module's outbox, which its relay drains into RabbitMQ."""
+    monkeypatch.setenv("NOVAHOOKS_CONFIG", str(rabbit.stack.config_path))
+    hooks.reset_outbox()
+    yield
+    hooks.reset_outbox()  # the next test's hooks must not keep writing to our outbox
+
+
+def held(vm: Vm) -> Dict[str, Any]:
+    from novahooks.demo import holdings
+    return holdings(vm)
+
+
+def audit_lines(path: Path, instance_uuid: str) -> List[Dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [r for r in map(json.loads, path.read_text().splitlines())
+            if r.get("instance_uuid") == instance_uuid]
+
+
+def arguments(row: Dict[str, Any]) -> Dict[str, Any]:
+    """rabbitmqctl's JSON shows queue arguments as a dict or as [key, value] pairs."""
+    args = row.get("arguments") or {}
+    return dict(args) if isinstance(args, list) else args
+
+
+def log_text(proc: Process) -> str:
+    return proc.log.read_text(errors="replace")
+
+
+def test_step_queues_are_durable_quorum_queues_with_a_dead_letter_route(rabbit: Rabbit) -> None:
+    import celeryconfig
+    queues = {row["name"]: row for row in rabbit.vhost.list_queues(
+        "name", "type", "durable", "arguments")}
+    for step in STEP_QUEUES:
+        assert queues[step]["type"] == "quorum", queues[step]
+        assert queues[step]["durable"] is True
+        args = arguments(queues[step])
+        assert args["x-queue-type"] == "quorum"
+        assert args["x-delivery-limit"] == 5
+        assert args["x-dead-letter-exchange"] == "novahooks.dead"
+    assert queues["novahooks.dead"]["type"] == "quorum"
+    # Celery's native delayed delivery: 28 delay levels, themselves quorum queues.
+    delayed = [row for name, row in queues.items() if name.startswith("celery_delayed_")]
+    assert len(delayed) == 28 and {row["type"] for row in delayed} == {"quorum"}
+    exchanges = {row["name"]: row["type"] for row in rabbit.vhost.list_exchanges()}
+    assert exchanges["novahooks"] == "topic" and exchanges["novahooks.dead"] == "fanout"
+    routes = {(b["source_name"], b["destination_name"], b["routing_key"])
+              for b in rabbit.vhost.list_bindings()}
+    for step in STEP_QUEUES:
+        assert ("novahooks", step, step) in routes
+        # countdowns come back through celery_delayed_delivery -> novahooks -> step queue
+        assert ("novahooks", step, "#." + step) in routes
+    assert ("celery_delayed_delivery", "novahooks", "#.ipam") in routes
+    # Workers saw quorum queues: per-consumer prefetch, no direct-exchange ETA trap.
+    for step, proc in rabbit.processes.workers.items():
+        text = log_text(proc)
+        assert "Global QoS is disabled" in text, step
+        assert "direct exchange" not in text, step
+    # The in-process app (session config) is still on Redis: the Redis path is untouched.
+    assert celeryconfig.broker_url.startswith("redis://")
+    assert "visibility_timeout" in celeryconfig.broker_transport_options
+
+
+def test_consumers_ack_late_with_prefetch_one_per_process(rabbit: Rabbit) -> None:
+    consumers = rabbit.vhost.ctl("list_consumers", "queue_name", "ack_required",
+                                 "prefetch_count", "--formatter", "json")
+    by_queue = {}  # type: Dict[str, List[Dict[str, Any]]]
+    for row in json.loads(consumers):
+        by_queue.setdefault(row["queue_name"], []).append(row)
+    for step in STEP_QUEUES:
+        rows = by_queue[step]
+        assert len(rows) == 1, rows
+        assert rows[0]["ack_required"] is True           # late acks: manual ack mode
+        assert rows[0]["prefetch_count"] == POOLS[step]  # multiplier 1 x pool processes
+    channels = json.loads(rabbit.vhost.ctl("list_channels", "vhost", "global_prefetch_count",
+                                           "--formatter", "json"))
+    assert all(c["global_prefetch_count"] == 0 for c in channels
+               if c["vhost"] == rabbit.vhost.name)
+
+
+def test_linux_and_windows_vms_dual_stack_register_and_go_away_over_rabbitmq(
+        rabbit: Rabbit, hooks_to_rabbit: None) -> None:
+    from novahooks.demo import gone, registered
+    audit = rabbit.stack.audit_path
+    vms = [with_uuid(Vm("rmq-lin", ((unique_v4(), mac()), (unique_v6(), mac())))),
+           with_uuid(Vm("rmq-win", ((unique_v4(), mac()), (unique_v6(), mac())),
+                        os_type="windows"))]
+    for vm in vms:
+        create(vm)
+    for vm in vms:
+        state = until(lambda vm=vm: registered(vm, held(vm)) and held(vm), 90, vm.hostname)
+        addresses = sorted(a for a, _ in vm.addresses)
+        assert sorted(state["dns"]["A"] + state["dns"]["AAAA"]) == addresses
+        assert len(state["dns"]["A"]) == 1 and len(state["dns"]["AAAA"]) == 1
+        fqdn = "%s.cloud.example.test." % vm.hostname
+        assert all(v == [fqdn] for v in state["dns"]["PTR"].values())
+        assert state["ldap"] == ["cn=%s,%s" % (vm.hostname, rabbit.stack.slapd.hosts_base)]
+        assert sorted(a.split("/")[0] for a in state["ipam"]) == addresses
+        assert state["inventory"]["status"] == "active"
+        until(lambda vm=vm: any(r["stage"] == "done" and r["kind"] == "build"
+                                for r in audit_lines(audit, vm.uuid)), 30, "audit of build")
+    # The relay's publishes went through RabbitMQ in confirm mode.
+    channels = json.loads(rabbit.vhost.ctl("list_channels", "vhost", "confirm",
+                                           "--formatter", "json"))
+    assert any(c["confirm"] for c in channels if c["vhost"] == rabbit.vhost.name), channels
+    for vm in vms:
+        delete(vm)
+    for vm in vms:
+        until(lambda vm=vm: gone(vm, held(vm)), 90, "%s removed" % vm.hostname)
+        until(lambda vm=vm: any(r["stage"] == "done" and r["kind"] == "delete"
+                                for r in audit_lines(audit, vm.uuid)), 30, "audit of delete")
+    assert not rabbit.stack.outbox_path.exists() or _outbox_empty(rabbit.stack.outbox_path)
+    assert "ERROR" not in log_text(rabbit.processes.relay)  # type: ignore[arg-type]
+    counts = {row["name"]: row["messages"] for row in rabbit.vhost.list_queues("name", "messages")}
+    assert counts["novahooks.dead"] == 0
+
+
+def _outbox_empty(path: Path) -> bool:
+    import sqlite3
+    with sqlite3.connect(str(path)) as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return all(db.execute("SELECT COUNT(*) FROM %s" % t).fetchone()[0] == 0
+                   for t in tables if not t.startswith("sqlite_"))
+
+
+def test_a_countdown_waits_in_rabbitmq_not_in_the_worker(
+        rabbit: Rabbit, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Quorum queues pin prefetch; a held ETA task would block the audit pool (one process).
+
+    With native delayed delivery the delayed message waits in celery_delayed_* queues,
+    so a message published after it is handled at once, and it arrives on time.
+    """
+    app = amqp_app(rabbit.stack.config_path, monkeypatch)
+    audit = rabbit.stack.audit_path
+    later, now = make_event(kind="build"), make_event(kind="build")
+    sent = time.time()
+    app.send_task("audit.record", args=[later.to_dict()], countdown=6)
+    app.send_task("audit.record", args=[now.to_dict()])
+    until(lambda: audit_lines(audit, now.uuid), 5, "the undelayed record, at once")
+    assert not audit_lines(audit, later.uuid)
+    waiting = {row["name"]: row["messages"] for row in rabbit.vhost.list_queues("name", "messages")
+               if row["name"].startswith("celery_delayed_")}
+    assert sum(waiting.values()) == 1, waiting  # parked in the broker, not in the worker
+    record = until(lambda: audit_lines(audit, later.uuid), 20, "the delayed record")[0]
+    assert record["time"] - sent >= 5.5
+    app.close()
+
+
+class Blackhole(object):
+    """A TCP server that accepts and then says nothing: a backend call that never returns."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.accepted = 0
+        self._conns = []  # type: List[socket.socket]
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", self.port))
+        self._sock.listen(16)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            self.accepted += 1
+
+    def close(self) -> None:
+        self._sock.close()
+        for conn in self._conns:
+            conn.close()
+
+
+def pool_children(pid: int) -> List[int]:
+    path = Path("/proc/%d/task/%d/children" % (pid, pid))
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def test_a_message_that_kills_its_worker_every_time_is_parked_in_the_dead_letter_queue(
+        stack: Stack, rabbit: Rabbit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reject-on-worker-loss requeues the task each time its process dies; the quorum
+    queue counts the returns and dead-letters it after the delivery limit, and the
+    worker goes on serving."""
+    import kombu
+    hole = Blackhole()
+    vhost = private_vhost("novahooks-poison")
+    procs = None
+    try:
+        poisoned = stack_on(stack, tmp_path, vhost.url, ipam={
+            "url": "http://127.0.0.1:%d" % hole.port, "timeout": "300"})
+        procs = Processes(poisoned, progress=lambda line: None)
+        worker = procs.start_worker("ipam", concurrency=1)
+        until(lambda: "ready." in log_text(worker), 60, "ipam worker")
+        app = amqp_app(poisoned.config_path, monkeypatch)
+        ev = make_event(addresses=[Address(unique_v4(), 4, mac(), "private")])
+        result = app.send_task("ipam.reserve", args=[ev.to_dict()])
+        kills = 0
+
+        def parked() -> int:
+            rows = vhost.list_queues("name", "messages")
+            return {r["name"]: r["messages"] for r in rows}.get("novahooks.dead", 0)
+
+        while kills < 12:
+            seen = hole.accepted
+            try:
+                until(lambda: hole.accepted > seen or parked(), 30, "the next delivery")
+            except AssertionError:
+                break
+            if hole.accepted == seen:  # nothing connected: it was parked instead
+                break
+            for child in pool_children(worker.proc.pid):
+                os.kill(child, signal.SIGKILL)
+            kills += 1
+        until(parked, 30, "the message in novahooks.dead")
+        # Delivered once plus DELIVERY_LIMIT (5) redeliveries, each killing its process.
+        assert kills == 6, kills
+        assert worker.proc.poll() is None, "the worker itself survived"
+        assert "WorkerLostError" in log_text(worker)
+        counts = {r["name"]: r["messages"] for r in vhost.list_queues("name", "messages")}
+        assert counts["ipam"] == 0 and counts["novahooks.dead"] == 1
+        with kombu.Connection(vhost.url) as conn:
+            message = conn.default_channel.basic_get("novahooks.dead", no_ack=True)
+        headers = message.headers
+        assert headers["task"] == "ipam.reserve" and headers["id"] == result.id
+        assert headers.get("x-first-death-reason") == "delivery_limit", headers
+        assert headers["x-first-death-queue"] == "ipam"
+        app.close()
+    finally:
+        if procs is not None:
+            procs.stop()
+        vhost.stop()
+        hole.close()

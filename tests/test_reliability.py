@@ -1,0 +1,118 @@
+"""Order per instance, dead letters and replay, stalled chains and reconcile,
+with real worker processes and real backends."""
+
+import json
+import ssl
+import subprocess
+import sys
+from typing import Any, Dict, List
+
+import pytest
+from ldap3 import Connection, Server, Tls
+
+from novahooks.demo import gone, holdings, registered
+from novahooks.nova import hooks
+from novahooks.nova.event import Address
+from novahooks.servers.stack import Processes, Stack
+from novahooks.simulate import Vm, create, delete, with_uuid
+from tests.conftest import mac, make_event, unique_v4, unique_v6
+from tests.test_end_to_end import audit_lines, until
+
+
+@pytest.fixture(autouse=True)
+def hook_outbox(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOVAHOOKS_CONFIG", str(stack.config_path))
+    hooks.reset_outbox()
+
+
+def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "novahooks.cli"] + list(args),
+                          env=stack.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=120)
+
+
+def finished(stack: Stack, vm: Vm, kinds: List[str]) -> bool:
+    done = {r["kind"] for r in audit_lines(stack, vm.uuid) if r["stage"] == "done"}
+    return set(kinds) <= done
+
+
+@pytest.mark.parametrize("order", ["delete-first", "create-then-delete", "interleaved"])
+def test_create_and_delete_race_leaves_nothing(stack: Stack, processes: Processes,
+                                               order: str) -> None:
+    vms = [with_uuid(Vm("race-%s-%d" % (order[:3], i), ((unique_v4(), mac()),
+                                                         (unique_v6(), mac()))))
+           for i in range(6)]
+    for i, vm in enumerate(vms):
+        if order == "delete-first":
+            delete(vm)
+            create(vm)
+        elif order == "create-then-delete":
+            create(vm)
+            delete(vm)
+        else:
+            (create if i % 2 else delete)(vm)
+    if order == "interleaved":
+        for i, vm in enumerate(vms):
+            (delete if i % 2 else create)(vm)
+    for vm in vms:
+        until(lambda vm=vm: finished(stack, vm, ["create", "build", "delete"]), 180,
+              "all chains of %s" % vm.hostname)
+    leftovers = [vm.hostname for vm in vms if not gone(vm, holdings(vm))]
+    assert leftovers == []
+
+
+def test_permanent_failure_is_a_dead_letter_that_replays_after_the_fix(
+        stack: Stack, processes: Processes) -> None:
+    ev = make_event(addresses=[Address(unique_v4(), 4, mac(), "private")])
+    vm = Vm(ev.hostname, tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
+    tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=str(stack.slapd.ca_file))
+    admin = Connection(Server(stack.slapd.url, tls=tls), stack.slapd.admin_dn,
+                       stack.slapd.admin_password)
+    admin.open()
+    admin.start_tls()
+    admin.bind()
+    squatter = "cn=%s,%s" % (ev.hostname, stack.slapd.hosts_base)
+    assert admin.add(squatter, ["device"], {"description": "someone-else"})
+    from tasks import chains
+    from tasks.app import app
+    chains.build(app, ev.to_dict()).apply_async()
+    until(lambda: any(r["stage"] == "failed" for r in audit_lines(stack, ev.uuid)), 60,
+          "failure audited")
+    listing = cli(stack, "dead-letters", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    (letter,) = [r for r in json.loads(listing.stdout) if r["instance_uuid"] == ev.uuid]
+    assert letter["step"] == "ldap.register" and "someone-else" in letter["error"]
+    state = holdings(vm)
+    assert state["dns"]["A"] == [ev.addresses[0].address], "steps before the failure stay"
+    assert state["ldap"] == [] and state["inventory"] == {}
+    shown = cli(stack, "dead-letters", "show", str(letter["id"]))
+    assert json.loads(shown.stdout)["event"]["uuid"] == ev.uuid
+    assert admin.delete(squatter)
+    admin.unbind()
+    replay = cli(stack, "dead-letters", "replay", str(letter["id"]))
+    assert replay.returncode == 0 and "replayed 1" in replay.stdout, replay.stdout
+    until(lambda: registered(vm, holdings(vm)), 60, "registered after replay")
+    again = cli(stack, "dead-letters", "list", "--json")
+    assert all(r["instance_uuid"] != ev.uuid for r in json.loads(again.stdout))
+    assert cli(stack, "dead-letters", "show", "999999").returncode == 1
+
+
+def test_reconcile_finishes_a_chain_that_stopped_half_way(stack: Stack,
+                                                          processes: Processes) -> None:
+    from tasks import chains
+    from tasks.app import app
+    ev = make_event(addresses=[Address(unique_v4(), 4, mac(), "private")])
+    vm = Vm(ev.hostname, tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
+    event: Dict[str, Any] = ev.to_dict()
+    chains._chain(app, event, chains.PLANS["build"][:2]).apply_async()  # crash after dns
+    until(lambda: holdings(vm)["dns"]["A"] == [ev.addresses[0].address], 60, "first two steps")
+    assert holdings(vm)["ldap"] == []
+    result = cli(stack, "reconcile", "--older-than", "0", "--json")
+    assert result.returncode == 0, result.stderr
+    resumed = [r for r in json.loads(result.stdout) if r["instance_uuid"] == ev.uuid]
+    assert [r["resumed_at_step"] for r in resumed] == ["ldap.register"]
+    until(lambda: registered(vm, holdings(vm)), 60, "registered after reconcile")
+    until(lambda: any(r["kind"] == "build" and r["stage"] == "done"
+                      for r in audit_lines(stack, ev.uuid)), 30, "chain finished")
+    again = json.loads(cli(stack, "reconcile", "--older-than", "0", "--json").stdout)
+    assert all(r["instance_uuid"] != ev.uuid for r in again)
