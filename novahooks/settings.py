@@ -91,6 +91,9 @@ class RetrySettings(Section):
     FIELDS = {
         "max_retries": (int, 8),
         "backoff_max": (int, 600),
+        # A message delivered this often without finishing (its worker died each
+        # time) is parked as a dead letter instead of killing workers forever.
+        "max_deliveries": (int, 3),
     }
 
 

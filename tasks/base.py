@@ -14,7 +14,7 @@ import time
 from typing import Any, Callable, Dict, Optional
 
 from celery import Task
-from celery.exceptions import Retry
+from celery.exceptions import Reject, Retry
 
 from novahooks.nova.event import EventFormatError, InstanceEvent, event_from_dict
 from tasks import validate
@@ -80,11 +80,30 @@ class StepTask(Task):
             ledger_.forget(event.uuid, self.backend_kind)
         return result
 
+    def _park_poison(self, args: Any, kwargs: Any) -> None:
+        """Count this delivery; past the limit, park the message instead of running it.
+
+        Rejecting (without requeue) stops the chain here; the dead letter keeps the event.
+        """
+        if self.request.id is None:
+            return
+        key = "%s:%d" % (self.request.id, self.request.retries)
+        count = book().delivered(key)
+        limit = settings().retry.max_deliveries
+        if count <= limit:
+            return
+        error = "PoisonMessage: delivered %d times without finishing (worker died each " \
+                "time); parked" % count
+        self.on_failure(RuntimeError(error), self.request.id, args, kwargs, None)
+        book().settled(key)
+        raise Reject(error, requeue=False)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         started = time.monotonic()
         outcome: str = "ok"
         error: Optional[str] = None
         try:
+            self._park_poison(args, kwargs)
             result = super().__call__(*args, **kwargs)
             if args and isinstance(args[0], dict) and kwargs.get("stage") != "failed":
                 # Finished means the plan's closing step ran, not merely "end of this
@@ -95,10 +114,16 @@ class StepTask(Task):
         except Retry as exc:
             outcome, error = "retry", str(exc.exc or exc)
             raise
+        except Reject as exc:
+            outcome, error = "parked", str(exc.reason)
+            raise
         except Exception as exc:
             outcome, error = "failed", "%s: %s" % (type(exc).__name__, exc)
             raise
         finally:
+            if outcome != "parked" and self.request.id is not None:
+                # Only a delivery whose worker died stays counted.
+                book().settled("%s:%d" % (self.request.id, self.request.retries))
             line = {"step": self.name, "backend": self.backend_kind, "outcome": outcome,
                     "attempt": self.request.retries + 1,
                     "duration_ms": round((time.monotonic() - started) * 1000, 2)}
@@ -112,7 +137,8 @@ class StepTask(Task):
         """A step that gave up stops its chain: keep the event as a dead letter and say so."""
         if not args or kwargs.get("stage") == "failed":
             return
-        error = "%s: %s" % (type(exc).__name__, exc)
+        error = str(exc) if str(exc).startswith("PoisonMessage") else \
+            "%s: %s" % (type(exc).__name__, exc)
         attempts = self.request.retries + 1
         try:
             book().dead_letter(args[0], self.name, error, attempts)

@@ -64,6 +64,13 @@ progress = Table(
     Column("finished_at", Float),
 )
 
+deliveries = Table(
+    "deliveries", metadata,
+    Column("task_id", String(64), primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
 dead_letters = Table(
     "dead_letters", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
@@ -214,6 +221,21 @@ class Ledger(object):
         return self._rows(select(progress).where(progress.c.finished_at.is_(None))
                           .where(progress.c.updated_at < cutoff)
                           .where(progress.c.event_id.not_in(dead)))
+
+    def delivered(self, task_id: str) -> int:
+        """Count one more delivery of a message; returns how many there were."""
+        now = time.time()
+        try:
+            self._write(insert(deliveries).values(task_id=task_id, count=1, updated_at=now))
+            return 1
+        except IntegrityError:
+            self._write(update(deliveries).where(deliveries.c.task_id == task_id)
+                        .values(count=deliveries.c.count + 1, updated_at=now))
+        rows = self._rows(select(deliveries.c.count).where(deliveries.c.task_id == task_id))
+        return int(rows[0]["count"]) if rows else 1
+
+    def settled(self, task_id: str) -> None:
+        self._write(delete(deliveries).where(deliveries.c.task_id == task_id))
 
     def dead_letter(self, event: Any, step: str, error: str, attempts: int) -> None:
         data = event if isinstance(event, dict) else {"raw": repr(event)[:2000]}

@@ -130,9 +130,9 @@ def audit_lines(path: Path, instance_uuid: str) -> List[Dict[str, Any]]:
 
 
 def arguments(row: Dict[str, Any]) -> Dict[str, Any]:
-    """rabbitmqctl's JSON shows queue arguments as a dict or as [key, value] pairs."""
-    args = row.get("arguments") or {}
-    return dict(args) if isinstance(args, list) else args
+    """rabbitmqctl's JSON shows queue arguments as [key, type, value] triples."""
+    args = row.get("arguments") or []
+    return {item[0]: item[-1] for item in args} if isinstance(args, list) else dict(args)
 
 
 def log_text(proc: Process) -> str:

@@ -116,3 +116,45 @@ def test_reconcile_finishes_a_chain_that_stopped_half_way(stack: Stack,
                       for r in audit_lines(stack, ev.uuid)), 30, "chain finished")
     again = json.loads(cli(stack, "reconcile", "--older-than", "0", "--json").stdout)
     assert all(r["instance_uuid"] != ev.uuid for r in again)
+
+
+def _pool_children(pid: int) -> List[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], stdout=subprocess.PIPE,
+                         universal_newlines=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_message_that_kills_its_worker_every_time_is_parked(stack: Stack,
+                                                           processes: Processes) -> None:
+    """slapd hangs, so ldap.register is always in flight when its pool process is killed."""
+    import os
+    import signal
+    import time
+    from tasks import chains
+    from tasks.app import app
+    ev = make_event(addresses=[Address(unique_v4(), 4, mac(), "private")])
+    worker = processes.workers["ldap"]
+    os.kill(stack.slapd.process.proc.pid, signal.SIGSTOP)
+    kills = 0
+    try:
+        chains.build(app, ev.to_dict()).apply_async()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if any(r["stage"] == "failed" for r in audit_lines(stack, ev.uuid)):
+                break
+            if ev.uuid in worker.log.read_text() or kills:
+                time.sleep(1.5)
+                for child in _pool_children(worker.proc.pid):
+                    os.kill(child, signal.SIGKILL)
+                kills += 1
+            else:
+                time.sleep(0.2)
+    finally:
+        os.kill(stack.slapd.process.proc.pid, signal.SIGCONT)
+    (failed,) = [r for r in audit_lines(stack, ev.uuid) if r["stage"] == "failed"]
+    assert failed["step"] == "ldap.register" and "PoisonMessage" in failed["error"]
+    letters = json.loads(cli(stack, "dead-letters", "list", "--json").stdout)
+    assert [r["step"] for r in letters if r["instance_uuid"] == ev.uuid] == ["ldap.register"]
+    assert 3 <= kills <= 8, kills
+    vm = Vm(ev.hostname, tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
+    assert holdings(vm)["ldap"] == [], "the parked step did not run"

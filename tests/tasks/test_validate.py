@@ -282,8 +282,8 @@ address_texts = st.one_of(
                      "2001:DB8:0020:0000:0000:0000:0000:FF01", "::", "0.0.0.0"]),
     st.text(max_size=40),
 )
-address_values = st.one_of(address_texts, address_texts, st.integers(min_value=-1,
-                           max_value=2 ** 129), st.booleans(), st.none(), wrong_scalars)
+address_values = st.one_of(address_texts, st.one_of(
+    st.integers(min_value=-1, max_value=2 ** 129), st.booleans(), st.none(), wrong_scalars))
 macs = st.binary(min_size=6, max_size=6).map(lambda b: ":".join("%02x" % x for x in b))
 mac_values = st.one_of(
     st.none(), macs, macs.map(str.upper),
@@ -298,7 +298,8 @@ version_values = st.sampled_from([AUTO] * 8 + [4, 6, "4", "6", 4.0, 6.0, True, N
 
 @st.composite
 def address_items(draw: Any) -> Any:
-    if draw(st.integers(0, 24)) == 0:
+    # Rare branches test "== <middle value>": Hypothesis favours 0 and the bounds.
+    if draw(st.integers(0, 24)) == 13:
         return draw(st.one_of(st.none(), st.text(max_size=10), st.integers(),
                               st.lists(st.integers(), max_size=2)))
     address = draw(address_values)
@@ -310,10 +311,10 @@ def address_items(draw: Any) -> Any:
             version = draw(st.sampled_from([4, 6]))
     item = {"address": address, "version": version, "mac": draw(mac_values),
             "network": draw(st.one_of(st.none(), st.text(max_size=10), wrong_scalars)
-                            if draw(st.integers(0, 9)) == 0 else st.none() | st.text(max_size=10)),
+                            if draw(st.integers(0, 9)) == 7 else st.none() | st.text(max_size=10)),
             "port_id": draw(st.one_of(st.none(), st.uuids().map(str)))}
     for key in ("address", "version"):
-        if item[key] is MISSING or draw(st.integers(0, 29)) == 0:
+        if item[key] is MISSING or draw(st.integers(0, 29)) == 17:
             del item[key]
     item.update(draw(st.dictionaries(st.text(max_size=6).filter(lambda k: k not in item),
                                      json_scalars, max_size=2)))
@@ -345,7 +346,7 @@ def event_dicts(draw: Any) -> Dict[str, Any]:
         st.one_of(st.sampled_from(["", "*", "(cn=*)", "not-a-uuid", 5, None, MISSING]),
                   st.uuids().map(lambda u: str(u) + "\n"), st.uuids().map(lambda u: u.hex),
                   st.text(max_size=40)))
-    hostname = draw(st.one_of(hostname_values, st.just(MISSING)) if draw(st.integers(0, 19)) == 0
+    hostname = draw(st.one_of(hostname_values, st.just(MISSING)) if draw(st.integers(0, 19)) == 11
                     else hostnames)
     if hostname is not MISSING:
         d["hostname"] = hostname
