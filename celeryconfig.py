@@ -88,11 +88,18 @@ else:
     }
 
     class StepQueue(Queue):
-        """A step queue whose every declaration (worker or relay) also declares
-        the dead-letter queue, so a parked message always has somewhere to go."""
+        """A step queue whose declaration (by a worker or the relay) declares the
+        whole topology: the dead-letter queue, so a parked message always has
+        somewhere to go, and every other step queue, because a worker's delayed-
+        delivery bootstep binds *all* task_queues, not only those it consumes
+        (it fails with 404 NOT_FOUND on any not yet declared, celery 5.7)."""
 
         def declare(self, nowait=False, channel=None):
-            DEAD_LETTER_QUEUE.declare(nowait=nowait, channel=channel or self.channel)
+            channel = channel or self.channel
+            DEAD_LETTER_QUEUE.declare(nowait=nowait, channel=channel)
+            for other in task_queues:
+                if other.name != self.name:
+                    Queue.declare(other, nowait=nowait, channel=channel)
             return super().declare(nowait=nowait, channel=channel)
 
     task_queues = [StepQueue(step, TASK_EXCHANGE, routing_key=step, durable=True,

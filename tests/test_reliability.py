@@ -158,3 +158,20 @@ def test_message_that_kills_its_worker_every_time_is_parked(stack: Stack,
     assert 3 <= kills <= 8, kills
     vm = Vm(ev.hostname, tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
     assert holdings(vm)["ldap"] == [], "the parked step did not run"
+
+
+def test_undo_policy_removes_what_earlier_steps_made(stack: Stack,
+                                                     processes: Processes) -> None:
+    """The chain the 'undo' policy publishes when a create fails half-way."""
+    from tasks import chains
+    from tasks.app import app
+    ev = make_event(addresses=[Address(unique_v4(), 4, mac(), "private")])
+    vm = Vm(ev.hostname, tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
+    chains._chain(app, ev.to_dict(), chains.PLANS["build"][:3]).apply_async()
+    until(lambda: len(holdings(vm)["ldap"]) == 1, 60, "first three steps")
+    chains.undo(app, ev.to_dict(), failed_step="inventory.register")
+    until(lambda: gone(vm, holdings(vm)), 60, "undone")
+    until(lambda: any(r["stage"] == "undone" for r in audit_lines(stack, ev.uuid)), 30,
+          "undo audited")
+    chains.build(app, ev.to_dict()).apply_async()
+    until(lambda: registered(vm, holdings(vm)), 60, "an undo leaves no tombstone: replay works")
