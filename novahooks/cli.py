@@ -92,6 +92,44 @@ def _reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from novahooks import operations
+    from novahooks.settings import load_settings
+    settings = load_settings(args.config)
+    results = operations.check(settings)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print("configuration %s: ok" % (settings.source or "(defaults and environment)"))
+        for row in results:
+            print("%-4s %-15s %s" % ("PASS" if row["ok"] else "FAIL", row["check"], row["detail"]))
+    return 0 if all(row["ok"] for row in results) else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    from novahooks import operations
+    from novahooks.settings import load_settings
+    try:
+        report = operations.status(load_settings(args.config))
+    except Exception as exc:  # noqa: BLE001 - the broker is the one thing status needs
+        print("status unavailable: %s: %s" % (type(exc).__name__, exc), file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return 0
+    box = report["outbox"]
+    print("outbox      %s: %s event(s) waiting%s" % (
+        box["path"], "-" if box["depth"] is None else box["depth"],
+        ", oldest %ss" % box["oldest_age_s"] if box.get("oldest_age_s") else ""))
+    for relay in report["relays"]:
+        print("relay       pid %s on %s: seen %ss ago, %s published" % (
+            relay["pid"], relay["host"], relay["last_seen_s"], relay["published"]))
+    print("queues      " + "  ".join("%s=%s" % item for item in report["queues"].items()))
+    print("workers     %s" % (", ".join(report["workers"]) or "NONE answering"))
+    print("dead letters %d" % report["dead_letters"])
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from novahooks.demo import run
     return run(keep=args.keep, count=args.count)
@@ -111,6 +149,12 @@ def parser() -> argparse.ArgumentParser:
     verify = audit_sub.add_parser("verify", help="check the hash chain of an audit JSONL file")
     verify.add_argument("path")
     verify.set_defaults(func=_audit_verify)
+    check = sub.add_parser("check", help="validate configuration and reach every backend")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(func=_check)
+    status = sub.add_parser("status", help="outbox, relays, queues, workers, dead letters")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_status)
     dl = sub.add_parser("dead-letters", help="events a step gave up on")
     dl_sub = dl.add_subparsers(dest="dl_command", required=True)
     dl_list = dl_sub.add_parser("list", help="dead letters not yet replayed")

@@ -60,3 +60,82 @@ def reconcile_stalled(settings: Settings,
                         "kind": row["kind"], "resumed_at_step": start,
                         "stalled_for_s": round(time.time() - row["updated_at"], 1)})
     return resumed
+
+
+def check(settings: Settings) -> List[Dict[str, Any]]:
+    """Reach the broker, the ledger and every configured backend; one result each.
+
+    Each check runs on its own, so one unreachable backend does not hide the
+    state of the others.
+    """
+    from tasks.drivers import load
+
+    def broker() -> str:
+        from tasks.app import app
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=settings.broker.connect_timeout)
+            return "%s reachable" % conn.as_uri()
+
+    def ledger_() -> str:
+        from sqlalchemy import text
+        with _ledger(settings).engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return "%s reachable" % settings.ledger.url.split("@")[-1]
+
+    checks = [("broker", broker), ("ledger", ledger_)]
+    for kind, section in (("ipam", settings.ipam), ("dns", settings.dns),
+                          ("directory", settings.directory),
+                          ("inventory", settings.inventory)):
+        checks.append((kind, lambda kind=kind, section=section:
+                       load(kind, section.driver, section).check()))
+    for name in settings.audit.drivers:
+        checks.append(("audit/%s" % name,
+                       lambda name=name: load("audit", name, settings.audit).check()))
+    results = []
+    for name, probe in checks:
+        try:
+            results.append({"check": name, "ok": True, "detail": probe()})
+        except Exception as exc:  # noqa: BLE001 - every failure is reported, none hides others
+            results.append({"check": name, "ok": False,
+                            "detail": "%s: %s" % (type(exc).__name__, exc)})
+    return results
+
+
+def status(settings: Settings) -> Dict[str, Any]:
+    """Outbox backlog, relays, queue depths, workers and dead letters, in one look."""
+    import os
+    from novahooks.nova.outbox import Outbox
+    from tasks.app import app
+    from celeryconfig import STEPS
+    report = {}  # type: Dict[str, Any]
+    if os.path.exists(settings.outbox.path):
+        outbox = Outbox(settings.outbox.path)
+        depth, oldest = outbox.depth()
+        report["outbox"] = {"path": settings.outbox.path, "depth": depth,
+                            "oldest_age_s": round(time.time() - oldest, 1) if oldest else None}
+        report["relays"] = [{"pid": pid, "host": host, "last_seen_s": round(time.time() - at, 1),
+                             "published": published}
+                            for pid, host, at, published in outbox.relays()]
+    else:
+        report["outbox"] = {"path": settings.outbox.path, "depth": None,
+                            "note": "no outbox on this host"}
+        report["relays"] = []
+    queues = {}  # type: Dict[str, Any]
+    with app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, timeout=settings.broker.connect_timeout)
+        channel = conn.default_channel
+        for step in STEPS:
+            if conn.transport.driver_type == "redis":
+                # kombu keeps one list per priority level; an empty queue has no key.
+                keys = [step] + ["%s\x06\x16%d" % (step, p) for p in range(1, 10)]
+                queues[step] = sum(channel.client.llen(key) for key in keys)
+                continue
+            try:
+                queues[step] = channel.queue_declare(step, passive=True).message_count
+            except Exception as exc:  # noqa: BLE001 - a queue nobody declared yet
+                queues[step] = "unknown (%s)" % type(exc).__name__
+    report["queues"] = queues
+    replies = app.control.ping(timeout=1.0) or []
+    report["workers"] = sorted(name for reply in replies for name in reply)
+    report["dead_letters"] = len(_ledger(settings).dead_letters())
+    return report

@@ -63,7 +63,11 @@ class Relay(object):
     def run(self, once: bool = False) -> None:
         """Publish until stopped; ``once`` drains what is there and returns."""
         backoff = self.settings.relay.poll_interval
+        beat = 0.0
         while not self._stop.is_set():
+            if time.monotonic() - beat > 5.0:
+                self.outbox.heartbeat(self.published)
+                beat = time.monotonic()
             try:
                 count = self.publish_pending()
                 backoff = self.settings.relay.poll_interval

@@ -23,6 +23,12 @@ CREATE TABLE IF NOT EXISTS events (
     created_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT
+);
+CREATE TABLE IF NOT EXISTS relays (
+    pid INTEGER PRIMARY KEY,
+    host TEXT NOT NULL,
+    seen_at REAL NOT NULL,
+    published INTEGER NOT NULL
 )
 """
 
@@ -56,7 +62,7 @@ class Outbox(object):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=%d" % int(self.busy_timeout_ms))
-            conn.execute(SCHEMA)
+            conn.executescript(SCHEMA)
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
@@ -98,6 +104,19 @@ class Outbox(object):
             count, oldest = self._connection().execute(
                 "SELECT COUNT(*), MIN(created_at) FROM events").fetchone()
         return int(count), oldest
+
+    def heartbeat(self, published: int) -> None:
+        """The relay says it is alive, so ``novahooks status`` can tell a stuck outbox."""
+        import socket
+        with self._lock:
+            self._connection().execute(
+                "INSERT OR REPLACE INTO relays (pid, host, seen_at, published) "
+                "VALUES (?, ?, ?, ?)", (os.getpid(), socket.gethostname(), time.time(), published))
+
+    def relays(self) -> List[Tuple[int, str, float, int]]:
+        with self._lock:
+            return [tuple(row) for row in self._connection().execute(
+                "SELECT pid, host, seen_at, published FROM relays ORDER BY seen_at DESC")]
 
     def close(self) -> None:
         with self._lock:

@@ -11,3 +11,10 @@ class AuditDriver(abc.ABC):
     @abc.abstractmethod
     def record(self, entry: Dict[str, Any]) -> None:
         """Persist one audit entry (JSON-safe dict) or raise a StepError."""
+
+    @abc.abstractmethod
+    def check(self) -> str:
+        """Reach the backend with the configured credentials; say what answered.
+
+        Raises a StepError naming the problem (unreachable, refused, misconfigured).
+        """

@@ -76,6 +76,13 @@ class JsonlAudit(AuditDriver):
             raise BackendUnavailable("cannot append to %s: %s" % (self.path, exc.strerror),
                                      backend="audit") from exc
 
+    def check(self) -> str:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        target = self.path if os.path.exists(self.path) else directory
+        if not os.access(target, os.W_OK):
+            raise BackendUnavailable("%s is not writable" % target, backend="audit")
+        return "%s writable" % self.path
+
 
 def records(path: str) -> Iterator[Tuple[int, str]]:
     with open(path, "rb") as handle:

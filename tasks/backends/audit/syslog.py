@@ -54,3 +54,11 @@ class SyslogAudit(AuditDriver):
         except OSError as exc:
             raise BackendUnavailable("cannot send to %s:%d: %s" % (self.address + (exc,)),
                                      backend="syslog") from exc
+
+    def check(self) -> str:
+        try:
+            socket.getaddrinfo(self.address[0], self.address[1], type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise BackendUnavailable("cannot resolve %s: %s" % (self.address[0], exc),
+                                     backend="syslog") from exc
+        return "RFC 5424 over UDP to %s:%d" % self.address

@@ -21,3 +21,10 @@ class DirectoryDriver(abc.ABC):
     @abc.abstractmethod
     def describe(self, instance_uuid: str) -> Dict[str, Any]:
         """The entries that belong to the instance."""
+
+    @abc.abstractmethod
+    def check(self) -> str:
+        """Reach the backend with the configured credentials; say what answered.
+
+        Raises a StepError naming the problem (unreachable, refused, misconfigured).
+        """

@@ -163,3 +163,14 @@ class LdapDirectory(DirectoryDriver):
             return {"entries": [e.entry_dn for e in self._entries_of(conn, instance_uuid)]}
         finally:
             conn.unbind()
+
+    def check(self) -> str:
+        conn = self._connect()
+        try:
+            if not conn.search(self.base, "(objectClass=*)", BASE, attributes=["1.1"]):
+                self._fail(conn, "read %s" % self.base)
+            return "%s: bound as %s over %s, %s readable" % (
+                self.settings.url, self.settings.bind_dn,
+                "ldaps" if self.server.ssl else "StartTLS", self.base)
+        finally:
+            conn.unbind()

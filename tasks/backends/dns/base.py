@@ -34,3 +34,10 @@ class DnsDriver(abc.ABC):
     def describe(self, fqdn: str, instance_uuid: str,
                  addresses: Sequence[str]) -> Dict[str, Any]:
         """What the server holds for this name and these addresses (for status and demo)."""
+
+    @abc.abstractmethod
+    def check(self) -> str:
+        """Reach the backend with the configured credentials; say what answered.
+
+        Raises a StepError naming the problem (unreachable, refused, misconfigured).
+        """

@@ -210,3 +210,13 @@ class Rfc2136Dns(DnsDriver):
             ptrs[address] = self._query(reverse, "PTR")
         return {"A": self._query(name, "A"), "AAAA": self._query(name, "AAAA"),
                 "owned": owner_marker(instance_uuid) in self._query(name, "TXT"), "PTR": ptrs}
+
+    def check(self) -> str:
+        """A TSIG-signed SOA query of every zone: proves reachability, key and zones."""
+        for zone in [self.zone] + self.reverse_zones:
+            if not self._query(zone, "SOA"):
+                raise OutOfScope("%s does not serve zone %s" % (self.settings.server, zone),
+                                 backend=BACKEND)
+        return "%s:%d serves %s and %d reverse zone(s), TSIG key %s accepted" % (
+            self.settings.server, self.settings.port, self.zone, len(self.reverse_zones),
+            self.keyname)

@@ -31,3 +31,10 @@ class InventoryDriver(abc.ABC):
     @abc.abstractmethod
     def describe(self, instance_uuid: str) -> Dict[str, Any]:
         """The instance's record, or an empty dict."""
+
+    @abc.abstractmethod
+    def check(self) -> str:
+        """Reach the backend with the configured credentials; say what answered.
+
+        Raises a StepError naming the problem (unreachable, refused, misconfigured).
+        """

@@ -167,3 +167,6 @@ class NetBoxInventory(InventoryDriver):
                     "vcpus": vm.vcpus, "memory": vm.memory, "interfaces": interfaces,
                     "primary_ip4": str(vm.primary_ip4) if vm.primary_ip4 else None,
                     "primary_ip6": str(vm.primary_ip6) if vm.primary_ip6 else None}
+
+    def check(self) -> str:
+        return client.check(self.api, BACKEND, self.settings.url)

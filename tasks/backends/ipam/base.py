@@ -26,3 +26,10 @@ class IpamDriver(abc.ABC):
     @abc.abstractmethod
     def describe(self, instance_uuid: str) -> Dict[str, Any]:
         """The addresses recorded for the instance."""
+
+    @abc.abstractmethod
+    def check(self) -> str:
+        """Reach the backend with the configured credentials; say what answered.
+
+        Raises a StepError naming the problem (unreachable, refused, misconfigured).
+        """

@@ -85,3 +85,6 @@ class NetBoxIpam(IpamDriver):
             self._ready()
             mine = self.mine(instance_uuid)
             return {"addresses": sorted(str(ip.address) for ip in mine.values())}
+
+    def check(self) -> str:
+        return client.check(self.api, BACKEND, self.settings.url)

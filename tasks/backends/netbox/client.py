@@ -139,3 +139,12 @@ def ensure_custom_fields(api: pynetbox.api) -> None:
                 have = set(existing.object_types or [])
                 if not set(object_types) <= have:
                     existing.update({"object_types": sorted(have | set(object_types))})
+
+
+def check(api: pynetbox.api, backend: str, url: str) -> str:
+    """NetBox answers, and the token may read what the driver needs."""
+    with translated(backend, url):
+        version = api.status().get("netbox-version")
+        api.ipam.prefixes.count()
+        api.virtualization.virtual_machines.count()
+    return "NetBox %s at %s, token accepted" % (version, url)

@@ -1,0 +1,96 @@
+"""The ``novahooks`` command as an operator runs it, against the real stack."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, Optional
+
+from novahooks.servers.base import free_port
+from novahooks.servers.stack import Processes, Stack
+
+
+def run(stack: Stack, *args: str,
+        env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    full = stack.env()
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "novahooks.cli"] + list(args), env=full,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=120)
+
+
+def test_check_passes_on_a_good_configuration(stack: Stack) -> None:
+    result = run(stack, "check", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    names = {row["check"]: row for row in json.loads(result.stdout)}
+    assert set(names) == {"broker", "ledger", "ipam", "dns", "directory", "inventory",
+                          "audit/jsonl"}
+    assert "TSIG key" in names["dns"]["detail"] and "StartTLS" in names["directory"]["detail"]
+
+
+def test_check_names_each_failing_backend_and_exits_1(stack: Stack) -> None:
+    result = run(stack, "check", env={"NOVAHOOKS_DIRECTORY_PASSWORD": "wrong",
+                                      "NOVAHOOKS_DNS_PORT": str(free_port()),
+                                      "NOVAHOOKS_IPAM_TOKEN": "0" * 40})
+    assert result.returncode == 1
+    lines = {line.split()[1]: line for line in result.stdout.splitlines()
+             if line.startswith(("PASS", "FAIL"))}
+    assert lines["directory"].startswith("FAIL") and "invalidCredentials" in lines["directory"]
+    assert lines["dns"].startswith("FAIL") and "unreachable" in lines["dns"]
+    assert lines["ipam"].startswith("FAIL") and "refused the token" in lines["ipam"]
+    assert lines["inventory"].startswith("PASS") and lines["broker"].startswith("PASS")
+
+
+def test_wrong_configuration_exits_2_naming_the_key(stack: Stack, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.conf"
+    text = stack.config_path.read_text()
+    bad.write_text(text.replace("[ledger]\n", "[ledger]\nstaled_after = 3\n") + "\n[dns2]\n")
+    result = run(stack, "--config", str(bad), "check")
+    assert result.returncode == 2
+    assert "unknown section [dns2]" in result.stderr
+    assert "[ledger] staled_after: unknown key" in result.stderr
+
+
+def test_status_shows_outbox_relay_queues_workers(stack: Stack, processes: Processes) -> None:
+    from tests.test_end_to_end import until
+    until(lambda: stack.outbox_path.exists(), 30, "the relay opened its outbox")
+    result = run(stack, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["outbox"]["depth"] == 0
+    assert report["relays"] and report["relays"][0]["last_seen_s"] < 30
+    assert set(report["queues"]) == {"ipam", "dns", "ldap", "inventory", "audit"}
+    assert all(isinstance(depth, int) for depth in report["queues"].values())
+    assert {"ipam@novahooks", "dns@novahooks", "ldap@novahooks", "inventory@novahooks",
+            "audit@novahooks"} <= set(report["workers"])
+    text = run(stack, "status")
+    assert "workers" in text.stdout and "queues" in text.stdout
+
+
+def test_status_with_the_broker_unreachable_exits_1(stack: Stack) -> None:
+    result = run(stack, "status", env={
+        "NOVAHOOKS_BROKER_URL": "redis://127.0.0.1:%d/0" % free_port(),
+        "NOVAHOOKS_BROKER_CONNECT_TIMEOUT": "1"})
+    assert result.returncode == 1 and "status unavailable" in result.stderr
+
+
+def test_audit_verify_detects_an_edited_line(stack: Stack, processes: Processes,
+                                             tmp_path: Path) -> None:
+    copy = tmp_path / "audit.jsonl"
+    lines = stack.audit_path.read_text().splitlines() if stack.audit_path.exists() else []
+    if len(lines) < 2:
+        from tasks.backends.audit.jsonl import JsonlAudit
+        from types import SimpleNamespace
+        sink = JsonlAudit(SimpleNamespace(path=str(copy)))
+        for i in range(3):
+            sink.record({"instance_uuid": "u%d" % i, "stage": "done"})
+    else:
+        copy.write_text("\n".join(lines) + "\n")
+    assert run(stack, "audit", "verify", str(copy)).returncode == 0
+    text = copy.read_text().splitlines()
+    record = json.loads(text[1])
+    record["hostname"] = "forged"
+    text[1] = json.dumps(record, sort_keys=True)
+    copy.write_text("\n".join(text) + "\n")
+    result = run(stack, "audit", "verify", str(copy))
+    assert result.returncode == 1 and "line 2" in result.stdout and "BROKEN" in result.stdout
