@@ -85,7 +85,7 @@ class Servers(object):
     def dns_lines(self, token: str) -> Set[Tuple[str, str, Tuple[str, ...]]]:
         """Every RRset in every served zone whose owner or data mentions ``token``:
         (owner, type, values), addresses in ``ipaddress`` spelling."""
-        found = set()  # type: Set[Tuple[str, str, Tuple[str, ...]]]
+        found = {}  # type: Dict[Tuple[str, str], Set[str]]
         for zone in self.zones:
             for message in dns.query.xfr("127.0.0.1", zone, port=self.stack.bind.port,
                                          keyring=self.keyring, keyname=self.keyname,
@@ -98,8 +98,10 @@ class Servers(object):
                     values = [rd.to_text() for rd in rrset]
                     if rdtype in ("A", "AAAA"):
                         values = [str(ipaddress.ip_address(v)) for v in values]
-                    found.add((rrset.name.to_text(), rdtype, tuple(sorted(values))))
-        return found
+                    # A transfer sends one record per RRset: merge them by owner and type.
+                    found.setdefault((rrset.name.to_text(), rdtype), set()).update(values)
+        return {(name, rdtype, tuple(sorted(values)))
+                for (name, rdtype), values in found.items()}
 
     def ldap(self) -> Connection:
         """One admin connection (StartTLS, verified) for all of the module's checks."""
