@@ -181,8 +181,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from novahooks import logs
+    logs.setup(logging.DEBUG if args.verbose else logging.INFO)
     from novahooks.settings import SettingsError
     try:
         return int(args.func(args) or 0)

@@ -1,6 +1,18 @@
 """The Celery application shared by the workers and the relay."""
 
-from celery import Celery
+from typing import Any
+
+from celery import Celery, signals
+
+from novahooks.logs import formatter
 
 app = Celery("novahooks")
 app.config_from_object("celeryconfig")
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _structured(logger: Any, **_: Any) -> None:
+    """Workers log JSON lines (key=value on a terminal), like the relay and the CLI."""
+    for handler in logger.handlers:
+        handler.setFormatter(formatter(getattr(handler, "stream", None)))

@@ -8,7 +8,6 @@ letter plus an audit record when a step gives up. Step modules hold only the
 few lines that differ.
 """
 
-import json
 import logging
 import time
 from typing import Any, Callable, Dict, Optional
@@ -16,6 +15,7 @@ from typing import Any, Callable, Dict, Optional
 from celery import Task
 from celery.exceptions import Reject, Retry
 
+from novahooks.logs import FIELDS
 from novahooks.nova.event import EventFormatError, InstanceEvent, event_from_dict
 from tasks import validate
 from tasks.config import settings
@@ -130,7 +130,8 @@ class StepTask(Task):
             line.update(_summary(args[0] if args else None))
             if error:
                 line["error"] = error
-            LOG.log(logging.WARNING if error else logging.INFO, json.dumps(line, sort_keys=True))
+            LOG.log(logging.WARNING if error else logging.INFO, "%s %s", self.name, outcome,
+                    extra={FIELDS: line})
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
                    einfo: Any) -> None:

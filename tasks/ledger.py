@@ -28,7 +28,7 @@ from typing import Any, Dict, Iterator, List, Optional
 from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, UniqueConstraint,
                         create_engine, delete, insert, select, text, update)
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from tasks.errors import BackendUnavailable
 
@@ -110,12 +110,21 @@ class Ledger(object):
                     conn.execute(text("PRAGMA journal_mode=WAL"))
             else:
                 engine = create_engine(self.url, pool_pre_ping=True, pool_size=2)
-            try:
-                metadata.create_all(engine)
-            except OperationalError as exc:
-                raise _unavailable(exc) from exc
+            self._create_tables(engine)
             self._engine, self._pid = engine, os.getpid()
         return self._engine
+
+    @staticmethod
+    def _create_tables(engine: Engine) -> None:
+        """Create what is missing; several worker processes may race to do it first."""
+        for attempt in range(3):
+            try:
+                metadata.create_all(engine)
+                return
+            except DBAPIError as exc:
+                if "already exists" not in str(exc) or attempt == 2:
+                    raise _unavailable(exc) from exc
+                time.sleep(0.1)
 
     @contextlib.contextmanager
     def lock(self, instance_uuid: str) -> Iterator[None]:

@@ -189,11 +189,14 @@ in_v4 = st.integers(1, 249).map(lambda n: "10.20.200.%d" % n)
 in_v6 = st.integers(0, 254).map(lambda n: str(V6_BASE + n))
 clean_addresses = st.one_of(in_v4, in_v6, in_v6.map(lambda a: ipaddress.IPv6Address(a)
                                                     .exploded.upper()))
+out_of_scope = st.sampled_from(["172.16.5.5", "192.0.2.10", "100.64.0.1", "127.0.0.1",
+                                "0.0.0.0", "224.0.0.1", "11.20.200.1", "2001:db9::1", "fd00::1",
+                                "fe80::1", "::1", "::", "ff02::1", "2002:a14:c801::1",
+                                "2001:0db9:0000::0001"])
 messy_addresses = st.one_of(
     clean_addresses,
-    st.sampled_from(["172.16.5.5", "192.0.2.10", "100.64.0.1", "127.0.0.1", "0.0.0.0",
-                     "224.0.0.1", "2001:db9::1", "fd00::1", "fe80::1", "::1", "::",
-                     "ff02::1", "2002:a14:c801::1", "192.168.254.254"]),   # last: in scope
+    out_of_scope,
+    st.just("192.168.254.254"),                       # in the 168.192.in-addr.arpa zone
     in_v4.map(lambda a: "::ffff:" + a),
     st.sampled_from(["::ffff:" + SENTINEL_V4, "::ffff:a14:c8fa", "::FFFF:10.20.200.250"]),
     in_v6.map(lambda a: a + "%eth0"),
@@ -208,10 +211,14 @@ macs = st.binary(min_size=6, max_size=6).map(lambda b: ":".join("%02x" % x for x
 
 @st.composite
 def address_lists(draw: Any) -> List[Dict[str, Any]]:
-    messy = draw(st.booleans())
+    mode = draw(st.sampled_from(["clean", "messy", "out of scope"]))
+    messy = mode == "messy"
+    count = draw(st.integers(0, 3))
+    outside = draw(st.integers(0, count)) if mode == "out of scope" else -1
     items = []
-    for _ in range(draw(st.integers(0, 3))):
-        address = draw(messy_addresses if messy else clean_addresses)
+    for i in range(count + (outside >= 0)):
+        address = draw(out_of_scope if i == outside else
+                       messy_addresses if messy else clean_addresses)
         try:
             version = ipaddress.ip_address(address).version
         except (ValueError, TypeError):
