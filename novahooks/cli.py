@@ -130,6 +130,30 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    import os
+    from novahooks import simulate
+    if args.config:
+        os.environ["NOVAHOOKS_CONFIG"] = args.config
+    addresses = []
+    for item in args.address or []:
+        address, _, mac = item.partition(",")
+        addresses.append((address, mac or "fa:16:3e:%s" % ":".join(
+            "%02x" % b for b in os.urandom(3))))
+    vm = simulate.with_uuid(simulate.Vm(args.hostname, tuple(addresses), os_type=args.os_type,
+                                        vcpus=args.vcpus, memory_mb=args.memory_mb,
+                                        uuid=args.uuid or ""))
+    if args.action == "create":
+        simulate.create(vm)
+    elif args.action == "delete":
+        simulate.delete(vm)
+    else:
+        simulate.resize(vm)
+    print(json.dumps({"action": args.action, "uuid": vm.uuid, "hostname": vm.hostname,
+                      "addresses": [a for a, _ in vm.addresses]}))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from novahooks.demo import run
     return run(keep=args.keep, count=args.count)
@@ -172,6 +196,16 @@ def parser() -> argparse.ArgumentParser:
                            help="seconds without progress (default: [ledger] stalled_after)")
     reconcile.add_argument("--json", action="store_true")
     reconcile.set_defaults(func=_reconcile)
+    sim = sub.add_parser("simulate", help="call the installed Nova hooks as Nova would "
+                         "(resize, which has no hook, goes to the outbox like a notification)")
+    sim.add_argument("action", choices=["create", "delete", "resize"])
+    sim.add_argument("--hostname", required=True)
+    sim.add_argument("--uuid", help="instance UUID (default: a new one; give it for delete)")
+    sim.add_argument("--address", action="append", help="ADDRESS[,MAC]; repeatable")
+    sim.add_argument("--os-type", default="linux")
+    sim.add_argument("--vcpus", type=int, default=1)
+    sim.add_argument("--memory-mb", type=int, default=2048)
+    sim.set_defaults(func=_simulate)
     demo = sub.add_parser("demo", help="run the whole pipeline on local real servers")
     demo.add_argument("--keep", action="store_true", help="leave servers running at the end")
     demo.add_argument("--count", type=int, default=4, help="number of VMs (default 4)")

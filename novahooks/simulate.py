@@ -101,3 +101,16 @@ def delete(vm: Vm) -> None:
     inst["info_cache"]["network_info"] = empty
     _run("instance_network_info", "post", None, net, ctx, inst, empty)
     _run("delete_instance", "post", None, compute, ctx, inst, [])
+
+
+def resize(vm: Vm) -> None:
+    """Nova has no resize hook: a resize reaches novahooks as a notification would,
+    straight into the outbox as a ``resize`` event with the new flavor."""
+    from novahooks.nova.event import new_event
+    from novahooks.nova.extract import flavor as flavor_of, instance_fields
+    from novahooks.nova.hooks import emit
+    inst = instance(vm, "active", nw=network_info(vm))
+    fields = instance_fields(inst)
+    fields["flavor"] = flavor_of(flavor(vm))
+    emit(new_event("resize", vm.uuid, vm.hostname, source="simulate:resize", addresses=None,
+                   **fields))

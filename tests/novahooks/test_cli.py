@@ -94,3 +94,26 @@ def test_audit_verify_detects_an_edited_line(stack: Stack, processes: Processes,
     copy.write_text("\n".join(text) + "\n")
     result = run(stack, "audit", "verify", str(copy))
     assert result.returncode == 1 and "line 2" in result.stdout and "BROKEN" in result.stdout
+
+
+def test_simulate_create_resize_delete_through_the_installed_hooks(
+        stack: Stack, processes: Processes) -> None:
+    from novahooks.demo import gone, holdings, registered
+    from novahooks.simulate import Vm
+    from tests.conftest import mac, unique_v4, unique_v6
+    from tests.test_end_to_end import until
+    v4, v6, m = unique_v4(), unique_v6(), mac()
+    out = run(stack, "simulate", "create", "--hostname", "cli-sim-1", "--address",
+              "%s,%s" % (v4, m), "--address", "%s,%s" % (v6, m))
+    assert out.returncode == 0, out.stderr
+    uuid = json.loads(out.stdout)["uuid"]
+    vm = Vm("cli-sim-1", ((v4, m), (v6, m)), uuid=uuid)
+    until(lambda: registered(vm, holdings(vm)), 90, "registered")
+    out = run(stack, "simulate", "resize", "--hostname", "cli-sim-1", "--uuid", uuid,
+              "--vcpus", "4", "--memory-mb", "8192")
+    assert out.returncode == 0, out.stderr
+    until(lambda: holdings(vm)["inventory"].get("vcpus") == 4, 60, "resized")
+    out = run(stack, "simulate", "delete", "--hostname", "cli-sim-1", "--uuid", uuid,
+              "--address", "%s,%s" % (v4, m), "--address", "%s,%s" % (v6, m))
+    assert out.returncode == 0, out.stderr
+    until(lambda: gone(vm, holdings(vm)), 90, "removed")
