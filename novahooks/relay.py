@@ -20,6 +20,25 @@ from novahooks.settings import Settings
 LOG = logging.getLogger("novahooks.relay")
 
 
+class _Metrics(object):
+    """Relay metrics; prometheus-client is imported only where the relay runs."""
+
+    def __init__(self, port: int, address: str) -> None:
+        from prometheus_client import Counter, Gauge, Histogram, start_http_server
+        self.events = Counter("novahooks_relay_events_total",
+                              "Events taken from the outbox and published, by kind", ["kind"])
+        self.latency = Histogram("novahooks_relay_publish_seconds",
+                                 "Time to publish one event's chain to the broker",
+                                 buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                          0.25, 1, 5))
+        self.failures = Counter("novahooks_relay_publish_failures_total",
+                                "Publishing attempts the broker did not accept")
+        self.depth = Gauge("novahooks_outbox_depth", "Events waiting in the outbox")
+        self.oldest = Gauge("novahooks_outbox_oldest_age_seconds",
+                            "Age of the oldest event waiting in the outbox")
+        start_http_server(port, addr=address)
+
+
 class Relay(object):
     def __init__(self, settings: Settings, outbox: Optional[Outbox] = None) -> None:
         from tasks.app import app  # Celery stays out of the hook side's import graph
@@ -28,6 +47,8 @@ class Relay(object):
         self.outbox = outbox or Outbox(settings.outbox.path, settings.outbox.busy_timeout_ms)
         self.published = 0
         self._stop = threading.Event()
+        self.metrics = _Metrics(settings.metrics.relay_port, settings.metrics.address) \
+            if settings.metrics.relay_port else None
 
     def stop(self) -> None:
         self._stop.set()
@@ -46,11 +67,18 @@ class Relay(object):
                         LOG.error("outbox event %d is unreadable, dropped: %s", item.seq, exc)
                         done.append(item.seq)
                         continue
+                    started = time.perf_counter()
                     chains.build(self.app, json.loads(item.body)).apply_async(
-                        producer=producer, retry=False)
+                        producer=producer, retry=False,
+                        confirm_timeout=self.settings.broker.connect_timeout)
                     done.append(item.seq)
+                    if self.metrics is not None:
+                        self.metrics.latency.observe(time.perf_counter() - started)
+                        self.metrics.events.labels(event.kind).inc()
                     LOG.debug("published %s %s (seq %d)", event.kind, event.uuid, item.seq)
         except Exception as exc:  # noqa: BLE001 - broker down: keep the rest for later
+            if self.metrics is not None:
+                self.metrics.failures.inc()
             if len(done) < len(batch):
                 self.outbox.note_failure(batch[len(done)].seq, str(exc))
             LOG.warning("publishing stopped after %d of %d events: %s", len(done), len(batch), exc)
@@ -63,11 +91,16 @@ class Relay(object):
     def run(self, once: bool = False) -> None:
         """Publish until stopped; ``once`` drains what is there and returns."""
         backoff = self.settings.relay.poll_interval
-        beat = 0.0
+        beat = gauged = 0.0
         while not self._stop.is_set():
             if time.monotonic() - beat > 5.0:
                 self.outbox.heartbeat(self.published)
                 beat = time.monotonic()
+            if self.metrics is not None and time.monotonic() - gauged > 1.0:
+                depth, oldest = self.outbox.depth()
+                self.metrics.depth.set(depth)
+                self.metrics.oldest.set(time.time() - oldest if oldest else 0)
+                gauged = time.monotonic()
             try:
                 count = self.publish_pending()
                 backoff = self.settings.relay.poll_interval

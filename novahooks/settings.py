@@ -176,8 +176,22 @@ class LedgerSettings(Section):
     }
 
 
-SECTIONS = (OutboxSettings, LedgerSettings, BrokerSettings, RelaySettings, RetrySettings,
-            IpamSettings, InventorySettings, DnsSettings, DirectorySettings, AuditSettings)
+class MetricsSettings(Section):
+    NAME = "metrics"
+    FIELDS = {
+        # 0 = no metrics endpoint. Each worker pool (one per queue) on a host needs its
+        # own port: set NOVAHOOKS_METRICS_WORKER_PORT per worker service.
+        "worker_port": (int, 0),
+        "relay_port": (int, 0),
+        "address": (str, "127.0.0.1"),
+        # prometheus-client's multiprocess files for Celery's prefork children.
+        "multiproc_dir": (str, "/tmp/novahooks-metrics"),
+    }
+
+
+SECTIONS = (OutboxSettings, LedgerSettings, MetricsSettings, BrokerSettings, RelaySettings,
+            RetrySettings, IpamSettings, InventorySettings, DnsSettings, DirectorySettings,
+            AuditSettings)
 
 
 class Settings(object):
@@ -187,6 +201,7 @@ class Settings(object):
         self.source = source
         self.outbox = sections["outbox"]  # type: OutboxSettings
         self.ledger = sections["ledger"]  # type: LedgerSettings
+        self.metrics = sections["metrics"]  # type: MetricsSettings
         self.broker = sections["broker"]  # type: BrokerSettings
         self.relay = sections["relay"]  # type: RelaySettings
         self.retry = sections["retry"]  # type: RetrySettings

@@ -10,6 +10,18 @@ app = Celery("novahooks")
 app.config_from_object("celeryconfig")
 
 
+@signals.worker_ready.connect
+def _metrics(**kwargs: Any) -> None:
+    from tasks import metrics
+    metrics.serve(**kwargs)
+
+
+@signals.worker_process_shutdown.connect
+def _metrics_child_gone(pid: int, **kwargs: Any) -> None:
+    from tasks import metrics
+    metrics.child_exit(pid)
+
+
 @signals.after_setup_logger.connect
 @signals.after_setup_task_logger.connect
 def _structured(logger: Any, **_: Any) -> None:

@@ -17,7 +17,7 @@ from celery.exceptions import Reject, Retry
 
 from novahooks.logs import FIELDS
 from novahooks.nova.event import EventFormatError, InstanceEvent, event_from_dict
-from tasks import validate
+from tasks import metrics, validate
 from tasks.config import settings
 from tasks.errors import InvalidEvent, TransientError
 from tasks.ledger import Ledger, ledger
@@ -130,6 +130,7 @@ class StepTask(Task):
             line.update(_summary(args[0] if args else None))
             if error:
                 line["error"] = error
+            metrics.observe(self.name, outcome, time.monotonic() - started)
             LOG.log(logging.WARNING if error else logging.INFO, "%s %s", self.name, outcome,
                     extra={FIELDS: line})
 

@@ -94,6 +94,7 @@ def event(ev: InstanceEvent, needs_hostname: bool = True) -> InstanceEvent:
     """The event with normalised hostname and addresses, or InvalidEvent."""
     if not isinstance(ev.uuid, str) or not _UUID.fullmatch(ev.uuid):
         raise InvalidEvent("uuid", "%r is not a UUID" % (ev.uuid,))
+    host: Optional[str]
     if needs_hostname:
         host = hostname(ev.hostname)
     else:
@@ -105,7 +106,7 @@ def event(ev: InstanceEvent, needs_hostname: bool = True) -> InstanceEvent:
     _text(ev.event_id, "event_id", optional=False)
     if not (_is_int(ev.emitted_at) or isinstance(ev.emitted_at, float)):
         raise InvalidEvent("emitted_at", "%r is not a number" % (ev.emitted_at,))
-    addresses = None  # type: Optional[List[Address]]
+    addresses: Optional[List[Address]] = None
     if ev.addresses is not None:
         addresses = [address(a, i) for i, a in enumerate(ev.addresses)]
     flavor = ev.flavor

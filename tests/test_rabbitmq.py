@@ -67,8 +67,9 @@ def load_celeryconfig(config_path: Path, monkeypatch: pytest.MonkeyPatch) -> Mod
         patch.setenv("NOVAHOOKS_CONFIG", str(config_path))
         spec = importlib.util.spec_from_file_location("celeryconfig_under_test",
                                                       str(ROOT / "celeryconfig.py"))
+        assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        spec.loader.exec_module(module)
     return module
 
 
@@ -365,7 +366,8 @@ def test_a_message_that_kills_its_worker_every_time_ends_in_the_dead_letter_queu
         while kills < 12:
             seen = hole.accepted
             try:  # the next delivery hangs in its NetBox call, or there is none
-                until(lambda: hole.accepted > seen or dead_letters(vhost), 30, "a delivery")
+                until(lambda seen=seen: hole.accepted > seen or dead_letters(vhost), 30,
+                      "a delivery")
             except AssertionError:
                 break
             if hole.accepted == seen:

@@ -144,6 +144,8 @@ class Processes(object):
         self.relay = None  # type: Optional[Process]
         self.flower = None  # type: Optional[Process]
         self.flower_url = ""
+        self.metrics_ports = {}  # type: Dict[str, int]
+        self.relay_metrics_port = 0
         self.flower_auth = ("admin", secrets.token_urlsafe(12))
 
     def _python(self, *args: str) -> List[str]:
@@ -152,11 +154,15 @@ class Processes(object):
     def start_worker(self, queue: str, concurrency: Optional[int] = None) -> Process:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / ("worker-%s.log" % queue)
+        env = self.stack.env()
+        self.metrics_ports[queue] = free_port()
+        env["NOVAHOOKS_METRICS_WORKER_PORT"] = str(self.metrics_ports[queue])
+        env["NOVAHOOKS_METRICS_MULTIPROC_DIR"] = str(self.stack.workdir / "metrics")
         proc = Process("worker-%s" % queue, self._python(
             "-m", "celery", "-A", "tasks.app", "worker", "-Q", queue,
             "-c", str(concurrency or POOLS[queue]), "-n", "%s@novahooks" % queue, "-E",
             "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"),
-            log, env=self.stack.env(), cwd=self.stack.workdir)
+            log, env=env, cwd=self.stack.workdir)
         self.workers[queue] = proc
         return proc
 
@@ -171,9 +177,11 @@ class Processes(object):
 
     def start_relay(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
+        env = self.stack.env()
+        self.relay_metrics_port = free_port()
+        env["NOVAHOOKS_METRICS_RELAY_PORT"] = str(self.relay_metrics_port)
         self.relay = Process("relay", self._python("-m", "novahooks.cli", "relay"),
-                             self.logs / "relay.log", env=self.stack.env(),
-                             cwd=self.stack.workdir)
+                             self.logs / "relay.log", env=env, cwd=self.stack.workdir)
 
     def start_flower(self) -> str:
         port = free_port()

@@ -1,0 +1,54 @@
+"""Prometheus metrics of the worker side: per step, outcomes and latency.
+
+Celery's prefork pool runs tasks in child processes, so counters live in
+prometheus-client's multiprocess files (one directory per worker pool, made
+before the children fork) and the pool's main process serves them all on
+``[metrics] worker_port``.
+"""
+
+import os
+import shutil
+from typing import Any
+
+from tasks.config import settings
+
+_port = settings().metrics.worker_port
+if _port:
+    # Set here, in the pool's main process before it forks, never inherited from a parent.
+    _dir = os.path.join(settings().metrics.multiproc_dir, "worker-%d" % os.getpid())
+    shutil.rmtree(_dir, ignore_errors=True)
+    os.makedirs(_dir, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _dir
+
+from prometheus_client import (CollectorRegistry, Counter, Histogram,  # noqa: E402
+                               multiprocess, start_http_server, values)
+
+# prometheus-client picks its value store when first imported, and the celery command
+# imports it before this module (through Flower's CLI plugin): pick again, now that the
+# directory is set, so these metrics live in files the main process can serve.
+values.ValueClass = values.get_value_class()
+
+STEPS = Counter("novahooks_step_total", "Step executions by outcome",
+                ["step", "outcome"])
+LATENCY = Histogram("novahooks_step_duration_seconds", "Time a step spent, backend call included",
+                    ["step"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+                                       30))
+
+
+def observe(step: str, outcome: str, seconds: float) -> None:
+    STEPS.labels(step, outcome).inc()
+    LATENCY.labels(step).observe(seconds)
+
+
+def serve(**_: Any) -> None:
+    """Serve every pool process's metrics from the worker's main process."""
+    if not _port:
+        return
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    start_http_server(_port, addr=settings().metrics.address, registry=registry)
+
+
+def child_exit(pid: int, **_: Any) -> None:
+    if _port:
+        multiprocess.mark_process_dead(pid)
