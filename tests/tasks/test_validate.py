@@ -44,7 +44,8 @@ ALNUM = string.ascii_letters + string.digits
 STRING_FIELDS = ("display_name", "project_id", "user_id", "availability_zone", "host",
                  "vm_state", "image", "os_type")
 FLAVOR_INTS = ("vcpus", "memory_mb", "root_gb", "ephemeral_gb", "swap")
-SETTINGS = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+#: No deadline (shared CI machines), no example database written into the work tree.
+BASE = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # --- the oracle ---------------------------------------------------------------------------
@@ -380,14 +381,14 @@ def event_dicts(draw: Any) -> Dict[str, Any]:
 
 # --- properties ---------------------------------------------------------------------------
 
-@settings(max_examples=1000, **SETTINGS)
+@settings(BASE, max_examples=1000)
 @given(d=event_dicts(), needs_hostname=st.sampled_from([True, True, True, False]))
 def test_every_event_is_normalised_or_refused_naming_the_field(d: Dict[str, Any],
                                                                needs_hostname: bool) -> None:
     check(d, needs_hostname)
 
 
-@settings(max_examples=1000, **SETTINGS)
+@settings(BASE, max_examples=1000)
 @given(host=hostname_values)
 @example(host="abc\n")
 @example(host="\u017f")      # ſ: IDNA would publish it as "s"
@@ -421,7 +422,7 @@ def test_hostname_is_an_rfc1123_label_or_refused(host: Any) -> None:
         assert caught.value.field == "hostname"
 
 
-@settings(max_examples=300, **SETTINGS)
+@settings(BASE, max_examples=300)
 @given(labels=st.lists(st.one_of(valid_labels, hostnames), min_size=1, max_size=8),
        zone=st.sampled_from([ZONE, ZONE + ".", "a" * 63 + "." + "b" * 63 + ".example.test"]))
 def test_fqdn_is_at_most_253_valid_labels_or_refused(labels: List[str], zone: str) -> None:
@@ -436,7 +437,7 @@ def test_fqdn_is_at_most_253_valid_labels_or_refused(labels: List[str], zone: st
         assert ok and got == name
 
 
-@settings(max_examples=500, **SETTINGS)
+@settings(BASE, max_examples=500)
 @given(item=address_items(), index=st.integers(0, 3))
 @example(item={"address": "::ffff:10.20.200.5", "version": 6}, index=0)
 @example(item={"address": "fe80::1%eth0", "version": 6}, index=0)
@@ -455,7 +456,7 @@ def test_one_address_is_canonical_or_refused(item: Any, index: int) -> None:
     check(d)
 
 
-@settings(max_examples=300, **SETTINGS)
+@settings(BASE, max_examples=300)
 @given(text=st.one_of(st.text(max_size=200), json_values.map(json.dumps),
                       event_dicts().map(lambda d: json.dumps(d))))
 def test_event_json_is_read_or_refused_never_crashes(text: str) -> None:

@@ -312,6 +312,7 @@ def test_generated_events_leave_exactly_their_records_or_nothing(
         return
 
     assert ev.hostname == hostname.lower() and ev.hostname.isascii()
+    assert ev.addresses is not None
     fqdn = validate.fqdn(ev.hostname, servers.zone)
     canonical = sorted({a.address for a in ev.addresses})
     if not all(in_scope(a) for a in canonical):
