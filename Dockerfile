@@ -25,11 +25,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_ROOT_USER_ACTION=ignore
 
 # Only what the package needs (.dockerignore lets nothing else into the context).
-WORKDIR /usr/src/novahooks
-COPY pyproject.toml README.md celeryconfig.py ./
-COPY novahooks ./novahooks
-COPY tasks ./tasks
-RUN pip install ".[worker]" \
+COPY pyproject.toml README.md celeryconfig.py /usr/src/novahooks/
+COPY novahooks /usr/src/novahooks/novahooks
+COPY tasks /usr/src/novahooks/tasks
+RUN cd /usr/src/novahooks \
+    && pip install ".[worker]" \
     && cd / && rm -rf /usr/src/novahooks
 
 COPY --chmod=0755 deploy/healthcheck.py /usr/local/bin/novahooks-healthcheck

@@ -52,15 +52,27 @@ def processes(proc: str = "/proc") -> List[Tuple[int, List[str]]]:
 
 
 def role_of(argv: Sequence[str]) -> Optional[str]:
-    names = [os.path.basename(a) for a in argv]
-    if "celery" in names or ("-m" in argv and "celery" in argv):
-        if "worker" in argv:
+    """worker, flower or relay for a novahooks process; None for anything else.
+
+    Only the program itself counts, not an init that runs it (``init: true`` makes
+    ``docker-init -- celery ... worker`` pid 1, holding no socket of its own).
+    """
+    if not argv:
+        return None
+    program, args = os.path.basename(argv[0]), list(argv[1:])
+    if program.startswith("python"):
+        if args[:1] == ["-m"] and len(args) > 1:
+            program, args = args[1], args[2:]
+        elif args and not args[0].startswith("-"):
+            program, args = os.path.basename(args[0]), args[1:]
+        else:
+            return None
+    if program == "celery":
+        if "worker" in args:
             return "worker"
-        if "flower" in argv:
+        if "flower" in args:
             return "flower"
-    if "novahooks" in names and "relay" in argv:
-        return "relay"
-    if "novahooks.cli" in argv and "relay" in argv:
+    if program in ("novahooks", "novahooks.cli") and "relay" in args:
         return "relay"
     return None
 

@@ -83,9 +83,36 @@ def _dead_letters(args: argparse.Namespace) -> int:
     return 0 if replayed or args.all else 1
 
 
+def _drift(args: argparse.Namespace) -> int:
+    import os
+    from novahooks import drift
+    if args.config:
+        os.environ["NOVAHOOKS_CONFIG"] = args.config
+    from tasks import drivers, naming
+    events = drift.nova_events(args.cloud)
+    held = drift.backend_holdings()
+
+    def dns_of(event: Any) -> List[str]:
+        name = naming.fqdn_or_none(event)
+        if name is None:
+            return []
+        found = drivers.dns().describe(name, event.uuid, [])
+        return found["A"] + found["AAAA"] if found["owned"] else []
+
+    rows = drift.compare(events, held, dns_of)
+    _print(rows, args.json, ["instance_uuid", "hostname", "backend", "problem", "detail"])
+    if args.fix and rows:
+        published = drift.fix(rows, events, held)
+        print("published %d repairing chain(s)" % len(published), file=sys.stderr)
+        return 0
+    return 1 if rows else 0
+
+
 def _reconcile(args: argparse.Namespace) -> int:
     from novahooks import operations
     from novahooks.settings import load_settings
+    if args.nova:
+        return _drift(args)
     resumed = operations.reconcile_stalled(load_settings(args.config), args.older_than)
     _print(resumed, args.json, ["event_id", "instance_uuid", "kind", "resumed_at_step",
                                 "stalled_for_s"])
@@ -191,7 +218,14 @@ def parser() -> argparse.ArgumentParser:
     dl_replay.add_argument("id", type=int, nargs="?")
     dl_replay.add_argument("--all", action="store_true")
     dl.set_defaults(func=_dead_letters)
-    reconcile = sub.add_parser("reconcile", help="finish chains that stopped half-way")
+    reconcile = sub.add_parser("reconcile", help="finish chains that stopped half-way; with "
+                               "--nova, compare Nova's VMs with every backend")
+    reconcile.add_argument("--nova", action="store_true",
+                           help="drift between Nova (openstacksdk: clouds.yaml or OS_* "
+                           "variables) and the backends: missing, stale, mismatched")
+    reconcile.add_argument("--cloud", help="clouds.yaml entry (default: OS_CLOUD / OS_*)")
+    reconcile.add_argument("--fix", action="store_true",
+                           help="with --nova: publish the chains that repair the drift")
     reconcile.add_argument("--older-than", type=float, default=None,
                            help="seconds without progress (default: [ledger] stalled_after)")
     reconcile.add_argument("--json", action="store_true")

@@ -248,7 +248,8 @@ def load_settings(path: Optional[str] = None,
     env = os.environ if environ is None else environ
     path = path or env.get("NOVAHOOKS_CONFIG") or (
         DEFAULT_PATH if os.path.exists(DEFAULT_PATH) else None)
-    parser = configparser.ConfigParser(interpolation=None)
+    # "key = value ; why" is how operators annotate INI files: strip such comments.
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
     if path:
         try:
             with open(path) as handle:

@@ -19,7 +19,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List
 
 import pytest
 import requests
@@ -181,37 +181,59 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
         running.close()
 
 
-#: The rows the tasks table rendered, each as {column: the text shown in its cell}.
-ROWS_JS = """
+#: What the tasks table shows once the answer to its latest request is drawn:
+#: the search it was drawn for, and each row as {column: the text in its cell,
+#: "link": where the task's UUID links to}; null while a request is in flight.
+TABLE_JS = """
 (() => {
   if (!window.jQuery || !jQuery.fn.dataTable || !jQuery.fn.dataTable.isDataTable('#tasks-table'))
     return null;
   const table = jQuery('#tasks-table').DataTable();
-  if (!table.ajax.json()) return null;  // the first XHR of /tasks/datatable not answered yet
+  const sent = table.ajax.params(), answer = table.ajax.json();
+  if (!sent || !answer || answer.draw !== sent.draw) return null;
   const columns = table.columns().dataSrc().toArray();
-  return table.rows({page: 'current'}).indexes().toArray().map(row => {
+  const rows = table.rows({page: 'current'}).indexes().toArray().map(row => {
     const cells = {};
     columns.forEach((name, col) => {
       const node = table.cell(row, col).node();
-      cells[name] = node ? node.innerText.trim() : '';
+      // the worker's name is drawn in two spans (so it can be shortened): join them
+      const text = !node ? '' : name === 'worker' ? node.textContent : node.innerText;
+      cells[name] = text.replace(/\\s+/g, ' ').trim();
+      const link = node && name === 'uuid' && node.querySelector('a');
+      if (link) cells.link = link.href;
     });
     return cells;
   });
+  return {search: sent.search.value, total: answer.recordsTotal, rows: rows};
 })()
 """
 
 
-def _ours(rows: List[Dict[str, str]], vm: Vm) -> List[Dict[str, str]]:
-    return [r for r in rows if vm.uuid in r.get("args", "")]
+class TasksPage(object):
+    """Flower's /tasks in the browser, read the way the operator reads it."""
+
+    def __init__(self, browser: Browser, url: str) -> None:
+        self.browser = browser
+        self.url = url
+
+    def table(self, search: str = "") -> Dict[str, Any]:
+        return until(lambda: (lambda shown: shown is not None and shown["search"] == search
+                              and shown)(self.browser.evaluate(TABLE_JS)), 30,
+                     "the tasks table drawn for %r" % search)
+
+    def load(self) -> Dict[str, Any]:
+        self.browser.navigate(self.url + "/tasks")
+        return self.table()
+
+    def search(self, text: str) -> Dict[str, Any]:
+        """Click into the search box and type, as a person does."""
+        self.browser.evaluate("document.querySelector('#tasks-table_filter input').focus()")
+        self.browser.call("Input.insertText", text=text)
+        return self.table(text)
 
 
-def _chain_listed(rows: Optional[List[Dict[str, str]]], vm: Vm) -> bool:
-    if not rows:
-        return False
-    ours = _ours(rows, vm)
-    names = sorted(r["name"] for r in ours)
-    return (names == sorted(BUILD_STEPS + CREATE_STEPS)
-            and all(r["state"] == "SUCCESS" for r in ours))
+def _names(rows: List[Dict[str, str]]) -> List[str]:
+    return sorted(row["name"] for row in rows)
 
 
 def test_flower_tasks_page_lists_the_chain_in_a_real_browser(
@@ -223,50 +245,81 @@ def test_flower_tasks_page_lists_the_chain_in_a_real_browser(
     until(lambda: registered(vm, holdings(vm)), 90, "%s registered" % vm.hostname)
     until(lambda: any(r["kind"] == "build" and r["stage"] == "done"
                       for r in audit_lines(stack, vm.uuid)), 30, "audit of the build")
+    expected = sorted(BUILD_STEPS + CREATE_STEPS)
 
-    # The browser has no way to type a password: it sends the Authorization header
-    # an operator's browser would send after the basic-auth prompt.
+    # Headless Chromium cannot answer the basic-auth prompt: it sends the Authorization
+    # header an operator's browser sends once the password was typed.
     user, password = processes.flower_auth
     browser.call("Network.enable")
     browser.call("Network.setExtraHTTPHeaders", headers={
         "Authorization": "Basic " + base64.b64encode(
             ("%s:%s" % (user, password)).encode()).decode()})
-    browser.call("Emulation.setDeviceMetricsOverride", width=1920, height=1080,
-                 deviceScaleFactor=1, mobile=False)
-
-    def load_tasks_page() -> Optional[List[Dict[str, str]]]:
-        browser.navigate(flower + "/tasks")
-        (rows,) = until(lambda: (lambda rows: rows is not None and (rows,))(
-            browser.evaluate(ROWS_JS)), 30, "the tasks table drawn")
-        return rows if _chain_listed(rows, vm) else None
-
-    # Flower's table does not refresh by itself: reload until the last events arrived.
-    rows = until(load_tasks_page, 60, "Flower's tasks page listing the chain of %s" % vm.uuid)
-    text = browser.evaluate("document.body.innerText")
-    html = browser.evaluate("document.documentElement.outerHTML")
+    page = TasksPage(browser, flower)
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = browser.screenshot(tmp_path / "flower-tasks.png")
-    shutil.copyfile(str(tmp_path / "flower-tasks.png"), str(ARTIFACTS / "flower-tasks.png"))
-    (ARTIFACTS / "flower-tasks.txt").write_text(text)
-    print("\nFlower tasks page screenshot: %s" % (ARTIFACTS / "flower-tasks.png"))
+    pages = {}  # type: Dict[str, str]
 
+    def keep(name: str) -> bytes:
+        """Screenshot and text of what the browser shows now, in artifacts/."""
+        shot = browser.screenshot(tmp_path / (name + ".png"))
+        shutil.copyfile(str(tmp_path / (name + ".png")), str(ARTIFACTS / (name + ".png")))
+        pages[name] = browser.evaluate("document.body.innerText")
+        (ARTIFACTS / (name + ".txt")).write_text(pages[name])
+        pages[name + " (html)"] = browser.evaluate("document.documentElement.outerHTML")
+        print("\nkept %s" % (ARTIFACTS / (name + ".png")))
+        return shot
+
+    # 1. The tasks page lists every step of the chain. Flower's table does not refresh
+    #    by itself, so reload until the last task event has arrived.
+    shown = {}  # type: Dict[str, Any]
+
+    def chain_listed() -> bool:
+        shown.update(page.load())
+        names = [r["name"] for r in shown["rows"]]
+        return (all(names.count(n) >= expected.count(n) for n in set(expected))
+                and all(r["state"] == "SUCCESS" for r in shown["rows"]))
+    try:
+        until(chain_listed, 60, "Flower's tasks page listing the chain's tasks")
+    finally:
+        shot = keep("flower-tasks")
     assert shot.startswith(b"\x89PNG\r\n\x1a\n") and len(shot) > 10000, len(shot)
     assert browser.evaluate("document.title").startswith("Tasks")
-    # Every step of the chain is listed by name, succeeded, ran on its own queue's pool,
-    # and its arguments name the instance by UUID and hostname.
-    ours = _ours(rows, vm)
     for name in BUILD_STEPS:
-        assert name in text, name
-    for row in ours:
-        assert vm.uuid in row["args"] and "'hostname': '%s'" % vm.hostname in row["args"], row
-        assert row["state"] == "SUCCESS", row
+        assert name in pages["flower-tasks"], name
+    for row in shown["rows"]:
         assert row["worker"] == "%s@novahooks" % row["name"].split(".")[0], row
-    assert vm.uuid in text and vm.hostname in text
 
-    # No configured secret anywhere in what the browser got, rendered or not.
+    # 2. Typing the instance UUID into the search box finds exactly this VM's tasks:
+    #    the UUID is in every task's arguments.
+    found = page.search(vm.uuid)
+    assert _names(found["rows"]) == expected, found
+    assert all(r["state"] == "SUCCESS" for r in found["rows"]), found
+    keep("flower-tasks-search")
+
+    # 3. Each task's page shows its arguments: readable, naming the instance by UUID
+    #    and hostname.
+    for row in found["rows"]:
+        browser.navigate(row["link"])
+        args = browser.evaluate(
+            "Array.from(document.querySelectorAll('dt')).filter(dt => "
+            "dt.innerText.trim() === 'Arguments').map(dt => "
+            "dt.nextElementSibling.innerText).join('\\n')")
+        assert "'uuid': '%s'" % vm.uuid in args, (row, args)
+        assert "'hostname': '%s'" % vm.hostname in args, (row, args)
+        assert "'kind': " in args, (row, args)
+        if row["name"] == "ipam.reserve":
+            assert vm.addresses[0][0] in args and vm.addresses[0][1] in args, args
+            keep("flower-task-ipam-reserve")
+        else:
+            pages[row["link"]] = browser.evaluate("document.body.innerText")
+            pages[row["link"] + " (html)"] = browser.evaluate(
+                "document.documentElement.outerHTML")
+    assert "flower-task-ipam-reserve" in pages
+
+    # 4. No configured secret anywhere in what the browser got, rendered or not.
     configured = {"tsig": stack.bind.key_secret, "ldap bind": stack.slapd.bind_password,
                   "ldap admin": stack.slapd.admin_password, "netbox token": stack.netbox.token,
                   "flower": password}
     assert all(len(s) >= 16 for s in configured.values())
-    leaks = [what for what, secret in configured.items() if secret in text or secret in html]
-    assert leaks == [], "secrets shown on Flower's tasks page: %s" % leaks
+    leaks = ["%s on %s" % (what, where) for what, secret in configured.items()
+             for where, content in pages.items() if secret in content]
+    assert leaks == [], "secrets shown by Flower: %s" % leaks

@@ -20,6 +20,12 @@ def test_file_env_and_secret_file(tmp_path: Path) -> None:
     assert settings.dns.reverse_zones == ["10.in-addr.arpa", "8.b.d.0.1.0.0.2.ip6.arpa"]
 
 
+def test_inline_comments_are_not_part_of_values(tmp_path: Path) -> None:
+    conf = tmp_path / "n.conf"
+    conf.write_text("[retry]\nmax_retries = 8   ; why eight\n")
+    assert load_settings(str(conf), {}).retry.max_retries == 8
+
+
 def test_every_wrong_key_is_named(tmp_path: Path) -> None:
     conf = tmp_path / "n.conf"
     conf.write_text("[dns]\nport = fifty\nzon = x\n[dnss]\n[directory]\nstarttls = maybe\n")

@@ -297,12 +297,22 @@ version_values = st.sampled_from([AUTO] * 8 + [4, 6, "4", "6", 4.0, 6.0, True, N
                                                MISSING])
 
 
+# Strategies are built once here, not inside the composites: building them per draw
+# cost more than drawing from them.
+rare_items = st.one_of(st.none(), st.text(max_size=10), st.integers(),
+                       st.lists(st.integers(), max_size=2))
+networks = st.one_of(st.none(), st.text(max_size=10))
+odd_networks = st.one_of(st.none(), st.text(max_size=10), wrong_scalars)
+port_ids = st.one_of(st.none(), st.uuids().map(str))
+item_extras = st.dictionaries(st.text(max_size=6).filter(lambda k: k not in Address._fields),
+                              json_scalars, max_size=2)
+
+
 @st.composite
 def address_items(draw: Any) -> Any:
     # Rare branches test "== <middle value>": Hypothesis favours 0 and the bounds.
     if draw(st.integers(0, 24)) == 13:
-        return draw(st.one_of(st.none(), st.text(max_size=10), st.integers(),
-                              st.lists(st.integers(), max_size=2)))
+        return draw(rare_items)
     address = draw(address_values)
     version = draw(version_values)
     if version is AUTO:
@@ -311,71 +321,76 @@ def address_items(draw: Any) -> Any:
         except (ValueError, TypeError):
             version = draw(st.sampled_from([4, 6]))
     item = {"address": address, "version": version, "mac": draw(mac_values),
-            "network": draw(st.one_of(st.none(), st.text(max_size=10), wrong_scalars)
-                            if draw(st.integers(0, 9)) == 7 else st.none() | st.text(max_size=10)),
-            "port_id": draw(st.one_of(st.none(), st.uuids().map(str)))}
+            "network": draw(odd_networks if draw(st.integers(0, 9)) == 7 else networks),
+            "port_id": draw(port_ids)}
     for key in ("address", "version"):
         if item[key] is MISSING or draw(st.integers(0, 29)) == 17:
             del item[key]
-    item.update(draw(st.dictionaries(st.text(max_size=6).filter(lambda k: k not in item),
-                                     json_scalars, max_size=2)))
+    item.update(draw(item_extras))
     return item
 
 
-FIELDS = ("version", "kind", "uuid", "flavor", "metadata", "addresses", "emitted_at",
-          "source", "event_id") + STRING_FIELDS
+def _flavor(name: Any, numbers: List[Any]) -> Dict[str, Any]:
+    return dict({"name": name}, **dict(zip(FLAVOR_INTS, numbers)))
+
+
+#: field -> (strategy for a good value, strategy for a bad one); MISSING leaves the key out.
+FIELD_STRATEGIES = {
+    "version": (st.just(SCHEMA_VERSION),
+                st.sampled_from([0, -1, SCHEMA_VERSION + 1, 99, "1", 1.0, True, None,
+                                 MISSING])),
+    "kind": (st.sampled_from(KINDS),
+             st.sampled_from(["", "Build", "boot", 5, None, ["build"], MISSING])),
+    "uuid": (st.one_of(st.uuids().map(str), st.uuids().map(lambda u: str(u).upper())),
+             st.one_of(st.sampled_from(["", "*", "(cn=*)", "not-a-uuid", 5, None, MISSING]),
+                       st.uuids().map(lambda u: str(u) + "\n"), st.uuids().map(lambda u: u.hex),
+                       st.text(max_size=40))),
+    "flavor": (st.one_of(st.none(), st.builds(
+        _flavor, st.one_of(st.none(), st.text(max_size=10)),
+        st.lists(st.one_of(st.none(), st.integers(0, 10 ** 6)), min_size=5, max_size=5))),
+        st.one_of(st.sampled_from(["m1.small", 5, [], MISSING]),
+                  st.builds(lambda key, value: {"name": "m1", key: value},
+                            st.sampled_from(FLAVOR_INTS + ("name",)),
+                            st.sampled_from([-1, "2", 1.5, True, None, [], 3])),
+                  st.dictionaries(st.text(max_size=6), json_scalars, max_size=3))),
+    "metadata": (st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3),
+                 st.one_of(st.sampled_from(["os=linux", 5, ["a"], {}, None, MISSING]),
+                           st.dictionaries(st.text(max_size=4), json_values, max_size=3))),
+    "addresses": (st.one_of(st.none(), st.lists(address_items(), max_size=4)),
+                  st.sampled_from(["10.0.0.1", {"address": "10.0.0.1"}, 5, True, MISSING])),
+    "source": (st.sampled_from(["hook", "test", "notification"]),
+               st.one_of(st.none(), wrong_scalars, st.just(MISSING))),
+    "event_id": (st.uuids().map(str), st.one_of(st.none(), wrong_scalars, st.just(MISSING))),
+    "emitted_at": (st.floats(0, 2e9) | st.integers(0, 2 ** 31),
+                   st.one_of(st.none(), st.text(max_size=5), st.booleans(), st.just(MISSING))),
+}
+_text_field = (st.one_of(st.none(), st.text(max_size=12)),
+               st.one_of(wrong_scalars, st.just(MISSING)))
+FIELD_STRATEGIES.update({name: _text_field for name in STRING_FIELDS})
+FIELDS = tuple(FIELD_STRATEGIES)
+broken_fields = st.one_of(st.just(frozenset()),
+                          st.frozensets(st.sampled_from(FIELDS), max_size=3))
+any_hostnames = st.one_of(hostname_values, st.just(MISSING))
+top_extras = st.dictionaries(st.text(max_size=12).filter(lambda k: k not in
+                                                         InstanceEvent._fields),
+                             json_values, max_size=3)
 
 
 @st.composite
 def event_dicts(draw: Any) -> Dict[str, Any]:
     """An event as ``InstanceEvent.to_dict()`` writes it, with up to three fields broken,
     any hostname, any addresses, and keys a newer writer might have added."""
-    broken = draw(st.sets(st.sampled_from(FIELDS), max_size=3)) \
-        if draw(st.booleans()) else set()
+    broken = draw(broken_fields)
     d = {}  # type: Dict[str, Any]
-
-    def put(name: str, good: Any, bad: Any) -> None:
+    hostname = draw(any_hostnames if draw(st.integers(0, 19)) == 11 else hostnames)
+    if hostname is not MISSING:
+        d["hostname"] = hostname
+    for name in FIELDS:
+        good, bad = FIELD_STRATEGIES[name]
         value = draw(bad if name in broken else good)
         if value is not MISSING:
             d[name] = value
-
-    put("version", st.just(SCHEMA_VERSION),
-        st.sampled_from([0, -1, SCHEMA_VERSION + 1, 99, "1", 1.0, True, None, MISSING]))
-    put("kind", st.sampled_from(KINDS),
-        st.sampled_from(["", "Build", "boot", 5, None, ["build"], MISSING]))
-    put("uuid", st.one_of(st.uuids().map(str), st.uuids().map(lambda u: str(u).upper())),
-        st.one_of(st.sampled_from(["", "*", "(cn=*)", "not-a-uuid", 5, None, MISSING]),
-                  st.uuids().map(lambda u: str(u) + "\n"), st.uuids().map(lambda u: u.hex),
-                  st.text(max_size=40)))
-    hostname = draw(st.one_of(hostname_values, st.just(MISSING)) if draw(st.integers(0, 19)) == 11
-                    else hostnames)
-    if hostname is not MISSING:
-        d["hostname"] = hostname
-    for name in STRING_FIELDS:
-        put(name, st.one_of(st.none(), st.text(max_size=12)), st.one_of(wrong_scalars,
-                                                                         st.just(MISSING)))
-    put("flavor", st.one_of(st.none(), st.builds(
-        lambda name, n: dict({"name": name}, **dict(zip(FLAVOR_INTS, n))),
-        st.one_of(st.none(), st.text(max_size=10)),
-        st.lists(st.one_of(st.none(), st.integers(0, 10 ** 6)), min_size=5, max_size=5))),
-        st.one_of(st.sampled_from(["m1.small", 5, [], MISSING]),
-                  st.builds(lambda key, value: {"name": "m1", key: value},
-                            st.sampled_from(FLAVOR_INTS + ("name",)),
-                            st.sampled_from([-1, "2", 1.5, True, None, [], 3])),
-                  st.dictionaries(st.text(max_size=6), json_scalars, max_size=3)))
-    put("metadata", st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3),
-        st.one_of(st.sampled_from(["os=linux", 5, ["a"], {}, None, MISSING]),
-                  st.dictionaries(st.text(max_size=4), json_values, max_size=3)))
-    put("addresses", st.one_of(st.none(), st.lists(address_items(), max_size=4)),
-        st.sampled_from(["10.0.0.1", {"address": "10.0.0.1"}, 5, True, MISSING]))
-    put("source", st.sampled_from(["hook", "test", "notification"]),
-        st.one_of(st.none(), wrong_scalars, st.just(MISSING)))
-    put("event_id", st.uuids().map(str), st.one_of(st.none(), wrong_scalars, st.just(MISSING)))
-    put("emitted_at", st.floats(0, 2e9) | st.integers(0, 2 ** 31),
-        st.one_of(st.none(), st.text(max_size=5), st.booleans(), st.just(MISSING)))
-    d.update(draw(st.dictionaries(
-        st.text(max_size=12).filter(lambda k: k not in InstanceEvent._fields),
-        json_values, max_size=3)))
+    d.update(draw(top_extras))
     return d
 
 

@@ -174,3 +174,20 @@ class LdapDirectory(DirectoryDriver):
                 "ldaps" if self.server.ssl else "StartTLS", self.base)
         finally:
             conn.unbind()
+
+    def managed(self) -> Dict[str, Dict[str, Any]]:
+        conn = self._connect()
+        try:
+            if not conn.search(self.base, "(&(objectClass=device)(description=*))", SUBTREE,
+                               attributes=["cn", "description", "ipHostNumber"]) \
+                    and conn.result.get("result") not in (0, 32):
+                self._fail(conn, "list entries under %s" % self.base)
+            held = {}  # type: Dict[str, Dict[str, Any]]
+            for entry in conn.entries:
+                for uuid in entry.description.values:
+                    addresses = entry.ipHostNumber.values if "ipHostNumber" in entry else []
+                    held[str(uuid)] = {"dn": entry.entry_dn, "hostname": str(entry.cn.value),
+                                       "addresses": sorted(str(a) for a in addresses)}
+            return held
+        finally:
+            conn.unbind()

@@ -170,3 +170,11 @@ class NetBoxInventory(InventoryDriver):
 
     def check(self) -> str:
         return client.check(self.api, BACKEND, self.settings.url)
+
+    def managed(self) -> Dict[str, Dict[str, Any]]:
+        with client.translated(BACKEND, self.settings.url):
+            cluster = self._cluster()
+            return {vm.custom_fields[client.UUID_FIELD]: {"name": vm.name,
+                                                          "status": str(vm.status.value)}
+                    for vm in client.managed(self.api.virtualization.virtual_machines,
+                                             cluster_id=cluster)}

@@ -33,3 +33,7 @@ class IpamDriver(abc.ABC):
 
         Raises a StepError naming the problem (unreachable, refused, misconfigured).
         """
+
+    @abc.abstractmethod
+    def managed(self) -> Dict[str, Dict[str, Any]]:
+        """Every instance this backend holds records for: uuid -> what it holds (for drift)."""

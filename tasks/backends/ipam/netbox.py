@@ -88,3 +88,13 @@ class NetBoxIpam(IpamDriver):
 
     def check(self) -> str:
         return client.check(self.api, BACKEND, self.settings.url)
+
+    def managed(self) -> Dict[str, Dict[str, Any]]:
+        held = {}  # type: Dict[str, Dict[str, Any]]
+        with client.translated(BACKEND, self.settings.url):
+            self._ready()
+            for ip in client.managed(self.api.ipam.ip_addresses):
+                uuid = ip.custom_fields[client.UUID_FIELD]
+                entry = held.setdefault(uuid, {"addresses": [], "dns_name": ip.dns_name})
+                entry["addresses"].append(str(ip.address).split("/")[0])
+        return held

@@ -148,3 +148,10 @@ def check(api: pynetbox.api, backend: str, url: str) -> str:
         api.ipam.prefixes.count()
         api.virtualization.virtual_machines.count()
     return "NetBox %s at %s, token accepted" % (version, url)
+
+
+def managed(endpoint: Any, **lookup: Any) -> List[Any]:
+    """Records carrying our custom field, whoever's instance it names."""
+    lookup["cf_%s__empty" % UUID_FIELD] = "false"
+    return [record for record in endpoint.filter(**lookup)
+            if (record.custom_fields or {}).get(UUID_FIELD)]
