@@ -306,8 +306,9 @@ def test_flower_tasks_page_lists_the_chain_in_a_real_browser(
         assert "'uuid': '%s'" % vm.uuid in args, (row, args)
         assert "'hostname': '%s'" % vm.hostname in args, (row, args)
         assert "'kind': " in args, (row, args)
+        # (Celery's argsrepr is a depth-limited saferepr: the addresses list shows as
+        # [{...}]; the addresses are in the message and in the workers' logs.)
         if row["name"] == "ipam.reserve":
-            assert vm.addresses[0][0] in args and vm.addresses[0][1] in args, args
             keep("flower-task-ipam-reserve")
         else:
             pages[row["link"]] = browser.evaluate("document.body.innerText")
