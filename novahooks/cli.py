@@ -99,7 +99,9 @@ def _drift(args: argparse.Namespace) -> int:
         found = drivers.dns().describe(name, event.uuid, [])
         return found["A"] + found["AAAA"] if found["owned"] else []
 
-    rows = drift.compare(events, held, dns_of)
+    from novahooks.progress import track
+    dns = {event.uuid: dns_of(event) for event in track(events, len(events), "asking DNS")}
+    rows = drift.compare(events, held, lambda event: dns[event.uuid])
     _print(rows, args.json, ["instance_uuid", "hostname", "backend", "problem", "detail"])
     if args.fix and rows:
         published = drift.fix(rows, events, held)
@@ -167,17 +169,25 @@ def _simulate(args: argparse.Namespace) -> int:
         address, _, mac = item.partition(",")
         addresses.append((address, mac or "fa:16:3e:%s" % ":".join(
             "%02x" % b for b in os.urandom(3))))
-    vm = simulate.with_uuid(simulate.Vm(args.hostname, tuple(addresses), os_type=args.os_type,
-                                        vcpus=args.vcpus, memory_mb=args.memory_mb,
-                                        uuid=args.uuid or ""))
-    if args.action == "create":
-        simulate.create(vm)
-    elif args.action == "delete":
-        simulate.delete(vm)
+    from novahooks.progress import track
+    if args.count > 1 and (args.uuid or addresses):
+        print("simulate: --count makes its own VMs; it takes no --uuid or --address",
+              file=sys.stderr)
+        return 2
+    if args.count > 1:
+        vms = [simulate.with_uuid(simulate.Vm("%s-%d" % (args.hostname, i), os_type=args.os_type,
+                                              vcpus=args.vcpus, memory_mb=args.memory_mb))
+               for i in range(args.count)]
     else:
-        simulate.resize(vm)
-    print(json.dumps({"action": args.action, "uuid": vm.uuid, "hostname": vm.hostname,
-                      "addresses": [a for a, _ in vm.addresses]}))
+        vms = [simulate.with_uuid(simulate.Vm(args.hostname, tuple(addresses),
+                                              os_type=args.os_type, vcpus=args.vcpus,
+                                              memory_mb=args.memory_mb, uuid=args.uuid or ""))]
+    action = {"create": simulate.create, "delete": simulate.delete,
+              "resize": simulate.resize}[args.action]
+    for vm in track(vms, len(vms), "simulate %s" % args.action):
+        action(vm)
+        print(json.dumps({"action": args.action, "uuid": vm.uuid, "hostname": vm.hostname,
+                          "addresses": [a for a, _ in vm.addresses]}))
     return 0
 
 
@@ -239,6 +249,9 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--os-type", default="linux")
     sim.add_argument("--vcpus", type=int, default=1)
     sim.add_argument("--memory-mb", type=int, default=2048)
+    sim.add_argument("--count", type=int, default=1,
+                     help="this many VMs named HOSTNAME-0.. (no addresses: the pre-boot "
+                     "steps only), with a progress bar on a terminal")
     sim.set_defaults(func=_simulate)
     demo = sub.add_parser("demo", help="run the whole pipeline on local real servers")
     demo.add_argument("--keep", action="store_true", help="leave servers running at the end")

@@ -9,6 +9,7 @@ all it started.
 
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -127,6 +128,9 @@ def run(keep: bool = False, count: int = 4) -> int:
         held = wait(vms, registered, "registered in DNS, LDAP, IPAM and inventory")
         print("all registered %.2f s after the first hook call\n" % (time.monotonic() - started))
         print(table(vms, held))
+        for command in ("check", "status"):
+            print("\n$ novahooks %s" % command, flush=True)
+            subprocess.run([sys.executable, "-m", "novahooks.cli", command], env=stack.env())
         print("\nfiring delete_instance for every VM ...", flush=True)
         started = time.monotonic()
         for vm in vms:
