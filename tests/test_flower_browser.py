@@ -3,10 +3,18 @@
 Flower runs with its basic-auth credentials next to the session's worker pools;
 a full build chain runs for a fresh VM through Nova's hooks; then headless
 Chromium (Debian's ``chromium-headless-shell``, driven over the DevTools
-protocol) loads ``/tasks``, and the test reads what the page rendered: every step
-of the chain, each showing the instance UUID and hostname in its arguments, and
-no configured secret anywhere in the page. A screenshot of the page is kept in
-``artifacts/flower-tasks.png`` (and the page text next to it).
+protocol through Tornado's websocket client) loads ``/tasks`` and the test reads
+what the page rendered:
+
+* the tasks table lists every step of the chain, succeeded, on its queue's pool;
+* typing the instance UUID into the search box finds exactly this VM's tasks;
+* each task's page shows its arguments, naming the instance by UUID and hostname
+  (Flower 2.2's default table columns have no arguments column: they are on the
+  task's own page);
+* no configured secret appears on any of these pages, rendered or in the HTML.
+
+Screenshots and page texts are kept in ``artifacts/``: ``flower-tasks.png`` (the
+list), ``flower-tasks-search.png`` and ``flower-task-ipam-reserve.png``.
 """
 
 import asyncio
