@@ -16,9 +16,19 @@ deletes and what is left behind. Run with the project's .venv::
     .venv/bin/python bench/chaos.py --events 100 --kill-every 5
     .venv/bin/python bench/chaos.py --events 50 --broker rabbitmq
 
-The last line is ``events=N lost=L duplicated=D max_hook_ms=X``; the exit code
-is 1 if anything was lost, duplicated or left behind after the deletes, 2 if
-the run could not be set up.
+The last line is ``events=N lost=L duplicated=D max_hook_ms=X`` (lost and
+duplicated count records of live VMs after the creates, summed over the
+backends; max_hook_ms is the slowest single hook method call, the process's
+first one included, which opens the outbox); the line before it gives what the
+deletes left behind. The exit code is 1 if anything was lost, duplicated or
+left behind, 2 if the run could not be set up.
+
+With Redis, a SIGKILLed worker's reserved messages stay unacknowledged until the
+broker's visibility timeout, so the run sets ``[broker] visibility_timeout`` to
+``--visibility-timeout`` (default 60 s, above the stack's longest retry
+countdown of 30 s). With the product default of 7200 s those messages wait two
+hours, and a chain whose *first* step was among them has no ledger progress
+yet, so reconcile cannot see it either: ``--visibility-timeout 7200`` shows it.
 """
 
 import argparse
@@ -125,8 +135,9 @@ def count_records(stack: Stack, vms: Sequence[Vm]) -> Dict[str, Dict[str, int]]:
     from ldap3 import Connection, Server, Tls
     from ldap3.utils.conv import escape_filter_chars
 
+    netbox, slapd, bind = stack.netbox, stack.slapd, stack.bind  # type: Any, Any, Any
     counts = {vm.uuid: dict.fromkeys(BACKENDS, 0) for vm in vms}
-    api = pynetbox.api(stack.netbox.url, token=stack.netbox.token)
+    api = pynetbox.api(netbox.url, token=netbox.token)
     field = "nova_instance_uuid"
     for backend, endpoint in (("netbox_vm", api.virtualization.virtual_machines),
                               ("netbox_ip", api.ipam.ip_addresses)):
@@ -141,16 +152,16 @@ def count_records(stack: Stack, vms: Sequence[Vm]) -> Dict[str, Dict[str, int]]:
             if owner in counts:
                 counts[owner][backend] += 1
 
-    tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=str(stack.slapd.ca_file))
-    conn = Connection(Server(stack.slapd.url, tls=tls), stack.slapd.admin_dn,
-                      stack.slapd.admin_password, receive_timeout=30)
+    tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=str(slapd.ca_file))
+    conn = Connection(Server(slapd.url, tls=tls), slapd.admin_dn, slapd.admin_password,
+                      receive_timeout=30)
     conn.open()
     conn.start_tls()
     if not conn.bind():
         raise RuntimeError("LDAP admin bind failed: %s" % conn.result)
     try:
         for vm in vms:
-            conn.search(stack.slapd.hosts_base, "(description=%s)" % escape_filter_chars(vm.uuid),
+            conn.search(slapd.hosts_base, "(description=%s)" % escape_filter_chars(vm.uuid),
                         attributes=["description"])
             counts[vm.uuid]["ldap"] = len(conn.entries)
     finally:
@@ -160,7 +171,7 @@ def count_records(stack: Stack, vms: Sequence[Vm]) -> Dict[str, Dict[str, int]]:
         fqdn = "%s.%s." % (vm.hostname, FORWARD_ZONE)
         for rdtype in ("A", "AAAA"):
             query = dns.message.make_query(fqdn, rdtype)
-            answer = dns.query.tcp(query, "127.0.0.1", port=stack.bind.port, timeout=10)
+            answer = dns.query.tcp(query, "127.0.0.1", port=bind.port, timeout=10)
             counts[vm.uuid]["dns"] += sum(len(rrset) for rrset in answer.answer
                                           if rrset.rdtype == dns.rdatatype.from_text(rdtype))
     return counts
@@ -173,8 +184,9 @@ def expected(vm: Vm) -> Dict[str, int]:
 
 def compare(vms: Sequence[Vm], counts: Dict[str, Dict[str, int]], live: bool) -> Dict[str, Any]:
     """lost/duplicated per backend for live VMs; leftovers per backend for deleted ones."""
-    report = {"lost": dict.fromkeys(BACKENDS, 0), "duplicated": dict.fromkeys(BACKENDS, 0),
-              "leftover": dict.fromkeys(BACKENDS, 0), "bad_vms": []}
+    report: Dict[str, Any] = {
+        "lost": dict.fromkeys(BACKENDS, 0), "duplicated": dict.fromkeys(BACKENDS, 0),
+        "leftover": dict.fromkeys(BACKENDS, 0), "bad_vms": []}
     for vm in vms:
         held = counts[vm.uuid]
         want = expected(vm) if live else dict.fromkeys(BACKENDS, 0)

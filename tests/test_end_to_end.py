@@ -84,7 +84,7 @@ def test_running_the_chain_twice_leaves_exactly_one_record(stack: Stack,
     vm = Vm(ev.hostname, tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
     for _ in range(3):
         chains.build(app, ev.to_dict()).apply_async()
-    until(lambda: registered(vm, held(vm)), 60, "registered")
+    until(lambda: registered(vm, held(vm)), 120, "registered")
     until(lambda: len([r for r in audit_lines(stack, ev.uuid) if r["stage"] == "done"]) == 3,
           30, "three chains finished")
     state = held(vm)
@@ -173,10 +173,10 @@ def test_resize_event_updates_the_inventory_and_audits(stack: Stack,
     ev = make_event(addresses=[Address(unique_v4(), 4, mac(), "private")])
     vm = Vm(ev.hostname, tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
     chains.build(app, ev.to_dict()).apply_async()
-    until(lambda: held(vm)["inventory"].get("status") == "active", 60, "registered")
+    until(lambda: held(vm)["inventory"].get("status") == "active", 120, "registered")
     bigger = ev._replace(kind="resize", flavor=Flavor("m1.large", 8, 16384, 160, 0, 0))
     chains.build(app, bigger.to_dict()).apply_async()
-    until(lambda: held(vm)["inventory"].get("vcpus") == 8, 60, "inventory resized")
+    until(lambda: held(vm)["inventory"].get("vcpus") == 8, 120, "inventory resized")
     assert held(vm)["inventory"]["memory"] == 16384
     until(lambda: any(r["kind"] == "resize" and r["stage"] == "done"
                       for r in audit_lines(stack, ev.uuid)), 30, "audit of resize")

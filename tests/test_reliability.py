@@ -76,7 +76,7 @@ def test_permanent_failure_is_a_dead_letter_that_replays_after_the_fix(
     from tasks import chains
     from tasks.app import app
     chains.build(app, ev.to_dict()).apply_async()
-    until(lambda: any(r["stage"] == "failed" for r in audit_lines(stack, ev.uuid)), 60,
+    until(lambda: any(r["stage"] == "failed" for r in audit_lines(stack, ev.uuid)), 120,
           "failure audited")
     listing = cli(stack, "dead-letters", "list", "--json")
     assert listing.returncode == 0, listing.stderr
@@ -91,7 +91,7 @@ def test_permanent_failure_is_a_dead_letter_that_replays_after_the_fix(
     admin.unbind()
     replay = cli(stack, "dead-letters", "replay", str(letter["id"]))
     assert replay.returncode == 0 and "replayed 1" in replay.stdout, replay.stdout
-    until(lambda: registered(vm, holdings(vm)), 60, "registered after replay")
+    until(lambda: registered(vm, holdings(vm)), 120, "registered after replay")
     again = cli(stack, "dead-letters", "list", "--json")
     assert all(r["instance_uuid"] != ev.uuid for r in json.loads(again.stdout))
     assert cli(stack, "dead-letters", "show", "999999").returncode == 1
@@ -105,13 +105,13 @@ def test_reconcile_finishes_a_chain_that_stopped_half_way(stack: Stack,
     vm = Vm(ev.hostname, tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
     event: Dict[str, Any] = ev.to_dict()
     chains._chain(app, event, chains.PLANS["build"][:2]).apply_async()  # crash after dns
-    until(lambda: holdings(vm)["dns"]["A"] == [ev.addresses[0].address], 60, "first two steps")
+    until(lambda: holdings(vm)["dns"]["A"] == [ev.addresses[0].address], 120, "first two steps")
     assert holdings(vm)["ldap"] == []
     result = cli(stack, "reconcile", "--older-than", "0", "--json")
     assert result.returncode == 0, result.stderr
     resumed = [r for r in json.loads(result.stdout) if r["instance_uuid"] == ev.uuid]
     assert [r["resumed_at_step"] for r in resumed] == ["ldap.register"]
-    until(lambda: registered(vm, holdings(vm)), 60, "registered after reconcile")
+    until(lambda: registered(vm, holdings(vm)), 120, "registered after reconcile")
     until(lambda: any(r["kind"] == "build" and r["stage"] == "done"
                       for r in audit_lines(stack, ev.uuid)), 30, "chain finished")
     again = json.loads(cli(stack, "reconcile", "--older-than", "0", "--json").stdout)
@@ -168,10 +168,10 @@ def test_undo_policy_removes_what_earlier_steps_made(stack: Stack,
     ev = make_event(addresses=[Address(unique_v4(), 4, mac(), "private")])
     vm = Vm(ev.hostname, tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
     chains._chain(app, ev.to_dict(), chains.PLANS["build"][:3]).apply_async()
-    until(lambda: len(holdings(vm)["ldap"]) == 1, 60, "first three steps")
+    until(lambda: len(holdings(vm)["ldap"]) == 1, 120, "first three steps")
     chains.undo(app, ev.to_dict(), failed_step="inventory.register")
-    until(lambda: gone(vm, holdings(vm)), 60, "undone")
+    until(lambda: gone(vm, holdings(vm)), 120, "undone")
     until(lambda: any(r["stage"] == "undone" for r in audit_lines(stack, ev.uuid)), 30,
           "undo audited")
     chains.build(app, ev.to_dict()).apply_async()
-    until(lambda: registered(vm, holdings(vm)), 60, "an undo leaves no tombstone: replay works")
+    until(lambda: registered(vm, holdings(vm)), 120, "an undo leaves no tombstone: replay works")
