@@ -8,14 +8,18 @@ printed at start.
 
 import itertools
 import os
+import signal
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
+import requests
 
 from novahooks.nova.event import Address, Flavor, InstanceEvent, new_event
 from novahooks.servers.stack import Processes, Stack
+from tests.helpers import until
 from novahooks.settings import Settings, load_settings
 
 
@@ -34,6 +38,14 @@ def settings(stack: Stack) -> Settings:
     return load_settings(str(stack.config_path))
 
 
+@pytest.fixture
+def hook_outbox(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hooks fired in this process write to the stack's outbox, which its relay reads."""
+    from novahooks.nova import hooks
+    monkeypatch.setenv("NOVAHOOKS_CONFIG", str(stack.config_path))
+    hooks.reset_outbox()
+
+
 @pytest.fixture(scope="session")
 def processes(stack: Stack) -> Iterator[Processes]:
     """Worker pools per queue and a relay, as real processes."""
@@ -44,6 +56,33 @@ def processes(stack: Stack) -> Iterator[Processes]:
         yield procs
     finally:
         procs.stop()
+
+
+@pytest.fixture
+def flower(processes: Processes) -> Iterator[str]:
+    """Flower with FLOWER_BASIC_AUTH, receiving events; stopped again so that a
+    later test of the session can start it anew."""
+    url = processes.start_flower()
+    try:
+        until(lambda: requests.get(url + "/api/workers", auth=processes.flower_auth,
+                                   timeout=15).status_code == 200,
+              30, "Flower answering its API")
+        # Ask the workers for a heartbeat event until Flower shows one: then its event
+        # receiver is subscribed and no task event of the chain can be missed.
+        from tasks.app import app
+
+        def receiving() -> bool:
+            app.control.heartbeat()
+            time.sleep(0.5)
+            return 'flower_worker_online{worker="' in requests.get(url + "/metrics",
+                                                                   timeout=15).text
+        until(receiving, 30, "Flower receiving the workers' events")
+        yield url
+    finally:
+        if processes.flower is not None:
+            processes.flower.stop(signal.SIGINT)
+        processes.flower = None
+        processes.flower_url = ""
 
 
 def make_event(kind: str = "build", hostname: Optional[str] = None,

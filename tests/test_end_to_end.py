@@ -4,48 +4,33 @@ Every assertion asks the server itself: BIND through dnspython, slapd through
 ldap3, NetBox through pynetbox, and the audit file on disk.
 """
 
-import json
 import os
 import signal
-import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List
 
 import pytest
 
-from novahooks.nova import hooks
 from novahooks.nova.event import Address
 from novahooks.servers.stack import Processes, Stack
 from novahooks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import mac, make_event, unique_v4, unique_v6
+from tests.helpers import audit_lines, until
+
+pytestmark = pytest.mark.usefixtures("hook_outbox")
 
 
-def until(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError("%s not reached in %.0f s (last: %r)" % (what, timeout, last))
+def done(stack: Stack, instance_uuid: str, kind: str) -> bool:
+    return any(r["stage"] == "done" and r["kind"] == kind
+               for r in audit_lines(stack.audit_path, instance_uuid))
 
 
-@pytest.fixture(autouse=True)
-def hook_outbox(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NOVAHOOKS_CONFIG", str(stack.config_path))
-    hooks.reset_outbox()
+def failures(stack: Stack, instance_uuid: str) -> List[Dict[str, Any]]:
+    return [r for r in audit_lines(stack.audit_path, instance_uuid) if r["stage"] == "failed"]
 
 
 def held(vm: Vm) -> Dict[str, Any]:
     from novahooks.demo import holdings
     return holdings(vm)
-
-
-def audit_lines(stack: Stack, instance_uuid: str) -> List[Dict[str, Any]]:
-    if not stack.audit_path.exists():
-        return []
-    return [r for r in map(json.loads, stack.audit_path.read_text().splitlines())
-            if r.get("instance_uuid") == instance_uuid]
 
 
 def test_linux_and_windows_vms_dual_stack_register_and_go_away(
@@ -65,14 +50,12 @@ def test_linux_and_windows_vms_dual_stack_register_and_go_away(
         assert sorted(a.split("/")[0] for a in state["ipam"]) == addresses
         assert state["inventory"]["status"] == "active"
         assert state["inventory"]["vcpus"] == vm.vcpus
-        until(lambda vm=vm: any(r["stage"] == "done" and r["kind"] == "build"
-                                for r in audit_lines(stack, vm.uuid)), 30, "audit of build")
+        until(lambda vm=vm: done(stack, vm.uuid, "build"), 30, "audit of build")
     for vm in vms:
         delete(vm)
     for vm in vms:
         until(lambda vm=vm: gone(vm, held(vm)), 90, "%s removed" % vm.hostname)
-        until(lambda vm=vm: any(r["stage"] == "done" and r["kind"] == "delete"
-                                for r in audit_lines(stack, vm.uuid)), 30, "audit of delete")
+        until(lambda vm=vm: done(stack, vm.uuid, "delete"), 30, "audit of delete")
 
 
 def test_running_the_chain_twice_leaves_exactly_one_record(stack: Stack,
@@ -85,8 +68,8 @@ def test_running_the_chain_twice_leaves_exactly_one_record(stack: Stack,
     for _ in range(3):
         chains.build(app, ev.to_dict()).apply_async()
     until(lambda: registered(vm, held(vm)), 120, "registered")
-    until(lambda: len([r for r in audit_lines(stack, ev.uuid) if r["stage"] == "done"]) == 3,
-          30, "three chains finished")
+    until(lambda: len([r for r in audit_lines(stack.audit_path, ev.uuid)
+                       if r["stage"] == "done"]) == 3, 30, "three chains finished")
     state = held(vm)
     assert len(state["ipam"]) == 1 and len(state["ldap"]) == 1
     assert state["dns"]["A"] == [ev.addresses[0].address]
@@ -106,8 +89,7 @@ def test_bad_input_is_audited_with_the_field_and_writes_nothing(
     from tasks.app import app
     ev = make_event(hostname=hostname, addresses=[Address(unique_v4(), 4, mac())])
     chains.build(app, ev.to_dict()).apply_async()
-    record = until(lambda: [r for r in audit_lines(stack, ev.uuid) if r["stage"] == "failed"],
-                   30, "failure audit")[0]
+    record = until(lambda: failures(stack, ev.uuid), 30, "failure audit")[0]
     assert record["step"] == "ipam.reserve"
     assert "invalid %s" % field in record["error"]
     vm = Vm("valid-name-unused", tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
@@ -121,8 +103,7 @@ def test_address_outside_every_prefix_fails_before_any_write(stack: Stack,
     from tasks.app import app
     ev = make_event(addresses=[Address(unique_v4(), 4, mac()), Address("172.31.9.9", 4, mac())])
     chains.build(app, ev.to_dict()).apply_async()
-    record = until(lambda: [r for r in audit_lines(stack, ev.uuid) if r["stage"] == "failed"],
-                   30, "failure audit")[0]
+    record = until(lambda: failures(stack, ev.uuid), 30, "failure audit")[0]
     assert "172.31.9.9" in record["error"] and record["step"] == "ipam.reserve"
     vm = Vm(ev.hostname, tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
     assert gone(vm, held(vm))
@@ -134,8 +115,7 @@ def test_unknown_flavor_stops_at_inventory_with_a_clear_error(stack: Stack,
     from tasks.app import app
     ev = make_event(addresses=[], flavor=None)
     chains.build(app, ev.to_dict()).apply_async()
-    record = until(lambda: [r for r in audit_lines(stack, ev.uuid) if r["stage"] == "failed"],
-                   30, "failure audit")[0]
+    record = until(lambda: failures(stack, ev.uuid), 30, "failure audit")[0]
     assert record["step"] == "inventory.register" and "unknown flavor" in record["error"]
 
 
@@ -179,4 +159,4 @@ def test_resize_event_updates_the_inventory_and_audits(stack: Stack,
     until(lambda: held(vm)["inventory"].get("vcpus") == 8, 120, "inventory resized")
     assert held(vm)["inventory"]["memory"] == 16384
     until(lambda: any(r["kind"] == "resize" and r["stage"] == "done"
-                      for r in audit_lines(stack, ev.uuid)), 30, "audit of resize")
+                      for r in audit_lines(stack.audit_path, ev.uuid)), 30, "audit of resize")

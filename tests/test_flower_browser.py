@@ -24,19 +24,16 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
-import requests
 
-from novahooks.nova import hooks
 from novahooks.servers.stack import Processes, Stack
 from novahooks.simulate import Vm, create, with_uuid
 from tests.conftest import ROOT, mac, unique_v4
-from tests.test_end_to_end import audit_lines, until
+from tests.helpers import audit_lines, until
 
 BUILD_STEPS = ("ipam.reserve", "dns.register", "ldap.register", "inventory.register",
                "audit.record")
@@ -55,36 +52,7 @@ def _chromium() -> str:
                 "(./run setup does)")
 
 
-@pytest.fixture(autouse=True)
-def hook_outbox(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NOVAHOOKS_CONFIG", str(stack.config_path))
-    hooks.reset_outbox()
-
-
-@pytest.fixture
-def flower(processes: Processes) -> Iterator[str]:
-    """Flower with FLOWER_BASIC_AUTH, capturing events; stopped again afterwards."""
-    url = processes.start_flower()
-    try:
-        until(lambda: requests.get(url + "/api/workers", auth=processes.flower_auth,
-                                   timeout=15).status_code == 200,
-              30, "Flower answering its API")
-        # Ask the workers for a heartbeat event until Flower shows one: then its event
-        # receiver is subscribed and no task event of the chain can be missed.
-        from tasks.app import app
-
-        def receiving() -> bool:
-            app.control.heartbeat()
-            time.sleep(0.5)
-            return 'flower_worker_online{worker="' in requests.get(url + "/metrics",
-                                                                   timeout=15).text
-        until(receiving, 30, "Flower receiving the workers' events")
-        yield url
-    finally:
-        if processes.flower is not None:
-            processes.flower.stop(signal.SIGINT)
-        processes.flower = None
-        processes.flower_url = ""
+pytestmark = pytest.mark.usefixtures("hook_outbox")
 
 
 class Browser(object):
@@ -252,7 +220,7 @@ def test_flower_tasks_page_lists_the_chain_in_a_real_browser(
     create(vm)
     until(lambda: registered(vm, holdings(vm)), 90, "%s registered" % vm.hostname)
     until(lambda: any(r["kind"] == "build" and r["stage"] == "done"
-                      for r in audit_lines(stack, vm.uuid)), 30, "audit of the build")
+                      for r in audit_lines(stack.audit_path, vm.uuid)), 30, "audit of the build")
     expected = sorted(BUILD_STEPS + CREATE_STEPS)
 
     # Headless Chromium cannot answer the basic-auth prompt: it sends the Authorization

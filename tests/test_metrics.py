@@ -6,19 +6,15 @@ from typing import Dict, Tuple
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from novahooks.nova import hooks
 from novahooks.servers.stack import Processes, Stack
 from novahooks.simulate import Vm, create, with_uuid
 from tests.conftest import mac, unique_v4
-from tests.test_end_to_end import audit_lines, until
+from tests.helpers import audit_lines, until
 
 Sample = Tuple[str, Tuple[Tuple[str, str], ...]]
 
 
-@pytest.fixture(autouse=True)
-def hook_outbox(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NOVAHOOKS_CONFIG", str(stack.config_path))
-    hooks.reset_outbox()
+pytestmark = pytest.mark.usefixtures("hook_outbox")
 
 
 def scrape(port: int) -> Dict[Sample, float]:
@@ -43,7 +39,7 @@ def test_worker_and_relay_metrics_count_what_ran(stack: Stack, processes: Proces
         create(vm)
     for vm in vms:
         until(lambda vm=vm: any(r["kind"] == "build" and r["stage"] == "done"
-                                for r in audit_lines(stack, vm.uuid)), 120, vm.hostname)
+                                for r in audit_lines(stack.audit_path, vm.uuid)), 120, vm.hostname)
     after = {queue: scrape(port) for queue, port in ports.items()}
     relay_after = scrape(processes.relay_metrics_port)
 

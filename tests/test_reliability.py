@@ -11,18 +11,14 @@ import pytest
 from ldap3 import Connection, Server, Tls
 
 from novahooks.demo import gone, holdings, registered
-from novahooks.nova import hooks
 from novahooks.nova.event import Address
 from novahooks.servers.stack import Processes, Stack
 from novahooks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import mac, make_event, unique_v4, unique_v6
-from tests.test_end_to_end import audit_lines, until
+from tests.helpers import audit_lines, until
 
 
-@pytest.fixture(autouse=True)
-def hook_outbox(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NOVAHOOKS_CONFIG", str(stack.config_path))
-    hooks.reset_outbox()
+pytestmark = pytest.mark.usefixtures("hook_outbox")
 
 
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess:
@@ -32,7 +28,7 @@ def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess:
 
 
 def finished(stack: Stack, vm: Vm, kinds: List[str]) -> bool:
-    done = {r["kind"] for r in audit_lines(stack, vm.uuid) if r["stage"] == "done"}
+    done = {r["kind"] for r in audit_lines(stack.audit_path, vm.uuid) if r["stage"] == "done"}
     return set(kinds) <= done
 
 
@@ -76,7 +72,7 @@ def test_permanent_failure_is_a_dead_letter_that_replays_after_the_fix(
     from tasks import chains
     from tasks.app import app
     chains.build(app, ev.to_dict()).apply_async()
-    until(lambda: any(r["stage"] == "failed" for r in audit_lines(stack, ev.uuid)), 120,
+    until(lambda: any(r["stage"] == "failed" for r in audit_lines(stack.audit_path, ev.uuid)), 120,
           "failure audited")
     listing = cli(stack, "dead-letters", "list", "--json")
     assert listing.returncode == 0, listing.stderr
@@ -113,7 +109,7 @@ def test_reconcile_finishes_a_chain_that_stopped_half_way(stack: Stack,
     assert [r["resumed_at_step"] for r in resumed] == ["ldap.register"]
     until(lambda: registered(vm, holdings(vm)), 120, "registered after reconcile")
     until(lambda: any(r["kind"] == "build" and r["stage"] == "done"
-                      for r in audit_lines(stack, ev.uuid)), 30, "chain finished")
+                      for r in audit_lines(stack.audit_path, ev.uuid)), 30, "chain finished")
     again = json.loads(cli(stack, "reconcile", "--older-than", "0", "--json").stdout)
     assert all(r["instance_uuid"] != ev.uuid for r in again)
 
@@ -140,7 +136,7 @@ def test_message_that_kills_its_worker_every_time_is_parked(stack: Stack,
         chains.build(app, ev.to_dict()).apply_async()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if any(r["stage"] == "failed" for r in audit_lines(stack, ev.uuid)):
+            if any(r["stage"] == "failed" for r in audit_lines(stack.audit_path, ev.uuid)):
                 break
             if ev.uuid in worker.log.read_text() or kills:
                 time.sleep(1.5)
@@ -151,7 +147,7 @@ def test_message_that_kills_its_worker_every_time_is_parked(stack: Stack,
                 time.sleep(0.2)
     finally:
         os.kill(stack.slapd.process.proc.pid, signal.SIGCONT)
-    (failed,) = [r for r in audit_lines(stack, ev.uuid) if r["stage"] == "failed"]
+    (failed,) = [r for r in audit_lines(stack.audit_path, ev.uuid) if r["stage"] == "failed"]
     assert failed["step"] == "ldap.register" and "PoisonMessage" in failed["error"]
     letters = json.loads(cli(stack, "dead-letters", "list", "--json").stdout)
     assert [r["step"] for r in letters if r["instance_uuid"] == ev.uuid] == ["ldap.register"]
@@ -171,7 +167,7 @@ def test_undo_policy_removes_what_earlier_steps_made(stack: Stack,
     until(lambda: len(holdings(vm)["ldap"]) == 1, 120, "first three steps")
     chains.undo(app, ev.to_dict(), failed_step="inventory.register")
     until(lambda: gone(vm, holdings(vm)), 120, "undone")
-    until(lambda: any(r["stage"] == "undone" for r in audit_lines(stack, ev.uuid)), 30,
+    until(lambda: any(r["stage"] == "undone" for r in audit_lines(stack.audit_path, ev.uuid)), 30,
           "undo audited")
     chains.build(app, ev.to_dict()).apply_async()
     until(lambda: registered(vm, holdings(vm)), 120, "an undo leaves no tombstone: replay works")

@@ -20,41 +20,22 @@ import threading
 import urllib.parse
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 import redis
 import requests
 
-from novahooks.nova import hooks
 from novahooks.nova.event import Address
 from novahooks.servers.base import Process
 from novahooks.servers.stack import Processes, Stack
 from novahooks.settings import load_settings
 from novahooks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import mac, make_event, unique_v4, unique_v6
-from tests.test_end_to_end import audit_lines, until
+from tests.helpers import audit_lines, until
 
 
-@pytest.fixture(autouse=True)
-def hook_outbox(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NOVAHOOKS_CONFIG", str(stack.config_path))
-    hooks.reset_outbox()
-
-
-@pytest.fixture
-def flower(processes: Processes) -> Iterator[str]:
-    """Flower with FLOWER_BASIC_AUTH, stopped again so a later start in the session works."""
-    url = processes.start_flower()
-    try:
-        until(lambda: _get(url + "/api/workers", processes.flower_auth).status_code == 200,
-              30, "Flower answering its API")
-        yield url
-    finally:
-        if processes.flower is not None:
-            processes.flower.stop(signal.SIGINT)
-        processes.flower = None
-        processes.flower_url = ""
+pytestmark = pytest.mark.usefixtures("hook_outbox")
 
 
 def _get(url: str, auth: Any = None) -> requests.Response:
@@ -120,11 +101,11 @@ def test_pickle_message_is_refused_and_the_worker_keeps_working(
     assert audit_worker.proc.poll() is None
     ok = make_event(hostname="json-after-pickle").to_dict()
     app.send_task("audit.record", args=[ok], queue="audit")
-    until(lambda: audit_lines(stack, ok["uuid"]), 20, "the JSON message audited")
+    until(lambda: audit_lines(stack.audit_path, ok["uuid"]), 20, "the JSON message audited")
     assert audit_worker.proc.poll() is None
     # Processed in order on a single-slot worker: had the pickled ones run, they'd be there.
-    assert audit_lines(stack, raw["uuid"]) == []
-    assert audit_lines(stack, sent["uuid"]) == []
+    assert audit_lines(stack.audit_path, raw["uuid"]) == []
+    assert audit_lines(stack.audit_path, sent["uuid"]) == []
     audit_text = stack.audit_path.read_text()
     assert raw["uuid"] not in audit_text and sent["uuid"] not in audit_text
     # Refused messages are acknowledged and dropped, not redelivered for ever.
@@ -264,7 +245,7 @@ def test_secrets_never_leak_through_a_full_create_and_delete(
         delete(vm)
         until(lambda: gone(vm, holdings(vm)), 90, "removed")
         until(lambda: any(r["kind"] == "delete" and r["stage"] == "done"
-                          for r in audit_lines(stack, vm.uuid)), 30, "audit of delete")
+                          for r in audit_lines(stack.audit_path, vm.uuid)), 30, "audit of delete")
         tasks = until(lambda: (lambda r: vm.uuid in r.text and r)(
             _get(flower + "/api/tasks", processes.flower_auth)), 20,
             "Flower showing the VM's tasks")
@@ -330,12 +311,12 @@ def test_wrong_tsig_key_fails_the_chain_at_dns_register_as_a_dead_letter(
         assert impostor.proc.poll() is None, log.read_text(errors="replace")[-3000:]
 
         chains.build(app, ev.to_dict()).apply_async()
-        (record,) = until(lambda: [r for r in audit_lines(stack, ev.uuid)
+        (record,) = until(lambda: [r for r in audit_lines(stack.audit_path, ev.uuid)
                                    if r["stage"] == "failed"], 45, "failure audited")
         assert record["step"] == "dns.register"
         assert "AuthFailed" in record["error"] and "TSIG" in record["error"], record
         assert record["attempts"] == 1, "a wrong key is permanent: no retries"
-        assert not any(r["stage"] == "done" for r in audit_lines(stack, ev.uuid))
+        assert not any(r["stage"] == "done" for r in audit_lines(stack.audit_path, ev.uuid))
         worker_log = log.read_text(errors="replace")
         assert ev.uuid in worker_log and '"outcome": "failed"' in worker_log
         assert '"outcome": "retry"' not in worker_log

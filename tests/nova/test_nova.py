@@ -13,7 +13,7 @@ from novahooks.servers.stack import Processes, Stack
 from novahooks.simulate import Vm
 from tests.conftest import ROOT
 from tests.nova.venv import ensure_nova_venv, install_novahooks, venv_python
-from tests.test_end_to_end import until
+from tests.helpers import until
 
 
 @pytest.fixture(scope="module")

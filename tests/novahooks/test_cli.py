@@ -52,7 +52,7 @@ def test_wrong_configuration_exits_2_naming_the_key(stack: Stack, tmp_path: Path
 
 
 def test_status_shows_outbox_relay_queues_workers(stack: Stack, processes: Processes) -> None:
-    from tests.test_end_to_end import until
+    from tests.helpers import until
     until(lambda: stack.outbox_path.exists(), 30, "the relay opened its outbox")
     result = run(stack, "status", "--json")
     assert result.returncode == 0, result.stderr
@@ -101,7 +101,7 @@ def test_simulate_create_resize_delete_through_the_installed_hooks(
     from novahooks.demo import gone, holdings, registered
     from novahooks.simulate import Vm
     from tests.conftest import mac, unique_v4, unique_v6
-    from tests.test_end_to_end import until
+    from tests.helpers import until
     v4, v6, m = unique_v4(), unique_v6(), mac()
     out = run(stack, "simulate", "create", "--hostname", "cli-sim-1", "--address",
               "%s,%s" % (v4, m), "--address", "%s,%s" % (v6, m))

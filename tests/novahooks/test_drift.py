@@ -9,18 +9,14 @@ from typing import Any, Dict, List
 import pytest
 
 from novahooks.demo import gone, holdings, registered
-from novahooks.nova import hooks
 from novahooks.servers.stack import Processes, Stack
 from novahooks.simulate import Vm, create, with_uuid
 from tests.conftest import mac, unique_v4
 from tests.fixtures.compute_api import ComputeApi, server_body
-from tests.test_end_to_end import until
+from tests.helpers import until
 
 
-@pytest.fixture(autouse=True)
-def hook_outbox(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NOVAHOOKS_CONFIG", str(stack.config_path))
-    hooks.reset_outbox()
+pytestmark = pytest.mark.usefixtures("hook_outbox")
 
 
 def reconcile(stack: Stack, clouds: Path, *extra: str) -> subprocess.CompletedProcess:
