@@ -35,6 +35,9 @@ _settings = load_settings()
 broker_url = _settings.broker.url
 broker_connection_timeout = _settings.broker.connect_timeout
 broker_connection_retry_on_startup = True
+# Workers keep reconnecting however long the broker is away (Celery's default gives up
+# after 100 attempts, under an hour).
+broker_connection_max_retries = None
 AMQP = broker_url.split("://", 1)[0].lower() in ("amqp", "amqps", "pyamqp")
 if not AMQP:
     broker_transport_options = {

@@ -26,9 +26,9 @@ left behind, 2 if the run could not be set up.
 With Redis, a SIGKILLed worker's reserved messages stay unacknowledged until the
 broker's visibility timeout, so the run sets ``[broker] visibility_timeout`` to
 ``--visibility-timeout`` (default 60 s, above the stack's longest retry
-countdown of 30 s). With the product default of 7200 s those messages wait two
-hours, and a chain whose *first* step was among them has no ledger progress
-yet, so reconcile cannot see it either: ``--visibility-timeout 7200`` shows it.
+countdown of 30 s). With the product default of 1800 s those messages wait half
+an hour, and a chain whose *first* step was among them has no ledger progress
+yet, so reconcile cannot see it either until then.
 """
 
 import argparse

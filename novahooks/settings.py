@@ -73,7 +73,9 @@ class BrokerSettings(Section):
     NAME = "broker"
     FIELDS = {
         "url": (str, "redis://127.0.0.1:6379/0"),
-        "visibility_timeout": (int, 7200),
+        # Redis: a message taken by a worker that died comes back after this long. Keep
+        # it above the longest task plus [retry] backoff_max (a retry waits on its worker).
+        "visibility_timeout": (int, 1800),
         "connect_timeout": (float, 5.0),
     }
 

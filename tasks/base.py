@@ -18,6 +18,7 @@ from celery.exceptions import Reject, Retry
 from novahooks.logs import FIELDS
 from novahooks.nova.event import EventFormatError, InstanceEvent, event_from_dict
 from tasks import metrics, validate
+from tasks.chains import step_key
 from tasks.config import settings
 from tasks.errors import InvalidEvent, TransientError
 from tasks.ledger import Ledger, ledger
@@ -103,13 +104,20 @@ class StepTask(Task):
         outcome: str = "ok"
         error: Optional[str] = None
         try:
-            self._park_poison(args, kwargs)
+            try:
+                self._park_poison(args, kwargs)
+            except TransientError as exc:  # the ledger itself is briefly unavailable
+                raise self.retry(exc=exc) from exc
             result = super().__call__(*args, **kwargs)
             if args and isinstance(args[0], dict) and kwargs.get("stage") != "failed":
                 # Finished means the plan's closing step ran, not merely "end of this
                 # message's chain": a chain cut short by a crash is not finished.
                 last = not self.request.chain and self.name == "audit.record"
-                book().step_done(args[0], self.name, last=last)
+                try:
+                    book().step_done(args[0], step_key(self.name, kwargs), last=last)
+                except TransientError:
+                    # The work is done; without this note reconcile may redo it, harmlessly.
+                    LOG.warning("could not record progress of %s", self.name, exc_info=True)
             return result
         except Retry as exc:
             outcome, error = "retry", str(exc.exc or exc)
@@ -123,7 +131,11 @@ class StepTask(Task):
         finally:
             if outcome != "parked" and self.request.id is not None:
                 # Only a delivery whose worker died stays counted.
-                book().settled("%s:%d" % (self.request.id, self.request.retries))
+                try:
+                    book().settled("%s:%d" % (self.request.id, self.request.retries))
+                except TransientError:
+                    LOG.warning("could not settle delivery count of %s", self.name,
+                                exc_info=True)
             line = {"step": self.name, "backend": self.backend_kind, "outcome": outcome,
                     "attempt": self.request.retries + 1,
                     "duration_ms": round((time.monotonic() - started) * 1000, 2)}
@@ -143,7 +155,7 @@ class StepTask(Task):
             "%s: %s" % (type(exc).__name__, exc)
         attempts = self.request.retries + 1
         try:
-            book().dead_letter(args[0], self.name, error, attempts)
+            book().dead_letter(args[0], step_key(self.name, kwargs), error, attempts)
         except Exception:  # noqa: BLE001 - the audit record below must still go out
             LOG.exception("could not store dead letter for %s", self.name)
         if self.name.startswith("audit."):

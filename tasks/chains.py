@@ -29,8 +29,14 @@ PLANS = {
 }  # type: Dict[str, Tuple[Step, ...]]
 
 
+def step_key(name: str, kwargs: Dict[str, Any]) -> str:
+    """A step's identity within its plan: the delete plan runs audit.record twice."""
+    stage = kwargs.get("stage")
+    return "%s:%s" % (name, stage) if stage and stage != "done" else name
+
+
 def steps(kind: str) -> List[str]:
-    return [name for name, _ in PLANS[kind]]
+    return [step_key(name, kwargs) for name, kwargs in PLANS[kind]]
 
 
 def _chain(app: Celery, event: Dict[str, Any], plan: Sequence[Step]) -> chain:
@@ -43,24 +49,29 @@ def build(app: Celery, event: Dict[str, Any], start_at: Optional[str] = None) ->
     """The chain for one event, or its remainder from step ``start_at`` (replay, reconcile)."""
     plan = PLANS[event["kind"]]
     if start_at is not None:
-        names = [name for name, _ in plan]
-        if start_at not in names:
+        keys = steps(event["kind"])
+        if start_at not in keys:
             raise ValueError("step %s is not part of a %s chain" % (start_at, event["kind"]))
-        plan = plan[names.index(start_at):]
+        plan = plan[keys.index(start_at):]
     return _chain(app, event, plan)
 
 
 def remaining(kind: str, done: Sequence[str]) -> Optional[str]:
-    """The first step of a chain that has not finished, or None."""
-    for name, _ in PLANS[kind]:
-        if name not in done:
-            return name
-    return None
+    """The first step of an unfinished chain that has not run.
+
+    An unfinished chain has not run its closing step, whatever else it did.
+    """
+    keys = steps(kind)
+    for key in keys[:-1]:
+        if key not in done:
+            return key
+    return keys[-1]
 
 
 def undo(app: Celery, event: Dict[str, Any], failed_step: str) -> None:
     """Remove what the steps before ``failed_step`` made (operator policy 'undo')."""
-    names = steps(event.get("kind", ""))[:-1] if event.get("kind") in PLANS else []
+    names = [name for name, _ in PLANS[event["kind"]]][:-1] if event.get("kind") in PLANS \
+        else []
     if failed_step not in names or failed_step not in REVERSE:
         return
     done = names[:names.index(failed_step)]
