@@ -89,8 +89,19 @@ def _drift(args: argparse.Namespace) -> int:
     if args.config:
         os.environ["NOVAHOOKS_CONFIG"] = args.config
     from tasks import drivers, naming
-    events = drift.nova_events(args.cloud)
-    held = drift.backend_holdings()
+    from tasks.errors import StepError
+    try:
+        events = drift.nova_events(args.cloud)
+    except Exception as exc:  # noqa: BLE001 - openstacksdk raises many kinds
+        print("reconcile: Nova's Compute API unreachable or refused: %s: %s"
+              % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""),
+              file=sys.stderr)
+        return 1
+    try:
+        held = drift.backend_holdings()
+    except StepError as exc:
+        print("reconcile: cannot read a backend, nothing changed: %s" % exc, file=sys.stderr)
+        return 1
 
     def dns_of(event: Any) -> List[str]:
         name = naming.fqdn_or_none(event)
@@ -162,8 +173,12 @@ def _status(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     import os
     from novahooks import simulate
+    from novahooks.settings import load_settings
     if args.config:
         os.environ["NOVAHOOKS_CONFIG"] = args.config
+    # The hooks log and swallow every error, as they must inside Nova; here the operator
+    # wants a wrong configuration to stop the command instead.
+    load_settings(args.config)
     addresses = []
     for item in args.address or []:
         address, _, mac = item.partition(",")

@@ -117,3 +117,14 @@ def test_simulate_create_resize_delete_through_the_installed_hooks(
               "--address", "%s,%s" % (v4, m), "--address", "%s,%s" % (v6, m))
     assert out.returncode == 0, out.stderr
     until(lambda: gone(vm, holdings(vm)), 90, "removed")
+
+
+def test_simulate_with_a_broken_configuration_exits_2_and_writes_nothing(
+        stack: Stack, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.conf"
+    bad.write_text("[outbox]\npath = %s\nbusy_timeout_ms = soon\n" % (tmp_path / "o.sqlite"))
+    result = run(stack, "--config", str(bad), "simulate", "create", "--hostname", "x1",
+                 "--address", "10.20.99.9")
+    assert result.returncode == 2
+    assert "[outbox] busy_timeout_ms: 'soon' is not a valid int" in result.stderr
+    assert not (tmp_path / "o.sqlite").exists()

@@ -71,3 +71,28 @@ def test_drift_is_reported_then_repaired(stack: Stack, processes: Processes,
         assert ours(reconcile(stack, clouds), uuids) == {}
     finally:
         api.stop()
+
+
+def test_unreachable_compute_api_or_backend_fails_clearly_and_changes_nothing(
+        stack: Stack, tmp_path: Path) -> None:
+    api = ComputeApi()
+    clouds = api.clouds_yaml(tmp_path / "clouds.yaml")
+    api.stop()
+    result = reconcile(stack, clouds, "--fix")
+    assert result.returncode == 1
+    assert "Compute API" in result.stderr and "unreachable" in result.stderr, result.stderr
+    api = ComputeApi()
+    try:
+        clouds = api.clouds_yaml(tmp_path / "clouds2.yaml")
+        env_token = {"NOVAHOOKS_INVENTORY_TOKEN": "0" * 40}
+        env = stack.env()
+        env.update(env_token)
+        env.update({"OS_CLIENT_CONFIG_FILE": str(clouds), "OS_CLOUD": "standin"})
+        result = subprocess.run([sys.executable, "-m", "novahooks.cli", "reconcile", "--nova",
+                                 "--fix"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, universal_newlines=True, timeout=180)
+        assert result.returncode == 1
+        assert "inventory" in result.stderr and "refused the token" in result.stderr
+        assert "published" not in result.stderr
+    finally:
+        api.stop()
