@@ -29,6 +29,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     print("\nnovahooks test stack in %s" % workdir)
     running = Stack(workdir, progress=lambda line: print(line, flush=True)).start()
     os.environ["NOVAHOOKS_CONFIG"] = str(running.config_path)
+    # Bind this process's settings and Celery app to the session stack now, before any
+    # test points NOVAHOOKS_CONFIG elsewhere (both are read once per process).
+    from tasks import config as task_config
+    from tasks.app import app
+    task_config.settings.cache_clear()
+    task_config.settings()
+    assert app.conf.broker_url == running.redis.url
     yield running
     running.stop()
 
