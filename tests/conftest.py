@@ -28,16 +28,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("stack")
     print("\nnovahooks test stack in %s" % workdir)
     running = Stack(workdir, progress=lambda line: print(line, flush=True)).start()
-    os.environ["NOVAHOOKS_CONFIG"] = str(running.config_path)
-    # Bind this process's settings and Celery app to the session stack now, before any
-    # test points NOVAHOOKS_CONFIG elsewhere (both are read once per process).
-    from tasks import config as task_config
-    from tasks.app import app
-    task_config.settings.cache_clear()
-    task_config.settings()
-    assert app.conf.broker_url == running.redis.url
-    yield running
-    running.stop()
+    try:
+        os.environ["NOVAHOOKS_CONFIG"] = str(running.config_path)
+        # Bind this process's settings and Celery app to the session stack now, before any
+        # test points NOVAHOOKS_CONFIG elsewhere (both are read once per process).
+        # celeryconfig may already have been imported with defaults (tests/test_compose.py
+        # reads it): read it again under this configuration.
+        import importlib
+
+        import celeryconfig
+        from tasks import config as task_config
+        from tasks.app import app
+        task_config.settings.cache_clear()
+        task_config.settings()
+        app.config_from_object(importlib.reload(celeryconfig), force=True)
+        assert app.conf.broker_url == running.redis.url
+        yield running
+    finally:
+        running.stop()
 
 
 @pytest.fixture(scope="session")
