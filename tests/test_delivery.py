@@ -13,7 +13,6 @@ stopping that one would take NetBox down with it. Configuration, outbox,
 ledger, audit file, relay and worker pools are this module's own too.
 """
 
-import copy
 import importlib.util
 import json
 import os
@@ -134,27 +133,13 @@ class Delivery(object):
             time.sleep(0.5)
 
 
-def clone_stack(stack: Stack, workdir: Path, broker_url: str,
-                **overrides: Dict[str, str]) -> Stack:
-    """The session's servers (still owned and stopped by the session) under our own config."""
-    clone = copy.copy(stack)
-    clone._stoppers = []
-    clone.workdir = Path(workdir)
-    clone.config_path = clone.workdir / "novahooks.conf"
-    clone.audit_path = clone.workdir / "audit.jsonl"
-    clone.outbox_path = clone.workdir / "outbox.sqlite"
-    clone.broker_url = broker_url
-    clone.write_config(**overrides)
-    return clone
-
-
 @pytest.fixture(scope="module")
 def delivery(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Delivery]:
     workdir = tmp_path_factory.mktemp("delivery")
     broker_dir = workdir / "broker"
     broker = start_redis(broker_dir)
     # small relay batches, so a relay killed mid-burst leaves most of it to its successor
-    clone = clone_stack(stack, workdir, broker.url, relay={"batch": "10"})
+    clone = stack.clone(workdir, broker.url, relay={"batch": "10"})
     run = Delivery(clone, broker_dir)
     run.broker = broker
     procs = Processes(clone, progress=lambda line: print(line, flush=True))

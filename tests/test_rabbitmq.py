@@ -8,7 +8,6 @@ logs and worker processes are this module's own, and the vhost (with every
 queue and message in it) is deleted at the end.
 """
 
-import copy
 import importlib.util
 import json
 import os
@@ -18,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple
+from typing import Any, Dict, Iterator, List, NamedTuple
 
 import pytest
 
@@ -29,36 +28,9 @@ from novahooks.servers.rabbitmq import RabbitVhost, private_vhost
 from novahooks.servers.stack import POOLS, Processes, Stack
 from novahooks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import ROOT, mac, make_event, unique_v4, unique_v6
+from tests.helpers import audit_lines, until
 
 STEP_QUEUES = ("ipam", "dns", "ldap", "inventory", "audit")
-
-
-def until(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError("%s not reached in %.0f s (last: %r)" % (what, timeout, last))
-
-
-def stack_on(stack: Stack, workdir: Path, broker_url: str, **overrides: Dict[str, str]) -> Stack:
-    """The session's backends under a configuration of our own, pointing at `broker_url`.
-
-    A shallow copy: servers are shared (and stay owned by the session stack, so the
-    copy stops nothing); config file, outbox, audit file, secrets and logs are ours.
-    """
-    clone = copy.copy(stack)
-    clone._stoppers = []
-    clone.workdir = Path(workdir)
-    clone.config_path = clone.workdir / "novahooks.conf"
-    clone.audit_path = clone.workdir / "audit.jsonl"
-    clone.outbox_path = clone.workdir / "outbox.sqlite"
-    clone.broker_url = broker_url
-    clone.write_config(**overrides)
-    return clone
 
 
 def load_celeryconfig(config_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
@@ -97,7 +69,7 @@ def rabbit(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
     vhost = private_vhost("novahooks-test")
     procs = None
     try:
-        on_rabbit = stack_on(stack, tmp_path_factory.mktemp("rabbit"), vhost.url)
+        on_rabbit = stack.clone(tmp_path_factory.mktemp("rabbit"), vhost.url)
         print("\nRabbitMQ vhost %s, config %s" % (vhost.name, on_rabbit.config_path))
         procs = Processes(on_rabbit, progress=lambda line: print(line, flush=True))
         procs.start_workers()
@@ -121,13 +93,6 @@ def hooks_to_rabbit(rabbit: Rabbit, monkeypatch: pytest.MonkeyPatch) -> Iterator
 def held(vm: Vm) -> Dict[str, Any]:
     from novahooks.demo import holdings
     return holdings(vm)
-
-
-def audit_lines(path: Path, instance_uuid: str) -> List[Dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [r for r in map(json.loads, path.read_text().splitlines())
-            if r.get("instance_uuid") == instance_uuid]
 
 
 def arguments(row: Dict[str, Any]) -> Dict[str, Any]:
@@ -318,7 +283,7 @@ def test_the_broker_dead_letters_a_message_returned_more_than_the_delivery_limit
     the next return moves the message to novahooks.dead (reason delivery_limit)."""
     import kombu
     with private_vhost("novahooks-limit") as vhost:
-        conf = load_celeryconfig(stack_on(stack, tmp_path, vhost.url).config_path, monkeypatch)
+        conf = load_celeryconfig(stack.clone(tmp_path, vhost.url).config_path, monkeypatch)
         assert conf.AMQP and conf.DELIVERY_LIMIT == 5
         assert conf.broker_transport_options == {"confirm_publish": True, "max_retries": 3}
         with kombu.Connection(vhost.url, transport_options=conf.broker_transport_options) as conn:
@@ -354,7 +319,7 @@ def test_a_message_that_kills_its_worker_every_time_ends_in_the_dead_letter_queu
     vhost = private_vhost("novahooks-poison")
     procs = None
     try:
-        poisoned = stack_on(stack, tmp_path, vhost.url, ipam={
+        poisoned = stack.clone(tmp_path, vhost.url, ipam={
             "url": "http://127.0.0.1:%d" % hole.port, "timeout": "300"})
         procs = Processes(poisoned, progress=lambda line: None)
         worker = procs.start_worker("ipam", concurrency=1)

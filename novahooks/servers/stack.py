@@ -5,6 +5,7 @@ an operator runs. Configuration is written the way an operator would write it:
 an INI file without secrets, secrets in files of their own (mode 0600).
 """
 
+import copy
 import os
 import secrets
 import subprocess
@@ -120,6 +121,22 @@ class Stack(object):
             lines.append("")
         self.config_path.write_text("\n".join(lines))
         return self.config_path
+
+    def clone(self, workdir: Path, broker_url: str, **overrides: Dict[str, str]) -> "Stack":
+        """These servers under a configuration of its own, pointing at ``broker_url``.
+
+        A shallow copy: servers are shared and stay owned (and stopped) by this stack;
+        the copy's config file, outbox, audit file, secrets and logs are its own.
+        """
+        clone = copy.copy(self)
+        clone._stoppers = []
+        clone.workdir = Path(workdir)
+        clone.config_path = clone.workdir / "novahooks.conf"
+        clone.audit_path = clone.workdir / "audit.jsonl"
+        clone.outbox_path = clone.workdir / "outbox.sqlite"
+        clone.broker_url = broker_url
+        clone.write_config(**overrides)
+        return clone
 
     def env(self) -> Dict[str, str]:
         env = dict(os.environ)
