@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 
-def until(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+def until(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition",
+          interval: float = 0.2) -> Any:
     """Poll ``check`` until it returns something true; fail naming what never happened."""
     deadline = time.monotonic() + timeout
     last = None
@@ -14,7 +15,7 @@ def until(check: Callable[[], Any], timeout: float = 60.0, what: str = "conditio
         last = check()
         if last:
             return last
-        time.sleep(0.2)
+        time.sleep(interval)
     raise AssertionError("%s not reached in %.0f s (last: %r)" % (what, timeout, last))
 
 

@@ -14,6 +14,7 @@ ledger, audit file, relay and worker pools are this module's own too.
 """
 
 import importlib.util
+import functools
 import json
 import os
 import re
@@ -23,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Dict, Iterator, List, Sequence, Set
+from typing import Any, Dict, Iterator, List, Sequence, Set
 
 import pytest
 import redis
@@ -35,6 +36,7 @@ from novahooks.servers.base import Process, wait_for
 from novahooks.servers.redis import RedisServer, _pong, start_redis
 from novahooks.servers.stack import Processes, Stack
 from novahooks.simulate import Vm, with_uuid
+from tests import helpers
 from tests.conftest import ROOT, mac, unique_v4
 
 STEP_QUEUES = ("ipam", "dns", "ldap", "inventory", "audit")
@@ -54,16 +56,8 @@ def load_chaos() -> ModuleType:
 chaos = load_chaos()
 
 
-def until(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition",
-          interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError("%s not reached in %.0f s (last: %r)" % (what, timeout, last))
+# The delivery tests poll more gently: their bursts keep the machine busy.
+until = functools.partial(helpers.until, interval=0.5)
 
 
 class Delivery(object):
