@@ -56,6 +56,9 @@ class Relay(object):
     def publish_pending(self) -> int:
         """Publish one batch; returns how many events left the outbox."""
         from tasks import chains
+        spooled = self.outbox.absorb_spool()
+        if spooled:
+            LOG.info("moved %d spooled events into the outbox", spooled)
         batch = self.outbox.pending(self.settings.relay.batch)
         done = []
         try:

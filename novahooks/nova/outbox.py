@@ -8,11 +8,16 @@ relay (``novahooks relay``) reads in sequence order, publishes, then deletes:
 at-least-once, which the idempotent tasks turn into exactly-once effect.
 """
 
+import logging
 import os
 import sqlite3
 import threading
 import time
 from typing import List, NamedTuple, Optional, Tuple
+
+from novahooks.nova import spool
+
+LOG = logging.getLogger("novahooks.outbox")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -66,13 +71,56 @@ class Outbox(object):
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
-    def append(self, instance_uuid: str, kind: str, body: str) -> int:
-        """Durably record one event; returns its sequence number."""
+    def append(self, instance_uuid: str, kind: str, body: str) -> Optional[int]:
+        """Durably record one event; returns its sequence number, or None if it was spooled.
+
+        ``BEGIN IMMEDIATE`` takes the write lock up front, under the busy
+        timeout, instead of failing at once when another process committed
+        between this statement's read and its write. If SQLite still cannot
+        take the write, the event goes to the spool file and the relay moves
+        it in later: an accepted event is never lost.
+        """
         with self._lock:
-            cur = self._connection().execute(
-                "INSERT INTO events (instance_uuid, kind, body, created_at) VALUES (?, ?, ?, ?)",
-                (instance_uuid, kind, body, time.time()))
-            return int(cur.lastrowid)
+            try:
+                return self._insert([(instance_uuid, kind, body, time.time())])
+            except sqlite3.Error as exc:
+                where = spool.write(self.path, instance_uuid, kind, body)
+                LOG.warning("outbox %s refused a write (%s); %s event for %s spooled to %s",
+                            self.path, exc, kind, instance_uuid, where)
+                return None
+
+    def _insert(self, rows: List[tuple]) -> int:
+        """Insert in one write transaction; returns the last row's sequence number."""
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            last = 0
+            for row in rows:
+                last = conn.execute(
+                    "INSERT INTO events (instance_uuid, kind, body, created_at) "
+                    "VALUES (?, ?, ?, ?)", row).lastrowid
+            conn.execute("COMMIT")
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                self._conn = None
+                conn.close()
+            raise
+        return int(last)
+
+    def absorb_spool(self) -> int:
+        """Move spooled events into the outbox (the relay calls this); returns how many."""
+        moved = 0
+        for path in spool.pending_files(self.path):
+            taken = spool.claim(path)
+            events = spool.read(taken)
+            if events:
+                with self._lock:
+                    self._insert([tuple(event) for event in events])
+            spool.finish(taken)
+            moved += len(events)
+        return moved
 
     def pending(self, limit: int = 100) -> List[Pending]:
         """The oldest events not yet published, in the order they were accepted."""
@@ -99,10 +147,16 @@ class Outbox(object):
                 (error[:500], seq))
 
     def depth(self) -> Tuple[int, Optional[float]]:
-        """How many events wait, and when the oldest was accepted (for status and metrics)."""
+        """How many events wait, spooled ones included, and when the oldest was accepted."""
         with self._lock:
             count, oldest = self._connection().execute(
                 "SELECT COUNT(*), MIN(created_at) FROM events").fetchone()
+        for path in spool.pending_files(self.path):
+            try:
+                with open(path, "rb") as handle:
+                    count += sum(1 for line in handle if line.strip())
+            except FileNotFoundError:
+                continue
         return int(count), oldest
 
     def heartbeat(self, published: int) -> None:

@@ -1,7 +1,7 @@
 """Run by the Python 3.8 interpreter of the Nova venv, under eventlet like Nova's services.
 
 Prints one JSON line: which non-stdlib modules the hook side imported, and how
-many events several processes of green threads appended to one outbox.
+many events several processes of green threads appended to one outbox (its spool included).
 """
 
 import eventlet
@@ -63,10 +63,13 @@ def main():
     for proc in procs:
         proc.join()
     path = os.environ["NOVAHOOKS_OUTBOX_PATH"]
+    from novahooks.nova import spool
+    spooled = [event.instance_uuid for name in spool.pending_files(path)
+               for event in spool.read(name)]
     with sqlite3.connect(path) as conn:
-        rows = conn.execute("SELECT COUNT(*), COUNT(DISTINCT instance_uuid) FROM events").fetchone()
+        uuids = [row[0] for row in conn.execute("SELECT instance_uuid FROM events")] + spooled
     print(json.dumps({"python": sys.version.split()[0], "third_party": imported,
-                      "events": rows[0], "distinct": rows[1],
+                      "events": len(uuids), "distinct": len(set(uuids)), "spooled": len(spooled),
                       "expected": (processes + 1) * per_process,
                       "eventlet_patched": eventlet.patcher.is_monkey_patched("thread")}))
 
