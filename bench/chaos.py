@@ -349,7 +349,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             results[phase] = dict(result, report=report, kills=len(kills), failed=len(failed))
             log("%s: drained %d/%d in %.1f s, %d worker kills (%s), %d chains reconciled, "
                 "%d failed steps audited" % (phase, result["done"], len(vms), result["seconds"],
-                                             len(kills), ",".join(kills) or "-",
+                                             len(kills), ", ".join(
+                                                 "%s %d" % (queue, kills.count(queue))
+                                                 for queue in sorted(set(kills))) or "-",
                                              result["reconciled"], len(failed)))
             if phase == "create":
                 log("after creates: lost %s duplicated %s"

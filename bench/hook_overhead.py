@@ -11,6 +11,16 @@ Both sides run in the same process, alternating in blocks, against a private
 Redis on loopback: the hook appends to the SQLite outbox (WAL,
 synchronous=NORMAL), the baseline LPUSHes the same JSON with redis-py 3.4.1.
 Prints p50/p99 for each and ``p99_ratio=R`` (hook p99 / LPUSH p99).
+
+The third row is the naive design: a synchronous hook that makes the five
+registrations inline with the same drivers the workers use, against real
+Redis, slapd, BIND and NetBox (``bench/inline.py``). The drivers need the
+worker side (Python >= 3.11), so that row is measured by the project's
+``.venv`` interpreter in a child process, which starts a private stack (or uses
+``--config``'s running backends), over ``--sync-calls`` calls (default 50: a
+call takes seconds). ``sync_over_hook_p99=R`` is its p99 over the hook's p99.
+``--quick`` (under a minute) makes 3,000 hook and LPUSH calls and 5 synchronous
+ones.
 """
 
 import eventlet
@@ -18,13 +28,17 @@ import eventlet
 eventlet.monkey_patch()
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import os  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import ROOT, cleanup, latency, percentile, save, table  # noqa: E402
 
 
 def nova_instance():
@@ -47,17 +61,42 @@ def nova_instance():
         info_cache=objects.InstanceInfoCache(network_info=model.NetworkInfo([vif])))
 
 
-def percentile(samples, q):
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def synchronous_hook(calls, config, python):
+    """The naive hook's timings, from bench/inline.py under the worker-side interpreter."""
+    argv = [python, "-m", "bench.inline", "--calls", str(calls)]
+    if config:
+        argv += ["--config", config]
+    result = subprocess.run(argv, cwd=str(ROOT), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True, timeout=1800)
+    if result.returncode != 0:
+        raise SystemExit("the synchronous hook run failed (%s):\n%s"
+                         % (" ".join(argv), (result.stdout + result.stderr)[-3000:]))
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="2,000 calls instead of 10,000")
-    parser.add_argument("--calls", type=int, default=0)
+    parser = argparse.ArgumentParser(description="build_instance post-hook cost vs raw LPUSH "
+                                                 "vs a synchronous hook")
+    parser.add_argument("--quick", action="store_true",
+                        help="3,000 hook calls and 5 synchronous ones (under a minute)")
+    parser.add_argument("--calls", type=int, default=0, help="hook and LPUSH calls "
+                        "(default 10,000)")
+    parser.add_argument("--sync-calls", type=int, default=0,
+                        help="synchronous-hook calls (default 50, --quick 5; 0 with --no-sync)")
+    parser.add_argument("--no-sync", action="store_true", help="skip the synchronous hook")
+    parser.add_argument("--config", default=None,
+                        help="novahooks.conf of running backends for the synchronous hook "
+                             "(default: it starts a private stack)")
+    parser.add_argument("--python", default=os.environ.get(
+        "NOVAHOOKS_BENCH_PYTHON", str(ROOT / ".venv" / "bin" / "python")),
+        help="worker-side interpreter for the synchronous hook (default .venv)")
+    parser.add_argument("--json", default=None, help="results file "
+                        "(default bench/results/hook_overhead.json)")
     args = parser.parse_args()
-    calls = args.calls or (2000 if args.quick else 10000)
+    calls = args.calls or (3000 if args.quick else 10000)
+    sync_calls = 0 if args.no_sync else (args.sync_calls or (5 if args.quick else 50))
+    if calls < 100:
+        parser.error("--calls must be >= 100")
     workdir = Path(tempfile.mkdtemp(prefix="novahooks-bench-"))
     os.environ["NOVAHOOKS_OUTBOX_PATH"] = str(workdir / "outbox.sqlite")
     from novahooks.servers.redis import start_redis
@@ -67,6 +106,7 @@ def main():
     from novahooks.nova.event import new_event
 
     server = start_redis(workdir / "redis")
+    ok = False
     try:
         client = redis.Redis(host="127.0.0.1", port=server.port)
         instance = nova_instance()
@@ -91,18 +131,33 @@ def main():
                 t0 = clock()
                 client.lpush("bench", payload)
                 lpush_times.append(clock() - t0)
-        rows = [("build_instance post-hook (outbox)", hook_times),
-                ("raw redis-py LPUSH, same JSON", lpush_times)]
-        print("calls=%d payload_bytes=%d python=%s" % (calls, len(payload),
-                                                      sys.version.split()[0]))
-        print("%-36s %10s %10s" % ("", "p50 ms", "p99 ms"))
-        for name, samples in rows:
-            print("%-36s %10.3f %10.3f" % (name, percentile(samples, 0.5) * 1000,
-                                           percentile(samples, 0.99) * 1000))
-        print("p50_ratio=%.2f" % (percentile(hook_times, 0.5) / percentile(lpush_times, 0.5)))
-        print("p99_ratio=%.2f" % (percentile(hook_times, 0.99) / percentile(lpush_times, 0.99)))
+        ok = True
     finally:
         server.stop()
+        cleanup(workdir, ok)
+    sync = synchronous_hook(sync_calls, args.config, args.python) if sync_calls else None
+    results = {"hook": latency(hook_times), "lpush": latency(lpush_times), "calls": calls,
+               "payload_bytes": len(payload), "redis_py": redis.__version__}
+    rows = [("build_instance post-hook (outbox)", results["hook"], calls),
+            ("raw redis-py %s LPUSH, same JSON" % redis.__version__, results["lpush"], calls)]
+    if sync is not None:
+        results["sync"] = sync
+        rows.append(("synchronous hook, 5 backends inline", sync["hook"], sync["calls"]))
+    print("calls=%d payload_bytes=%d python=%s" % (calls, len(payload), sys.version.split()[0]))
+    print(table(("per call", "calls", "p50 ms", "p99 ms", "x hook p99"),
+                [(name, n, stats["p50_ms"], stats["p99_ms"],
+                  stats["p99_ms"] / results["hook"]["p99_ms"]) for name, stats, n in rows]))
+    if sync is not None:
+        print("synchronous hook measured with python %s over %d calls; per backend p50 ms: %s"
+              % (sync["python"], sync["calls"], ", ".join(
+                  "%s %.1f" % (b, s["p50_ms"]) for b, s in sorted(sync["backends"].items()))))
+        results["sync_over_hook_p99"] = sync["hook"]["p99_ms"] / results["hook"]["p99_ms"]
+        print("sync_over_hook_p99=%.0f" % results["sync_over_hook_p99"])
+    results["p50_ratio"] = percentile(hook_times, 0.5) / percentile(lpush_times, 0.5)
+    results["p99_ratio"] = percentile(hook_times, 0.99) / percentile(lpush_times, 0.99)
+    print("p50_ratio=%.2f" % results["p50_ratio"])
+    print("p99_ratio=%.2f" % results["p99_ratio"])
+    print("results in %s" % save("hook_overhead", results, args.json))
 
 
 if __name__ == "__main__":

@@ -10,30 +10,19 @@ emission time is hook-call-to-last-record. Run with the project's .venv::
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import audit_done  # noqa: E402
 from novahooks.demo import demo_vms  # noqa: E402
 from novahooks.servers.stack import Processes, Stack  # noqa: E402
 from novahooks.simulate import create, delete  # noqa: E402
-
-
-def finished(audit: Path, kind: str, uuids: set) -> Dict[str, dict]:
-    done = {}
-    if audit.exists():
-        for line in audit.read_text().splitlines():
-            record = json.loads(line)
-            if record.get("kind") == kind and record.get("stage") == "done" \
-                    and record.get("instance_uuid") in uuids:
-                done[record["instance_uuid"]] = record
-    return done
 
 
 def run_burst(stack: Stack, count: int, offset: int) -> List[float]:
@@ -45,7 +34,7 @@ def run_burst(stack: Stack, count: int, offset: int) -> List[float]:
     fired = time.time() - started
     deadline = time.time() + 120 + count * 2
     while time.time() < deadline:
-        done = finished(stack.audit_path, "build", uuids)
+        done = audit_done(stack.audit_path, ("build",), uuids)
         if len(done) == count:
             break
         time.sleep(0.2)
@@ -60,7 +49,8 @@ def run_burst(stack: Stack, count: int, offset: int) -> List[float]:
     for vm in vms:
         delete(vm)
     deadline = time.time() + 120 + count * 2
-    while len(finished(stack.audit_path, "delete", uuids)) < count and time.time() < deadline:
+    while len(audit_done(stack.audit_path, ("delete",), uuids)) < count and \
+            time.time() < deadline:
         time.sleep(0.2)
     return latencies
 

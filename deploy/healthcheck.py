@@ -1,7 +1,7 @@
 #!/usr/local/bin/python
 """Health check of the novahooks container image: cheap, standard library only.
 
-    novahooks-healthcheck [auto|worker|relay|flower]
+    novahooks-healthcheck [auto|worker|relay|flower|listener]
 
 worker  a Celery worker's main process is alive and holds an established TCP
         connection to the broker of ``[broker] url``. No broker round trip:
@@ -13,6 +13,8 @@ relay   the relay wrote its heartbeat into the outbox (table ``relays``, host =
         writes one every 5 s while its loop runs, broker up or down.
 flower  Flower answers ``/healthcheck`` on its ``--port`` (that path needs no
         credentials).
+listener  ``novahooks listen`` holds an established TCP connection to a host of
+        ``[notifications] transport_url`` (oslo.messaging reconnects on its own).
 auto    whichever of those runs in this container (the image's HEALTHCHECK); a
         one-off CLI container has nothing to check and is healthy.
 
@@ -31,7 +33,8 @@ from typing import Iterable, List, Optional, Sequence, Set, Tuple
 from urllib.parse import urlsplit
 
 RELAY_MAX_AGE = 60.0
-DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "amqp": 5672, "pyamqp": 5672, "amqps": 5671}
+DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "amqp": 5672, "pyamqp": 5672, "amqps": 5671,
+                 "rabbit": 5672}
 _ESTABLISHED = "01"
 
 
@@ -74,6 +77,8 @@ def role_of(argv: Sequence[str]) -> Optional[str]:
             return "flower"
     if program in ("novahooks", "novahooks.cli") and "relay" in args:
         return "relay"
+    if program in ("novahooks", "novahooks.cli") and "listen" in args:
+        return "listener"
     return None
 
 
@@ -169,6 +174,24 @@ def check_relay(outbox_path: str, hostname: Optional[str] = None,
     return True, "relay heartbeat %.0f s ago" % age
 
 
+def check_listener(pid: int, transport_url: str, proc: str = "/proc") -> Tuple[bool, str]:
+    """Connected to any host of an oslo.messaging URL (``rabbit://u@h1:5672,u@h2:5672/``)."""
+    peers = established_peers(pid, proc)
+    scheme = urlsplit(transport_url).scheme.lower()
+    hosts = []
+    for netloc in urlsplit(transport_url).netloc.split(","):
+        parts = urlsplit("//" + netloc)
+        host, port = parts.hostname or "localhost", parts.port or DEFAULT_PORTS.get(scheme, 5672)
+        hosts.append("%s:%d" % (host, port))
+        try:
+            wanted = resolve(host, port)
+        except OSError:
+            continue
+        if any(p == port and a in wanted for a, p in peers):
+            return True, "listener %d connected to %s:%d" % (pid, host, port)
+    return False, "listener %d has no connection to %s" % (pid, ", ".join(hosts))
+
+
 def flower_port(argv: Iterable[str]) -> int:
     args = list(argv)
     for i, arg in enumerate(args):
@@ -193,8 +216,9 @@ def check_flower(port: int, timeout: float = 5.0) -> Tuple[bool, str]:
 
 def main(argv: Sequence[str]) -> int:
     wanted = argv[0] if argv else "auto"
-    if wanted not in ("auto", "worker", "relay", "flower"):
-        print("usage: novahooks-healthcheck [auto|worker|relay|flower]", file=sys.stderr)
+    if wanted not in ("auto", "worker", "relay", "flower", "listener"):
+        print("usage: novahooks-healthcheck [auto|worker|relay|flower|listener]",
+              file=sys.stderr)
         return 2
     running = [(pid, args, role_of(args)) for pid, args in processes()]
     running = [item for item in running if item[2] is not None]
@@ -214,6 +238,8 @@ def main(argv: Sequence[str]) -> int:
         settings = load_settings()
         if role == "worker":
             ok, why = check_worker(pid, settings.broker.url)
+        elif role == "listener":
+            ok, why = check_listener(pid, settings.notifications.transport_url)
         else:
             ok, why = check_relay(settings.outbox.path)
     print("%s: %s" % ("healthy" if ok else "unhealthy", why))

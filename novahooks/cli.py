@@ -112,7 +112,8 @@ def _drift(args: argparse.Namespace) -> int:
 
     from novahooks.progress import track
     dns = {event.uuid: dns_of(event) for event in track(events, len(events), "asking DNS")}
-    rows = drift.compare(events, held, lambda event: dns[event.uuid])
+    rows = drift.compare(events, held, lambda event: dns[event.uuid],
+                         expected=drift.policy_hostname)
     _print(rows, args.json, ["instance_uuid", "hostname", "backend", "problem", "detail"])
     if args.fix and rows:
         published = drift.fix(rows, events, held)
@@ -206,6 +207,32 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _listen(args: argparse.Namespace) -> int:
+    from novahooks.notifications.listener import main_loop
+    from novahooks.settings import load_settings
+    main_loop(load_settings(args.config))
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from novahooks.notifications.explain import explain
+    from novahooks.notifications.state import EmptyState, State
+    from novahooks.settings import load_settings
+    try:
+        raw = sys.stdin.buffer.read() if args.path == "-" else open(args.path, "rb").read()
+    except OSError as exc:
+        print("cannot read %s: %s" % (args.path, exc.strerror), file=sys.stderr)
+        return 2
+    state = EmptyState()  # type: EmptyState
+    settings = load_settings(args.config)
+    if not args.no_state and settings.source is not None:
+        state = State(settings.ledger.url)
+    # With a configuration, also which naming/opt-in rule applies (tasks/policy.py).
+    answer = explain(raw, state, settings if settings.source is not None else None)
+    print(json.dumps(answer, indent=2, sort_keys=True))
+    return 1 if answer["malformed"] else 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from novahooks.demo import run
     return run(keep=args.keep, count=args.count)
@@ -268,6 +295,16 @@ def parser() -> argparse.ArgumentParser:
                      help="this many VMs named HOSTNAME-0.. (no addresses: the pre-boot "
                      "steps only), with a progress bar on a terminal")
     sim.set_defaults(func=_simulate)
+    listen = sub.add_parser("listen", help="turn Nova's and Neutron's notifications "
+                            "(oslo.messaging, [notifications]) into outbox events")
+    listen.set_defaults(func=_listen)
+    explain = sub.add_parser("explain", help="print the event and steps one notification "
+                             "would yield, or why it is ignored; enqueues nothing")
+    explain.add_argument("path", help="notification JSON, with or without the oslo.messaging "
+                         "envelope; - for standard input")
+    explain.add_argument("--no-state", action="store_true", help="ignore what the listener "
+                         "recorded (captured addresses, ports, floating IPs)")
+    explain.set_defaults(func=_explain)
     demo = sub.add_parser("demo", help="run the whole pipeline on local real servers")
     demo.add_argument("--keep", action="store_true", help="leave servers running at the end")
     demo.add_argument("--count", type=int, default=4, help="number of VMs (default 4)")

@@ -12,7 +12,7 @@ for every instance it holds records of. The result is a list of drift rows:
 for missing and mismatched ones, a delete chain for stale ones.
 """
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from novahooks.nova.event import Address, Flavor, InstanceEvent, new_event
 
@@ -54,9 +54,32 @@ def backend_holdings() -> Dict[str, Dict[str, Dict[str, Any]]]:
             "inventory": drivers.inventory().managed()}
 
 
+def policy_hostname(event: InstanceEvent) -> Optional[str]:
+    """The host name the backends should hold for a Nova VM, None when policy leaves it out.
+
+    The ledger's note wins: the workers saw the image properties, Nova's API does not.
+    """
+    from tasks import policy, validate
+    from tasks.base import book
+    from tasks.config import settings
+    from tasks.errors import StepError
+    made = book().made(event.uuid)
+    if policy.LEDGER_KEY in made and not set(made) - {policy.LEDGER_KEY}:
+        return None
+    try:
+        decision = policy.decide(validate.event(event, needs_hostname=False), settings())
+    except StepError:
+        return event.hostname  # its chain fails the same way; the rows show what is missing
+    return decision.hostname if decision.register else None
+
+
 def compare(events: List[InstanceEvent], held: Dict[str, Dict[str, Dict[str, Any]]],
-            dns_of: Any = None) -> List[Dict[str, Any]]:
-    """Drift rows; ``dns_of(event)`` returns the addresses DNS holds for a Nova VM."""
+            dns_of: Any = None,
+            expected: Optional[Callable[[InstanceEvent], Optional[str]]] = None
+            ) -> List[Dict[str, Any]]:
+    """Drift rows; ``dns_of(event)`` returns the addresses DNS holds for a Nova VM and
+    ``expected(event)`` the host name it should have, None for a VM policy leaves out
+    (see :func:`policy_hostname`; default: Nova's hostname)."""
     rows = []  # type: List[Dict[str, Any]]
     nova = {event.uuid: event for event in events}
 
@@ -65,6 +88,9 @@ def compare(events: List[InstanceEvent], held: Dict[str, Dict[str, Dict[str, Any
                      "problem": problem, "detail": detail})
 
     for event in events:
+        hostname = event.hostname if expected is None else expected(event)
+        if hostname is None:
+            continue  # left out by policy: nothing is expected, and nothing is stale
         want = sorted(a.address for a in event.addresses or [])
         for backend in ("ipam", "ldap", "inventory"):
             have = held[backend].get(event.uuid)
@@ -75,9 +101,9 @@ def compare(events: List[InstanceEvent], held: Dict[str, Dict[str, Dict[str, Any
                 row(event.uuid, event.hostname, backend, "mismatched",
                     "addresses %s, Nova has %s" % (sorted(have["addresses"]), want))
             name = have.get("name") or have.get("hostname")
-            if backend != "ipam" and name != event.hostname:
+            if backend != "ipam" and name != hostname:
                 row(event.uuid, event.hostname, backend, "mismatched",
-                    "name %s, Nova has %s" % (name, event.hostname))
+                    "name %s, expected %s" % (name, hostname))
         if dns_of is not None:
             have_dns = sorted(dns_of(event))
             if have_dns != want:

@@ -11,11 +11,14 @@ import json
 import logging
 import threading
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 from novahooks.nova.event import EventFormatError, event_from_json
 from novahooks.nova.outbox import Outbox
 from novahooks.settings import Settings
+
+if TYPE_CHECKING:
+    from novahooks.gate_service import GateService
 
 LOG = logging.getLogger("novahooks.relay")
 
@@ -42,9 +45,11 @@ class _Metrics(object):
 class Relay(object):
     def __init__(self, settings: Settings, outbox: Optional[Outbox] = None) -> None:
         from tasks.app import app  # Celery stays out of the hook side's import graph
+        from tasks.publisher import ChainPublisher
         self.app = app
         self.settings = settings
         self.outbox = outbox or Outbox(settings.outbox.path, settings.outbox.busy_timeout_ms)
+        self.publisher = ChainPublisher(app)
         self.published = 0
         self._stop = threading.Event()
         self.metrics = _Metrics(settings.metrics.relay_port, settings.metrics.address) \
@@ -54,42 +59,89 @@ class Relay(object):
         self._stop.set()
 
     def publish_pending(self) -> int:
-        """Publish one batch; returns how many events left the outbox."""
-        from tasks import chains
+        """Publish one batch; returns how many events left the outbox.
+
+        Each chain goes out as the messages Celery builds (tasks/publisher.py). Where
+        the transport batches (kombu's Redis pipeline) the whole batch is one round
+        trip and its events leave the outbox only once that flush succeeded; elsewhere
+        each event leaves once the broker took (confirmed) its own chain.
+        """
         spooled = self.outbox.absorb_spool()
         if spooled:
             LOG.info("moved %d spooled events into the outbox", spooled)
         batch = self.outbox.pending(self.settings.relay.batch)
-        done = []
+        done: List[int] = []
+        sent: List[Tuple[int, str]] = []
+        current: Optional[int] = None
+        started = time.perf_counter()
         try:
             with self.app.producer_or_acquire() as producer:
-                for item in batch:
-                    try:
-                        event = event_from_json(item.body)
-                    except EventFormatError as exc:
-                        LOG.error("outbox event %d is unreadable, dropped: %s", item.seq, exc)
-                        done.append(item.seq)
-                        continue
-                    started = time.perf_counter()
-                    chains.build(self.app, json.loads(item.body)).apply_async(
-                        producer=producer, retry=False,
-                        confirm_timeout=self.settings.broker.connect_timeout)
-                    done.append(item.seq)
-                    if self.metrics is not None:
-                        self.metrics.latency.observe(time.perf_counter() - started)
-                        self.metrics.events.labels(event.kind).inc()
-                    LOG.debug("published %s %s (seq %d)", event.kind, event.uuid, item.seq)
+                channel = producer.channel
+                batched = callable(getattr(channel, "create_publish_batch", None)) and \
+                    getattr(channel, "supports_batch_publish", True)
+                # two broker operations per chain (task message, task-sent event): the
+                # pipeline is flushed once, when the block ends
+                with producer.batch(2 * len(batch) + 1):
+                    for item in batch:
+                        try:
+                            event = event_from_json(item.body)
+                        except EventFormatError as exc:
+                            LOG.error("outbox event %d is unreadable, dropped: %s", item.seq, exc)
+                            done.append(item.seq)
+                            continue
+                        current = item.seq
+                        self.publisher.publish(producer, event.kind, item.body, retry=False,
+                                               confirm_timeout=self.settings.broker.connect_timeout)
+                        sent.append((item.seq, event.kind))
+                        if not batched:
+                            done.append(item.seq)
+                        LOG.debug("published %s %s (seq %d)", event.kind, event.uuid, item.seq)
+                    current = sent[0][0] if batched and sent else None
+                if batched:
+                    done.extend(seq for seq, _ in sent)
+                current = None
         except Exception as exc:  # noqa: BLE001 - broker down: keep the rest for later
             if self.metrics is not None:
                 self.metrics.failures.inc()
-            if len(done) < len(batch):
-                self.outbox.note_failure(batch[len(done)].seq, str(exc))
+            if current is not None:
+                self.outbox.note_failure(current, str(exc))
             LOG.warning("publishing stopped after %d of %d events: %s", len(done), len(batch), exc)
             raise
         finally:
+            self._record(batch, done)
             self.outbox.remove(done)
             self.published += len(done)
+        if self.metrics is not None and sent:
+            share = (time.perf_counter() - started) / len(sent)
+            for _, kind in sent:
+                self.metrics.latency.observe(share)
+                self.metrics.events.labels(kind).inc()
         return len(done)
+
+    def _record(self, batch: List[Any], done: List[int]) -> None:
+        """Tell the ledger which chains went out, before the outbox forgets them.
+
+        If the ledger cannot take it the events stay in the outbox and go out
+        again on the next pass: a duplicate chain is harmless, an untracked one
+        that the broker then loses is not.
+        """
+        if not done:
+            return
+        from tasks.ledger import ledger
+        finished = set(done)
+        events = []
+        for item in batch:
+            if item.seq in finished:
+                try:
+                    events.append(json.loads(item.body))
+                except ValueError:
+                    continue
+        try:
+            ledger(self.settings.ledger.url).published(events)
+        except Exception as exc:  # noqa: BLE001 - keep them in the outbox, publish again
+            LOG.warning("ledger did not record %d published events (%s); they stay in the "
+                        "outbox and go out again", len(done), exc)
+            del done[:]
 
     def run(self, once: bool = False) -> None:
         """Publish until stopped; ``once`` drains what is there and returns."""
@@ -120,8 +172,21 @@ class Relay(object):
                 return
 
 
+def start_gate(relay: Relay) -> "Optional[GateService]":
+    """With ``[gate] steps`` set, serve the endpoint the build_instance hook polls."""
+    if not relay.settings.gate.steps:
+        return None
+    from novahooks import gate_service
+
+    def audit(event: dict, error: str) -> None:
+        relay.app.send_task("audit.record", args=[event, "failed"], queue="audit",
+                            kwargs={"step": "gate", "error": error})
+    return gate_service.start(relay.settings, audit)
+
+
 def main_loop(settings: Settings) -> None:
     relay = Relay(settings)
+    gate = start_gate(relay)
     LOG.info("relay publishing from %s to %s", settings.outbox.path,
              settings.broker.url.split("@")[-1])
     try:
@@ -129,5 +194,7 @@ def main_loop(settings: Settings) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        if gate is not None:
+            gate.stop()
         LOG.info("relay stopped after %d events", relay.published)
         time.sleep(0)

@@ -9,8 +9,11 @@ shows the value, so a logged settings object leaks nothing.
 """
 
 import configparser
+import ipaddress
 import os
-from typing import Any, Dict, Mapping, Optional
+import re
+import string
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 DEFAULT_PATH = "/etc/novahooks/novahooks.conf"
 SECRET_KEYS = ("token", "password", "tsig_secret")
@@ -49,13 +52,22 @@ class Section(object):
 
     NAME = ""
     FIELDS = {}  # type: Dict[str, Tuple[Any, Any]]
+    #: Named sub-sections ``[<NAME> <kind> <value>]`` (file only): kind -> their Section class.
+    SUBSECTIONS = {}  # type: Dict[str, Any]
 
-    def __init__(self, values: Mapping[str, Any]) -> None:
+    def __init__(self, values: Mapping[str, Any],
+                 rules: Optional[Mapping[Tuple[str, str], "Section"]] = None) -> None:
         for key, (_, default) in self.FIELDS.items():
             setattr(self, key, values.get(key, default))
+        #: (kind, value) -> that sub-section, in file order.
+        self.rules = dict(rules or {})  # type: Dict[Tuple[str, str], Section]
 
     def as_dict(self) -> Dict[str, Any]:
         return {key: getattr(self, key) for key in self.FIELDS}
+
+    def problems(self) -> List[str]:
+        """What is wrong with these values beyond their types; each line names its key."""
+        return []
 
     def __repr__(self) -> str:
         return "%s(%r)" % (type(self).__name__, self.as_dict())
@@ -107,6 +119,11 @@ class IpamSettings(Section):
         "token": (Secret, Secret("")),
         "verify_tls": (bool, True),
         "timeout": (float, 10.0),
+        # driver = infoblox: url is the WAPI base (https://gm.example.com/wapi/v2.12),
+        # basic auth with username and password (or password_file).
+        "username": (None, None),
+        "password": (Secret, Secret("")),
+        "network_view": (str, "default"),
     }
 
 
@@ -121,6 +138,21 @@ class InventorySettings(Section):
         "cluster_type": (str, "OpenStack Nova"),
         "cluster": (str, "nova"),
         "on_delete": (str, "delete"),
+        # driver = rest: a CMDB's REST API. Paths are relative to url; {uuid} and {id}
+        # are filled in (URL-quoted). field_map: cmdb_field=event_field pairs.
+        "auth_header": (str, "Authorization"),
+        "auth_scheme": (str, "Bearer"),
+        "find_url": (str, "/api/cis?uuid={uuid}"),
+        "list_url": (str, "/api/cis"),
+        "create_url": (str, "/api/cis"),
+        "update_url": (str, "/api/cis/{id}"),
+        "delete_url": (str, "/api/cis/{id}"),
+        "update_method": (str, "PUT"),
+        "id_field": (str, "id"),
+        "results_key": (str, ""),
+        "field_map": (list, ["uuid=uuid", "name=hostname", "status=status",
+                             "project=project_id", "vcpus=flavor.vcpus",
+                             "memory_mb=flavor.memory_mb", "addresses=addresses"]),
     }
 
 
@@ -137,6 +169,15 @@ class DnsSettings(Section):
         "tsig_algorithm": (str, "hmac-sha256"),
         "ttl": (int, 300),
         "timeout": (float, 5.0),
+        # Without a TSIG key, updates are refused unless this is true: only for a server
+        # that restricts updates by address (AD DNS without GSS-TSIG, "nonsecure" zones).
+        "allow_unsigned": (bool, False),
+        # driver = infoblox: WAPI base url, basic auth, the DNS view records go in.
+        "url": (None, None),
+        "username": (None, None),
+        "password": (Secret, Secret("")),
+        "verify_tls": (bool, True),
+        "view": (str, "default"),
     }
 
 
@@ -152,6 +193,16 @@ class DirectorySettings(Section):
         "ca_file": (None, None),
         "verify_tls": (bool, True),
         "timeout": (float, 10.0),
+        # The name the server's certificate carries, when url names an address.
+        "tls_server_name": (None, None),
+        # driver = ad: computer objects go to ou (default: base_dn) as <hostname>.<dns_domain>;
+        # uac 4098 = workstation trust account, disabled until the domain join sets its
+        # password. linux = host (a device entry as the ldap driver makes, under base_dn),
+        # computer (a computer object too, for realmd/sssd joins) or skip.
+        "ou": (None, None),
+        "dns_domain": (None, None),
+        "uac": (int, 4098),
+        "linux": (str, "host"),
     }
 
 
@@ -191,9 +242,262 @@ class MetricsSettings(Section):
     }
 
 
+#: Steps a pre-boot gate may wait for: those of the pre-boot ("create") chain, which need
+#: no address (Nova has allocated none when build_instance's pre-hook runs).
+GATE_STEPS = ("ldap.register", "inventory.register")
+#: Longest gate wait accepted: the build holds one of nova-compute's build slots
+#: ([DEFAULT] max_concurrent_builds) and the instance lock while it waits.
+GATE_MAX_TIMEOUT = 600.0
+
+
+class GateSettings(Section):
+    """Pre-boot gate, read by the build_instance hook and served by the relay."""
+
+    NAME = "gate"
+    FIELDS = {
+        # Steps that must have finished before Nova boots the VM; empty: no gate, no wait.
+        "steps": (list, []),
+        "timeout": (float, 30.0),
+        # continue: log, audit and let the build go on; abort: undo and stop the build.
+        "on_failure": (str, "continue"),
+        "poll_interval": (float, 0.2),
+        # The relay's gate endpoint, a Unix socket; empty: gate.sock beside [outbox] path.
+        "socket": (str, ""),
+    }
+
+    def problems(self) -> List[str]:
+        found = []
+        unknown = [step for step in self.steps if step not in GATE_STEPS]
+        if unknown:
+            found.append("[gate] steps: %s cannot gate a boot (choose from %s)"
+                         % (", ".join(unknown), ", ".join(GATE_STEPS)))
+        if not 0 < self.timeout <= GATE_MAX_TIMEOUT:
+            found.append("[gate] timeout: %r must be above 0 and at most %d seconds"
+                         % (self.timeout, GATE_MAX_TIMEOUT))
+        if self.on_failure not in ("continue", "abort"):
+            found.append("[gate] on_failure: %r is not continue or abort" % self.on_failure)
+        if not 0 < self.poll_interval <= 5:
+            found.append("[gate] poll_interval: %r must be above 0 and at most 5 seconds"
+                         % self.poll_interval)
+        if self.socket and not os.path.isabs(self.socket):
+            found.append("[gate] socket: %r is not an absolute path" % self.socket)
+        return found
+
+
+class NotificationsSettings(Section):
+    """``novahooks listen``: Nova's (and Neutron's) notifications through oslo.messaging."""
+
+    NAME = "notifications"
+    FIELDS = {
+        # oslo.messaging transport URL without the password: rabbit://user@host:5672/vhost
+        "transport_url": (str, "rabbit://guest@127.0.0.1:5672/"),
+        "password": (Secret, Secret("")),
+        "nova_exchange": (str, "nova"),
+        # versioned_notifications (Nova's [notifications] versioned_notifications_topics)
+        # and notifications (legacy compute.instance.*, [oslo_messaging_notifications] topics).
+        "nova_topics": (list, ["versioned_notifications", "notifications"]),
+        "neutron_exchange": (str, "neutron"),
+        "neutron_topics": (list, ["notifications"]),
+        # The listener's own queue, bound to every topic: other consumers (Ceilometer)
+        # keep getting their copy. Empty: consume the shared <topic>.<priority> queues.
+        "pool": (str, "novahooks"),
+        # Must match the deployment's [oslo_messaging_rabbit] amqp_durable_queues, or
+        # RabbitMQ refuses to redeclare the exchanges.
+        "durable_queues": (bool, False),
+    }
+
+    def problems(self) -> List[str]:
+        found = []
+        scheme = self.transport_url.split("://", 1)[0] if "://" in self.transport_url else ""
+        if scheme not in ("rabbit", "amqp", "kafka"):
+            found.append("[notifications] transport_url: %r is not an oslo.messaging URL "
+                         "(rabbit://user@host:5672/vhost)" % self.transport_url.split("@")[-1])
+        elif "@" in self.transport_url and ":" in self.transport_url.split("://", 1)[1] \
+                .split("@")[0] and self.password:
+            found.append("[notifications] transport_url carries a password and password is "
+                         "set too: keep it in password_file only")
+        if not self.nova_topics and not self.neutron_topics:
+            found.append("[notifications] nova_topics, neutron_topics: both empty, nothing "
+                         "to listen to")
+        return found
+
+
+#: What a [naming] template may name; tasks/policy.py fills them in per VM.
+NAMING_PLACEHOLDERS = ("hostname", "display_name", "uuid", "short_uuid", "project", "network",
+                       "az")
+_DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)", re.IGNORECASE | re.ASCII)
+
+
+def _template_problems(where: str, template: str, one_label: bool) -> List[str]:
+    """A template that can never give a valid name is refused at start, not per VM."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        return ["%s: %r is not a template: %s" % (where, template, exc)]
+    found = []
+    sample = []
+    for literal, name, spec, conversion in parts:
+        sample.append(literal)
+        if name is None:
+            continue
+        if name not in NAMING_PLACEHOLDERS or spec or conversion:
+            found.append("%s: {%s%s%s} in %r is not a placeholder (choose from %s)"
+                         % (where, name, "!" + conversion if conversion else "",
+                            ":" + spec if spec else "", template,
+                            ", ".join("{%s}" % p for p in NAMING_PLACEHOLDERS)))
+        sample.append("x")
+    if found:
+        return found
+    text = "".join(sample)
+    if not one_label and text.endswith("."):
+        text = text[:-1]  # an absolute name
+    if one_label and "." in text:
+        return ["%s: %r makes more than one DNS label; a host name is one label" % (where,
+                                                                                      template)]
+    if not all(_DNS_LABEL.fullmatch(label) for label in text.split(".")):
+        return ["%s: %r can never give a valid DNS name (RFC 1123 labels: letters, digits and "
+                "inner hyphens, 1-63 characters, no empty label)" % (where, template)]
+    return []
+
+
+def _reverse_zone_problem(where: str, network: Any, zone: str) -> Optional[str]:
+    """None when ``zone`` holds the PTR name of every address in ``network``."""
+    unit = 8 if network.version == 4 else 4
+    pointer = network.network_address.reverse_pointer.split(".")
+    labels = zone.split(".")
+    inner = len(labels) - 2
+    if inner < 1 or pointer[-len(labels):] != labels:
+        return ("%s reverse_zone: %s is not a reverse zone of %s (for example %s; RFC 2317 "
+                "classless zones are not supported: name the parent zone)"
+                % (where, zone, network, ".".join(pointer[-(network.prefixlen // unit) - 2:])))
+    if inner * unit > network.prefixlen:
+        return ("%s reverse_zone: %s holds only part of %s (a /%d); name a zone of at most "
+                "%d labels before %s" % (where, zone, network, network.prefixlen,
+                                         network.prefixlen // unit, ".".join(labels[-2:])))
+    return None
+
+
+class ProjectNamingRule(Section):
+    """``[naming project <project id>]``: names for one project's VMs."""
+
+    NAME = "naming project"
+    FIELDS = {"hostname": (None, None), "fqdn": (None, None)}
+
+
+class NetworkNamingRule(Section):
+    """``[naming network <network name>]``: the DNS name of VMs on that network.
+
+    No host name here: it must be known before boot, when Nova has no networks yet.
+    """
+
+    NAME = "naming network"
+    FIELDS = {"fqdn": (None, None)}
+
+
+class PrefixNamingRule(Section):
+    """``[naming prefix <cidr>]``: the reverse zone that takes its PTR records."""
+
+    NAME = "naming prefix"
+    FIELDS = {"reverse_zone": (None, None)}
+
+
+class NamingSettings(Section):
+    """How a VM is named; rules in ``[naming project|network|prefix <value>]`` sections.
+
+    A project rule beats the defaults here; a network rule's fqdn beats both (the
+    VM's first NIC with a rule). Templates are validated here and per VM by
+    tasks/policy.py, which every register step and ``novahooks explain`` use.
+    """
+
+    NAME = "naming"
+    FIELDS = {
+        # The host name every backend uses (directory cn / AD computer, inventory name).
+        "hostname": (str, "{hostname}"),
+        # The DNS name; empty: {hostname}.<[dns] zone>.
+        "fqdn": (str, ""),
+    }
+    SUBSECTIONS = {"project": ProjectNamingRule, "network": NetworkNamingRule,
+                   "prefix": PrefixNamingRule}
+
+    def problems(self) -> List[str]:
+        found = _template_problems("[naming] hostname", self.hostname, one_label=True)
+        if self.fqdn:
+            found += _template_problems("[naming] fqdn", self.fqdn, one_label=False)
+        seen = {}  # type: Dict[Any, str]
+        for (kind, value), rule in self.rules.items():
+            where = "[naming %s %s]" % (kind, value)
+            for key in ("hostname", "fqdn"):
+                template = getattr(rule, key, None)
+                if template is not None:
+                    found += _template_problems("%s %s" % (where, key), template,
+                                                one_label=key == "hostname")
+            if kind != "prefix":
+                continue
+            try:
+                network = ipaddress.ip_network(value)
+            except ValueError as exc:
+                found.append("%s: %s" % (where, exc))
+                continue
+            if network in seen:
+                found.append("%s: the same prefix as [naming prefix %s]" % (where, seen[network]))
+            seen[network] = value
+            if rule.reverse_zone:
+                problem = _reverse_zone_problem(where, network,
+                                                rule.reverse_zone.strip().rstrip(".").lower())
+                if problem:
+                    found.append(problem)
+        return found
+
+    def reverse_prefixes(self) -> List[Tuple[Any, str]]:
+        """(network, reverse zone) per prefix rule, most specific first.
+
+        A rule without reverse_zone takes the zone its prefix ends on (the /16 of
+        10.20.0.0/16 is 20.10.in-addr.arpa; a /22 is served from its /16's zone).
+        """
+        found = []
+        for (kind, value), rule in self.rules.items():
+            if kind != "prefix":
+                continue
+            network = ipaddress.ip_network(value)
+            zone = (rule.reverse_zone or "").strip().rstrip(".").lower()
+            if not zone:
+                unit = 8 if network.version == 4 else 4
+                labels = network.network_address.reverse_pointer.split(".")
+                zone = ".".join(labels[-(network.prefixlen // unit) - 2:])
+            found.append((network, zone))
+        return sorted(found, key=lambda item: (-item[0].prefixlen, item[0].version))
+
+
+class RegisterSettings(Section):
+    """Which VMs are registered at all: opt-out (default true) or opt-in (false).
+
+    Precedence, first that speaks wins: projects_deny, the instance's metadata_key,
+    the image's image_property, projects_allow, default. A VM left out gets only
+    its audit record, naming the rule.
+    """
+
+    NAME = "register"
+    FIELDS = {
+        "default": (bool, True),
+        "projects_allow": (list, []),
+        "projects_deny": (list, []),
+        # true/false in the image's properties (Nova copies them to the instance) ...
+        "image_property": (str, "novahooks_register"),
+        # ... and in the instance's metadata (openstack server create --property).
+        "metadata_key": (str, "novahooks:register"),
+    }
+
+    def problems(self) -> List[str]:
+        both = sorted(set(self.projects_allow) & set(self.projects_deny))
+        if both:
+            return ["[register] projects_allow, projects_deny: %s in both" % ", ".join(both)]
+        return []
+
+
 SECTIONS = (OutboxSettings, LedgerSettings, MetricsSettings, BrokerSettings, RelaySettings,
             RetrySettings, IpamSettings, InventorySettings, DnsSettings, DirectorySettings,
-            AuditSettings)
+            AuditSettings, GateSettings, NotificationsSettings,
+            NamingSettings, RegisterSettings)
 
 
 class Settings(object):
@@ -212,6 +516,10 @@ class Settings(object):
         self.dns = sections["dns"]  # type: DnsSettings
         self.directory = sections["directory"]  # type: DirectorySettings
         self.audit = sections["audit"]  # type: AuditSettings
+        self.gate = sections["gate"]  # type: GateSettings
+        self.notifications = sections["notifications"]  # type: NotificationsSettings
+        self.naming = sections["naming"]  # type: NamingSettings
+        self.register = sections["register"]  # type: RegisterSettings
 
 
 def _coerce(section: str, key: str, kind: Any, raw: str) -> Any:
@@ -244,6 +552,31 @@ def _read_secret_file(section: str, key: str, path: str) -> str:
                             % (section, key, path, exc.strerror)) from None
 
 
+def _subsections(parser: configparser.ConfigParser, cls: Any,
+                 problems: List[str]) -> Dict[Tuple[str, str], Section]:
+    """``[<NAME> <kind> <value>]`` sections of ``cls``, typed like any section."""
+    found = {}  # type: Dict[Tuple[str, str], Section]
+    for name in parser.sections():
+        parts = name.split(None, 2)
+        if len(parts) != 3 or parts[0] != cls.NAME or parts[1] not in cls.SUBSECTIONS:
+            continue
+        kind = cls.SUBSECTIONS[parts[1]]
+        values = {}  # type: Dict[str, Any]
+        for key, raw in parser.items(name):
+            if key not in kind.FIELDS:
+                problems.append("[%s] %s: unknown key (choose from %s)"
+                                % (name, key, ", ".join(kind.FIELDS)))
+                continue
+            try:
+                values[key] = _coerce(name, key, kind.FIELDS[key][0], raw)
+            except SettingsError as exc:
+                problems.append(str(exc))
+        if (parts[1], parts[2]) in found:
+            problems.append("[%s]: given twice" % name)
+        found[(parts[1], parts[2])] = kind(values)
+    return found
+
+
 def load_settings(path: Optional[str] = None,
                   environ: Optional[Mapping[str, str]] = None) -> Settings:
     """Read the file (if any) and the environment; fail naming every wrong key."""
@@ -264,7 +597,9 @@ def load_settings(path: Optional[str] = None,
     by_name = {cls.NAME: cls for cls in SECTIONS}
     problems = []  # type: List[str]
     for name in parser.sections():
-        if name not in by_name:
+        parts = name.split(None, 2)
+        if name not in by_name and not (len(parts) == 3 and parts[0] in by_name
+                                        and parts[1] in by_name[parts[0]].SUBSECTIONS):
             problems.append("unknown section [%s]" % name)
     sections = {}
     for cls in SECTIONS:
@@ -289,7 +624,8 @@ def load_settings(path: Optional[str] = None,
                     values[key] = Secret(_read_secret_file(cls.NAME, key, raw[key + "_file"]))
             except SettingsError as exc:
                 problems.append(str(exc))
-        sections[cls.NAME] = cls(values)
+        sections[cls.NAME] = cls(values, _subsections(parser, cls, problems))
+        problems.extend(sections[cls.NAME].problems())
     if problems:
         raise SettingsError("invalid configuration%s:\n  %s"
                             % (" in " + path if path else "", "\n  ".join(problems)))

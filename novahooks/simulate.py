@@ -24,10 +24,20 @@ class Vm(NamedTuple):
     root_gb: int = 20
     uuid: str = ""
     project_id: str = "demo-project"
+    #: Instance metadata and image properties, (key, value) pairs (opt-in/out policy).
+    metadata: Tuple[Tuple[str, str], ...] = ()
+    image_properties: Tuple[Tuple[str, str], ...] = ()
+
+
+_managers = {}  # type: Dict[str, HookManager]
 
 
 def _hooks(name: str) -> HookManager:
-    return HookManager("nova.hooks", name, invoke_on_load=True)
+    """One manager per hook point for the process, as nova.hooks keeps them: its
+    hook objects carry what ``pre`` saw to ``post`` (the delete hook's addresses)."""
+    if name not in _managers:
+        _managers[name] = HookManager("nova.hooks", name, invoke_on_load=True)
+    return _managers[name]
 
 
 def _run(name: str, phase: str, *args: Any, **kwargs: Any) -> None:
@@ -55,7 +65,8 @@ def instance(vm: Vm, vm_state: str = "active", task_state: Optional[str] = None,
         "project_id": vm.project_id, "user_id": "demo-user", "availability_zone": "nova",
         "host": "compute-1", "vm_state": vm_state, "task_state": task_state, "deleted": False,
         "flavor": flavor(vm), "image_ref": "cirros-0.6" if vm.os_type == "linux" else "win2022",
-        "os_type": vm.os_type, "metadata": {"os_type": vm.os_type},
+        "os_type": vm.os_type, "metadata": dict(vm.metadata, os_type=vm.os_type),
+        "system_metadata": {"image_" + key: value for key, value in vm.image_properties},
         "info_cache": {"network_info": nw if nw is not None else []},
     }
 

@@ -7,9 +7,10 @@ to register is exactly what the audit trail must still show.
 import time
 from typing import Any, Dict, Optional
 
-from tasks import drivers
+from tasks import drivers, policy
 from tasks.app import app
 from tasks.base import StepTask
+from tasks.config import settings
 
 
 @app.task(base=StepTask, bind=True, name="audit.record", backend_kind="audit")
@@ -31,6 +32,12 @@ def record(self: StepTask, event: Any, stage: str = "done", step: Optional[str] 
         "addresses": [a.get("address") for a in data.get("addresses") or []
                       if isinstance(a, dict)],
     }
+    if data.get("kind") in ("create", "build", "network", "resize"):
+        # Which rule registered or left out this VM, and its name: the same decision
+        # the steps took (tasks/policy.py is pure, so asking again gives the same answer).
+        decided = policy.explain(data, settings())
+        entry["policy"] = {key: decided[key] for key in ("register", "rule", "fqdn", "error")
+                           if decided.get(key) is not None}
     for sink in drivers.audit():
-        sink.record(entry)
+        self.backend_call(lambda: sink.record(entry))
     return {"stage": stage}

@@ -1,7 +1,8 @@
 """The behaviour every step shares, declared once.
 
 Retry policy (transient errors only, exponential backoff with jitter, bounded),
-parsing and validating the event before any backend call, the per-instance
+parsing and validating the event before any backend call, the naming and
+opt-in decision of tasks/policy.py for register steps (``admit``), the per-instance
 lock and tombstone check around the backend call, the ledger of what was made
 and which steps finished, one structured log line per outcome, and a dead
 letter plus an audit record when a step gives up. Step modules hold only the
@@ -10,14 +11,14 @@ few lines that differ.
 
 import logging
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from celery import Task
 from celery.exceptions import Reject, Retry
 
 from novahooks.logs import FIELDS
 from novahooks.nova.event import EventFormatError, InstanceEvent, event_from_dict
-from tasks import metrics, validate
+from tasks import drivers, metrics, policy, validate
 from tasks.chains import step_key
 from tasks.config import settings
 from tasks.errors import InvalidEvent, TransientError
@@ -59,14 +60,42 @@ class StepTask(Task):
             raise InvalidEvent(exc.field, str(exc)) from None
         return validate.event(event, needs_hostname=needs_hostname)
 
+    def admit(self, payload: Any) -> Tuple[InstanceEvent, policy.Decision]:
+        """A register step's event, named as tasks/policy.py says, and that decision.
+
+        A VM that policy leaves out raises policy.Skipped before any backend is
+        touched, after a note in the ledger that lets its delete remove nothing.
+        """
+        event = self.parse(payload, needs_hostname=False)
+        decision = policy.decide(event, settings())
+        if not decision.register:
+            book().remember(event.uuid, policy.LEDGER_KEY, {"skipped": decision.rule})
+            raise policy.Skipped(decision)
+        named = event._replace(hostname=decision.hostname)
+        directory = settings().directory
+        drivers.driver_class("directory", directory.driver).precheck(directory, named)
+        return named, decision
+
+    def backend_call(self, action: Callable[[], Any]) -> Any:
+        """Run one backend call, adding its time to the run's ``backend_ms``: a step's
+        duration minus that is what Celery, the ledger and validation cost."""
+        started = time.monotonic()
+        try:
+            return action()
+        finally:
+            self._backend_seconds = getattr(self, "_backend_seconds", 0.0) + \
+                time.monotonic() - started
+
     def register(self, event: InstanceEvent,
                  action: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
         """Run a register action unless the instance was deleted meanwhile."""
         ledger_ = book()
+        waited = time.monotonic()
         with ledger_.lock(event.uuid):
+            self._lock_seconds = time.monotonic() - waited
             if ledger_.is_deleted(event.uuid):
                 return {"skipped": "instance %s was deleted" % event.uuid}
-            result = action()
+            result = self.backend_call(action)
             ledger_.remember(event.uuid, self.backend_kind, result)
         return result
 
@@ -74,10 +103,18 @@ class StepTask(Task):
                    undo: bool = False) -> Dict[str, Any]:
         """Run a removal; a real delete (not an undo) first leaves a tombstone."""
         ledger_ = book()
+        waited = time.monotonic()
         with ledger_.lock(event.uuid):
+            self._lock_seconds = time.monotonic() - waited
             if not undo:
                 ledger_.tombstone(event.uuid, event.hostname)
-            result = action()
+            made = ledger_.made(event.uuid)
+            if policy.LEDGER_KEY in made and self.backend_kind not in made:
+                # Policy left it out and this step never made anything for it: whatever
+                # the backend holds under its name or addresses belongs to someone else.
+                return {"skipped": "never registered (%s)"
+                        % made[policy.LEDGER_KEY].get("skipped")}
+            result = self.backend_call(action)
             ledger_.forget(event.uuid, self.backend_kind)
         return result
 
@@ -101,14 +138,20 @@ class StepTask(Task):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         started = time.monotonic()
+        self._backend_seconds = self._lock_seconds = 0.0
         outcome: str = "ok"
         error: Optional[str] = None
+        skipped: Optional[str] = None
         try:
             try:
                 self._park_poison(args, kwargs)
             except TransientError as exc:  # the ledger itself is briefly unavailable
                 raise self.retry(exc=exc) from exc
-            result = super().__call__(*args, **kwargs)
+            try:
+                result = super().__call__(*args, **kwargs)
+            except policy.Skipped as exc:
+                outcome, skipped = "skipped", exc.decision.rule
+                result = {"skipped": str(exc), "rule": skipped}
             if args and isinstance(args[0], dict) and kwargs.get("stage") != "failed":
                 # Finished means the plan's closing step ran, not merely "end of this
                 # message's chain": a chain cut short by a crash is not finished.
@@ -138,11 +181,16 @@ class StepTask(Task):
                                 exc_info=True)
             line = {"step": self.name, "backend": self.backend_kind, "outcome": outcome,
                     "attempt": self.request.retries + 1,
-                    "duration_ms": round((time.monotonic() - started) * 1000, 2)}
+                    "duration_ms": round((time.monotonic() - started) * 1000, 2),
+                    "backend_ms": round(self._backend_seconds * 1000, 2),
+                    "lock_wait_ms": round(self._lock_seconds * 1000, 2)}
             line.update(_summary(args[0] if args else None))
             if error:
                 line["error"] = error
-            metrics.observe(self.name, outcome, time.monotonic() - started)
+            if skipped:
+                line["skipped_by"] = skipped
+            metrics.observe(self.name, outcome, time.monotonic() - started,
+                            self._backend_seconds)
             LOG.log(logging.WARNING if error else logging.INFO, "%s %s", self.name, outcome,
                     extra={FIELDS: line})
 

@@ -28,6 +28,18 @@ def load(kind: str, name: str, section: Any) -> Any:
     return manager.driver
 
 
+@functools.lru_cache(maxsize=None)
+def driver_class(kind: str, name: str) -> Any:
+    """The configured driver's class, not instantiated: for checks that need no backend."""
+    from importlib.metadata import entry_points
+    namespace = "novahooks.%s" % kind
+    for entry in entry_points(group=namespace):
+        if entry.name == name:
+            return entry.load()
+    raise Misconfigured("no %s driver named %r is installed (entry-point group %s)"
+                        % (kind, name, namespace))
+
+
 def _reraise(manager: Any, entrypoint: Any, exc: BaseException) -> None:
     raise exc
 
@@ -39,7 +51,9 @@ def ipam() -> Any:
 
 @functools.lru_cache(maxsize=None)
 def dns() -> Any:
-    return load("dns", settings().dns.driver, settings().dns)
+    driver = load("dns", settings().dns.driver, settings().dns)
+    driver.reverse_prefixes = settings().naming.reverse_prefixes()
+    return driver
 
 
 @functools.lru_cache(maxsize=None)

@@ -9,7 +9,7 @@ from tasks.errors import InvalidEvent
 
 
 def _register(task: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
-    ev = task.parse(event)
+    ev, _ = task.admit(event)
     if ev.flavor is None or ev.flavor.vcpus is None or ev.flavor.memory_mb is None:
         raise InvalidEvent("flavor", "unknown flavor (vcpus and memory_mb are required)")
     return task.register(ev, lambda: drivers.inventory().register(ev))

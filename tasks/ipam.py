@@ -2,17 +2,17 @@
 
 from typing import Any, Dict
 
-from tasks import drivers, naming
+from tasks import drivers
 from tasks.app import app
 from tasks.base import StepTask
 
 
 @app.task(base=StepTask, bind=True, name="ipam.reserve", backend_kind="ipam")
 def reserve(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
-    ev = self.parse(event)
-    if ev.addresses is None:
+    ev, decision = self.admit(event)
+    if ev.addresses is None or decision.fqdn is None:
         return {"skipped": "addresses not known yet"}
-    fqdn = naming.fqdn(ev)
+    fqdn = decision.fqdn
     return self.register(ev, lambda: drivers.ipam().ensure(ev.uuid, fqdn, ev.addresses))
 
 

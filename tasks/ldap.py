@@ -9,7 +9,7 @@ from tasks.base import StepTask
 
 @app.task(base=StepTask, bind=True, name="ldap.register", backend_kind="directory")
 def register(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
-    ev = self.parse(event)
+    ev, _ = self.admit(event)
     return self.register(ev, lambda: drivers.directory().register(ev))
 
 

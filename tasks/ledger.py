@@ -223,6 +223,39 @@ class Ledger(object):
             values["finished_at"] = now
         self._write(update(progress).where(progress.c.event_id == event_id).values(**values))
 
+    def published(self, events: List[Dict[str, Any]]) -> None:
+        """Open a progress row, with no step done, for each event the relay handed over.
+
+        A chain whose first message is lost before any step ran (a broker that lost
+        it, or, with Redis, a worker killed between taking a message off the queue
+        and recording it as unacknowledged) leaves no other trace; with this row,
+        ``reconcile`` finds it like any chain that stopped half-way.
+        """
+        now = time.time()
+        rows = [{"event_id": str(event["event_id"]), "instance_uuid": str(event.get("uuid")),
+                 "kind": str(event.get("kind")), "event": json.dumps(event, sort_keys=True),
+                 "done_steps": "", "started_at": now, "updated_at": now}
+                for event in events if event.get("event_id")]
+        if not rows:
+            return
+        known = {row["event_id"] for row in self._rows(
+            select(progress.c.event_id).where(progress.c.event_id.in_(
+                [row["event_id"] for row in rows])))}
+        fresh = [row for row in rows if row["event_id"] not in known]
+        if not fresh:
+            return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(progress), fresh)
+        except IntegrityError:
+            for row in fresh:  # a worker recorded a step meanwhile: keep what it wrote
+                try:
+                    self._write(insert(progress).values(**row))
+                except IntegrityError:
+                    continue
+        except OperationalError as exc:
+            raise _unavailable(exc) from exc
+
     def stalled(self, older_than: float) -> List[Dict[str, Any]]:
         """Chains that began, stopped and were not dead-lettered."""
         cutoff = time.time() - older_than

@@ -34,10 +34,17 @@ LATENCY = Histogram("novahooks_step_duration_seconds", "Time a step spent, backe
                     ["step"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
                                        30))
 
+BACKEND = Histogram("novahooks_step_backend_seconds",
+                    "Time a step spent in its backend calls (the rest is Celery, ledger and "
+                    "validation)", ["step"],
+                    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
-def observe(step: str, outcome: str, seconds: float) -> None:
+
+def observe(step: str, outcome: str, seconds: float, backend_seconds: float = 0.0) -> None:
     STEPS.labels(step, outcome).inc()
     LATENCY.labels(step).observe(seconds)
+    if outcome == "ok":
+        BACKEND.labels(step).observe(backend_seconds)
 
 
 def serve(**_: Any) -> None:

@@ -1,26 +1,28 @@
-"""The one place that turns an instance into its DNS name.
+"""The DNS name of an instance, as tasks/policy.py gives it, for removals and reconcile.
 
-IPAM's ``dns_name`` and the DNS records must agree, so both ask here.
+IPAM's ``dns_name`` and the DNS records must agree, so both take the name from
+the same policy decision (register steps through StepTask.admit).
 """
 
 from typing import Optional
 
 from novahooks.nova.event import InstanceEvent
-from tasks import validate
+from tasks import policy
 from tasks.config import settings
-from tasks.errors import InvalidEvent, Misconfigured
+from tasks.errors import InvalidEvent, Misconfigured, OutOfScope
 
 
 def fqdn(event: InstanceEvent) -> str:
-    zone = settings().dns.zone
-    if not zone:
-        raise Misconfigured("[dns] zone is not set; cannot name %s" % event.uuid)
-    return validate.fqdn(validate.hostname(event.hostname), zone)
+    found = policy.name(event, settings()).fqdn
+    if found is None:
+        raise InvalidEvent("addresses", "the DNS name of %s needs its networks, which are not "
+                           "known yet" % event.uuid)
+    return found
 
 
 def fqdn_or_none(event: InstanceEvent) -> Optional[str]:
     """For removals: an instance whose name was never valid never got a record."""
     try:
         return fqdn(event)
-    except (InvalidEvent, Misconfigured):
+    except (InvalidEvent, Misconfigured, OutOfScope):
         return None

@@ -61,6 +61,18 @@ def fqdn(host: str, zone: str) -> str:
     return name
 
 
+def dns_name_problem(name: str) -> Optional[str]:
+    """What makes ``name`` no valid DNS name for a host (RFC 1123, 253/63), or None."""
+    if len(name) > 253:
+        return "%d characters; DNS allows 253" % len(name)
+    for label in name.split("."):
+        if len(label) > 63:
+            return "label %r is %d characters; DNS allows 63" % (label, len(label))
+        if not _LABEL.fullmatch(label):
+            return "label %r is not an RFC 1123 label (letters, digits, inner hyphens)" % label
+    return None
+
+
 def address(item: Address, index: int) -> Address:
     field = "addresses[%d]" % index
     # ipaddress also takes an int (or packed bytes) as an address: only text is one here.

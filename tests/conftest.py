@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from novahooks.nova.event import Address, Flavor, InstanceEvent, new_event
+from novahooks.servers.samba import SambaServer, start_samba
 from novahooks.servers.stack import Processes, Stack
 from tests.helpers import until
 from novahooks.settings import Settings, load_settings
@@ -141,3 +142,15 @@ def as_dict(event: InstanceEvent) -> Dict[str, Any]:
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def samba(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaServer]:
+    """A Samba AD DC on a loopback address of its own, started only for the tests that
+    ask for it (novahooks/servers/samba.py)."""
+    server = start_samba(tmp_path_factory.mktemp("samba") / "dc")
+    print("\nSamba AD DC on %s in %s" % (server.address, server.workdir))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -114,6 +114,35 @@ def test_reconcile_finishes_a_chain_that_stopped_half_way(stack: Stack,
     assert all(r["instance_uuid"] != ev.uuid for r in again)
 
 
+def test_reconcile_finds_a_chain_whose_first_message_the_broker_lost(
+        stack: Stack, processes: Processes) -> None:
+    """kombu's Redis transport takes a message off the queue (BRPOP) and records it as
+    unacknowledged in a second round trip: a worker SIGKILLed in between loses it, and
+    no step of its chain ever ran. Here the test is that worker: with the ipam pool
+    stopped it pops the build chain's first message and drops it."""
+    import signal
+    import redis
+    vm = with_uuid(Vm("lost-first", ((unique_v4(), mac()),)))
+    processes.workers["ipam"].stop(signal.SIGKILL)
+    try:
+        create(vm)
+        client = redis.Redis.from_url(stack.redis.url)
+        taken = client.brpop(["ipam"], timeout=60)
+        assert taken is not None, "the relay never published the build chain"
+        assert vm.uuid in taken[1].decode()
+    finally:
+        processes.start_worker("ipam")
+        until(lambda: "ready." in processes.workers["ipam"].log.read_text(errors="replace"),
+              60, "ipam pool restarted")
+    until(lambda: finished(stack, vm, ["create"]), 120, "the create chain")
+    assert holdings(vm)["dns"]["A"] == [], "the lost chain ran anyway"
+    result = cli(stack, "reconcile", "--older-than", "0", "--json")
+    assert result.returncode == 0, result.stderr
+    resumed = [r for r in json.loads(result.stdout) if r["instance_uuid"] == vm.uuid]
+    assert [(r["kind"], r["resumed_at_step"]) for r in resumed] == [("build", "ipam.reserve")]
+    until(lambda: registered(vm, holdings(vm)), 120, "registered after reconcile")
+
+
 def _pool_children(pid: int) -> List[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], stdout=subprocess.PIPE,
                          universal_newlines=True).stdout

@@ -61,6 +61,8 @@ class InstanceEvent(NamedTuple):
     image: Optional[str] = None
     os_type: Optional[str] = None
     metadata: Dict[str, str] = {}
+    #: The image's properties as Nova copied them into the instance (for opt-in/out policy).
+    image_properties: Dict[str, str] = {}
     addresses: Optional[List[Address]] = None
     source: str = "unknown"
     event_id: str = ""
@@ -73,6 +75,7 @@ class InstanceEvent(NamedTuple):
         data["addresses"] = (None if self.addresses is None
                              else [a.to_dict() for a in self.addresses])
         data["metadata"] = dict(self.metadata)
+        data["image_properties"] = dict(self.image_properties)
         return data
 
     def to_json(self) -> str:
@@ -129,10 +132,11 @@ def event_from_dict(data: Any) -> InstanceEvent:
                 raise EventFormatError("addresses[%d].version" % i, "missing")
             parsed.append(Address(**{k: v for k, v in item.items() if k in Address._fields}))
         fields["addresses"] = parsed
-    metadata = data.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        raise EventFormatError("metadata", "expected an object")
-    fields["metadata"] = {str(k): str(v) for k, v in metadata.items()}
+    for name in ("metadata", "image_properties"):
+        values = data.get(name) or {}
+        if not isinstance(values, dict):
+            raise EventFormatError(name, "expected an object")
+        fields[name] = {str(k): str(v) for k, v in values.items()}
     return InstanceEvent(**fields)
 
 

@@ -86,13 +86,29 @@ def cached_addresses(instance: Any) -> Optional[List[Address]]:
     return addresses(field(cache, "network_info"))
 
 
+def _strings(mapping: Any) -> Dict[str, str]:
+    try:
+        return {str(k): str(v) for k, v in dict(mapping or {}).items()}
+    except (TypeError, ValueError):
+        return {}
+
+
+def image_properties(instance: Any) -> Dict[str, str]:
+    """The image's properties, from the ``image_<name>`` keys of the system metadata.
+
+    Nova copies them there when the instance is created (nova.utils
+    get_system_metadata_from_image), so they are at hand in every hook without
+    asking Glance; the hook reads them only if they are already loaded.
+    """
+    prefix = "image_"
+    return {key[len(prefix):]: value
+            for key, value in _strings(field(instance, "system_metadata")).items()
+            if key.startswith(prefix) and len(key) > len(prefix)}
+
+
 def instance_fields(instance: Any) -> Dict[str, Any]:
     """The InstanceEvent fields an Instance object (or dict) carries."""
-    metadata = field(instance, "metadata") or {}
-    try:
-        metadata = {str(k): str(v) for k, v in dict(metadata).items()}
-    except (TypeError, ValueError):
-        metadata = {}
+    metadata = _strings(field(instance, "metadata"))
     return {
         "display_name": field(instance, "display_name"),
         "project_id": field(instance, "project_id"),
@@ -104,4 +120,5 @@ def instance_fields(instance: Any) -> Dict[str, Any]:
         "image": field(instance, "image_ref") or None,
         "os_type": field(instance, "os_type") or metadata.get("os_type"),
         "metadata": metadata,
+        "image_properties": image_properties(instance),
     }

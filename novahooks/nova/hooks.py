@@ -6,17 +6,21 @@ request or green thread, and instantiates each class on every hooked call.
 So: ``__init__`` does nothing, each method reads what it needs from the
 arguments while Nova holds them (its objects mutate afterwards), appends one
 event to the local outbox and returns. Nothing here waits on the network and
-nothing raises into Nova: a failure is logged, never propagated.
+nothing raises into Nova: a failure is logged, never propagated. The one
+exception is opt-in: a configured pre-boot gate (``gate.py``) makes
+``build_instance``'s pre-hook wait, bounded, and, under policy ``abort``,
+raise Nova's ``FatalHookException``.
 
 Only these four hook points ever existed; resize, rebuild and rename arrive
 through Nova's notifications instead (``novahooks listen``).
 """
 
+import functools
 import logging
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
-from novahooks.nova import extract
+from novahooks.nova import extract, gate
 from novahooks.nova.event import InstanceEvent, new_event
 from novahooks.nova.outbox import Outbox
 
@@ -39,12 +43,13 @@ def outbox() -> Outbox:
 
 
 def reset_outbox() -> None:
-    """Forget the cached outbox (tests and config reloads)."""
+    """Forget the cached outbox and gate configuration (tests and config reloads)."""
     global _outbox
     with _outbox_lock:
         if _outbox is not None:
             _outbox.close()
         _outbox = None
+    gate.reset()
 
 
 def emit(event: InstanceEvent) -> None:
@@ -102,9 +107,28 @@ class CreateInstanceHook(_Hook):
 
 
 class BuildInstanceHook(_Hook):
-    """nova-compute ``_do_build_and_run_instance``: on ``'active'`` the VM has its addresses."""
+    """nova-compute ``_do_build_and_run_instance``: on ``'active'`` the VM has its addresses.
+
+    With ``[gate] steps`` configured, ``pre`` holds the build until those
+    pre-boot steps finished (see novahooks/nova/gate.py). Without, the object
+    has no ``pre`` at all: Nova looks it up with ``getattr(obj, 'pre', None)``
+    and neither calls nor logs anything, so builds run exactly as before.
+    """
 
     name = "build_instance"
+
+    @property
+    def pre(self) -> Callable[..., None]:
+        cfg = gate.config()
+        if cfg is None:
+            raise AttributeError("pre")
+        return functools.partial(self._gated_pre, cfg)
+
+    def _gated_pre(self, cfg: gate.GateConfig, *args: Any, **kwargs: Any) -> None:
+        """May raise FatalHookException (policy abort): the one exception Nova is meant to see."""
+        instance = extract.arg(args, kwargs, 2, "instance")
+        gate.hold(cfg, lambda kind: _event_for(kind, instance, "hook:build_instance:gate",
+                                               addresses=None), emit)
 
     def post(self, rv: Any, *args: Any, **kwargs: Any) -> None:
         self._guard("post", self._post, rv, args, kwargs)

@@ -87,7 +87,7 @@ class Stack(object):
         path.chmod(0o600)
         return str(path)
 
-    def write_config(self, **overrides: Dict[str, str]) -> Path:
+    def write_config(self, **overrides: Dict[str, Optional[str]]) -> Path:
         sections = {
             "outbox": {"path": str(self.outbox_path)},
             "ledger": {"url": "sqlite:///%s" % (self.workdir / "ledger.sqlite"),
@@ -113,7 +113,12 @@ class Stack(object):
             sections["inventory"] = {"url": self.netbox.url, "token_file": token,
                                      "cluster": "nova-demo"}
         for name, values in overrides.items():
-            sections.setdefault(name, {}).update(values)
+            section = sections.setdefault(name, {})
+            for key, value in values.items():
+                if value is None:  # an override can also take a key away
+                    section.pop(key, None)
+                else:
+                    section[key] = value
         lines = []
         for name, values in sections.items():
             lines.append("[%s]" % name)
@@ -122,7 +127,8 @@ class Stack(object):
         self.config_path.write_text("\n".join(lines))
         return self.config_path
 
-    def clone(self, workdir: Path, broker_url: str, **overrides: Dict[str, str]) -> "Stack":
+    def clone(self, workdir: Path, broker_url: str,
+              **overrides: Dict[str, Optional[str]]) -> "Stack":
         """These servers under a configuration of its own, pointing at ``broker_url``.
 
         A shallow copy: servers are shared and stay owned (and stopped) by this stack;

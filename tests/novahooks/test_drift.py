@@ -96,3 +96,21 @@ def test_unreachable_compute_api_or_backend_fails_clearly_and_changes_nothing(
         assert "published" not in result.stderr
     finally:
         api.stop()
+
+
+def test_a_vm_that_policy_leaves_out_is_not_reported_missing(stack: Stack,
+                                                              tmp_path: Path) -> None:
+    api = ComputeApi()
+    try:
+        left_out, kept = (with_uuid(Vm("drift-%s" % n, ((unique_v4(), mac()),)))
+                          for n in ("left-out", "kept"))
+        body = server_body(left_out.uuid, left_out.hostname, left_out.addresses)
+        body["metadata"] = {"novahooks:register": "false"}
+        api.servers = [body, server_body(kept.uuid, kept.hostname, kept.addresses)]
+        report = reconcile(stack, api.clouds_yaml(tmp_path / "clouds.yaml"))
+        drift = ours(report, [left_out.uuid, kept.uuid])
+        assert left_out.uuid not in drift, drift
+        assert drift[kept.uuid] == {("ipam", "missing"), ("ldap", "missing"),
+                                    ("inventory", "missing"), ("dns", "missing")}
+    finally:
+        api.stop()

@@ -10,6 +10,15 @@ class DirectoryDriver(abc.ABC):
     def __init__(self, settings: Any) -> None:
         self.settings = settings
 
+    @classmethod
+    def precheck(cls, settings: Any, event: InstanceEvent) -> None:
+        """Raise InvalidEvent if this backend would refuse the event.
+
+        A class method, needing neither a connection nor credentials, so that every
+        step's worker can run it: a chain then refuses a name the directory cannot
+        hold (an AD computer name over 15 characters) before an earlier step writes.
+        """
+
     @abc.abstractmethod
     def register(self, event: InstanceEvent) -> Dict[str, Any]:
         """Create or update the entry so it matches the event."""

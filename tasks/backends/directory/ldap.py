@@ -27,6 +27,8 @@ BACKEND = "ldap"
 _TRANSIENT = {51: "busy", 52: "unavailable", 68: "entryAlreadyExists (raced)", 80: "other"}
 _AUTH = {49: "invalidCredentials", 50: "insufficientAccessRights", 8: "strongAuthRequired",
          13: "confidentialityRequired"}
+#: How ldap3 words a refused server certificate (it wraps ssl's errors in text).
+_CERT_REFUSED = ("CERTIFICATE_VERIFY_FAILED", "doesn't match any name")
 
 
 class LdapDirectory(DirectoryDriver):
@@ -42,8 +44,10 @@ class LdapDirectory(DirectoryDriver):
         if not ldaps and not settings.starttls:
             raise Misconfigured("refusing to bind in clear text: use ldaps:// or starttls = true",
                                 backend=BACKEND)
+        # tls_server_name: a DC's certificate names its FQDN, not the address in url.
         tls = Tls(validate=ssl.CERT_REQUIRED if settings.verify_tls else ssl.CERT_NONE,
-                  ca_certs_file=settings.ca_file, version=ssl.PROTOCOL_TLS_CLIENT)
+                  ca_certs_file=settings.ca_file, version=ssl.PROTOCOL_TLS_CLIENT,
+                  valid_names=[settings.tls_server_name] if settings.tls_server_name else None)
         self.server = Server(settings.url, use_ssl=ldaps, tls=tls, get_info=NONE,
                              connect_timeout=settings.timeout)
         self.base = settings.base_dn
@@ -63,6 +67,11 @@ class LdapDirectory(DirectoryDriver):
             raise AuthFailed("StartTLS with %s failed (certificate not trusted?): %s"
                              % (self.settings.url, exc), backend=BACKEND) from exc
         except (LDAPSocketOpenError, LDAPSocketReceiveError) as exc:
+            if any(mark in str(exc) for mark in _CERT_REFUSED):
+                # ldaps: a certificate we cannot verify stays unverifiable on retry.
+                raise AuthFailed("TLS with %s failed: certificate not trusted or not for "
+                                 "this name: %s" % (self.settings.url, exc),
+                                 backend=BACKEND) from exc
             raise BackendUnavailable("%s unreachable: %s" % (self.settings.url, exc),
                                      backend=BACKEND) from exc
         except LDAPException as exc:

@@ -7,7 +7,7 @@ instead of overwriting it.
 """
 
 import abc
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Sequence, Tuple
 
 from novahooks.nova.event import Address
 
@@ -17,6 +17,10 @@ def owner_marker(instance_uuid: str) -> str:
 
 
 class DnsDriver(abc.ABC):
+    #: (network, reverse zone) from the ``[naming prefix]`` rules, most specific first;
+    #: tasks/drivers.py sets it, a driver consults it before its own reverse zones.
+    reverse_prefixes: Sequence[Tuple[Any, str]] = ()
+
     def __init__(self, settings: Any) -> None:
         self.settings = settings
 

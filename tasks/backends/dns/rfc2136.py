@@ -1,13 +1,20 @@
 """RFC 2136 dynamic updates signed with TSIG, through dnspython.
 
-Works with any primary that accepts signed updates (BIND, PowerDNS, Knot,
-AD DNS). Unsigned updates are refused at start-up: an update any host can
-send is a hijack waiting to happen. Every update carries prerequisites on the
-ownership TXT record, so two workers racing on one name cannot both win.
+Works with any primary that accepts signed updates (BIND, PowerDNS, Knot).
+Unsigned updates are refused at start-up: an update any host can send is a
+hijack waiting to happen. The one exception is explicit: ``[dns]
+allow_unsigned = true`` without a TSIG key, for a server that restricts
+updates by address instead. Active Directory's DNS is one: it verifies only
+GSS-TSIG (Kerberos), never a shared TSIG key, so without Kerberos the zone
+must allow "nonsecure" updates (Samba: ``allow dns updates = nonsecure``) and
+the network must keep other hosts away from it. A warning says so at start.
+Every update carries prerequisites on the ownership TXT record, so two
+workers racing on one name cannot both win.
 """
 
 import base64
 import binascii
+import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import dns.exception
@@ -23,10 +30,12 @@ import dns.update
 
 from novahooks.nova.event import Address
 from tasks.backends.dns.base import DnsDriver, owner_marker
+from tasks.policy import reverse_zone
 from tasks.errors import (AuthFailed, BackendUnavailable, Conflict, Misconfigured, OutOfScope,
                           PermanentError, TransientError)
 
 BACKEND = "dns"
+LOG = logging.getLogger("novahooks.dns")
 _TRANSIENT_RCODES = (dns.rcode.SERVFAIL, dns.rcode.YXRRSET, dns.rcode.NXRRSET, dns.rcode.YXDOMAIN)
 
 
@@ -35,23 +44,35 @@ class Rfc2136Dns(DnsDriver):
         super().__init__(settings)
         if not settings.zone:
             raise Misconfigured("[dns] zone is not set", backend=BACKEND)
-        if not settings.tsig_key_name or not settings.tsig_secret:
-            raise Misconfigured("refusing to send unsigned updates: set [dns] tsig_key_name "
-                                "and tsig_secret", backend=BACKEND)
-        try:
-            base64.b64decode(settings.tsig_secret.reveal(), validate=True)
-        except (binascii.Error, ValueError):
-            raise Misconfigured("[dns] tsig_secret is not base64", backend=BACKEND) from None
-        self.keyname = dns.name.from_text(settings.tsig_key_name)
-        self.keyring = dns.tsigkeyring.from_text(
-            {settings.tsig_key_name: settings.tsig_secret.reveal()})
+        self.keyname = None  # type: Optional[dns.name.Name]
+        self.keyring = None  # type: Optional[Dict[dns.name.Name, Any]]
         self.algorithm = dns.name.from_text(settings.tsig_algorithm)
+        if settings.tsig_key_name or settings.tsig_secret or not settings.allow_unsigned:
+            if not settings.tsig_key_name or not settings.tsig_secret:
+                raise Misconfigured("refusing to send unsigned updates: set [dns] "
+                                    "tsig_key_name and tsig_secret (or allow_unsigned = true "
+                                    "for a server that restricts updates by address)",
+                                    backend=BACKEND)
+            try:
+                base64.b64decode(settings.tsig_secret.reveal(), validate=True)
+            except (binascii.Error, ValueError):
+                raise Misconfigured("[dns] tsig_secret is not base64", backend=BACKEND) from None
+            self.keyname = dns.name.from_text(settings.tsig_key_name)
+            self.keyring = dns.tsigkeyring.from_text(
+                {settings.tsig_key_name: settings.tsig_secret.reveal()})
+        else:
+            LOG.warning("[dns] allow_unsigned = true: sending UNSIGNED dynamic updates to %s; "
+                        "anyone who can reach it can change zone %s unless the server "
+                        "restricts updates by address", settings.server, settings.zone)
         self.zone = dns.name.from_text(settings.zone)
         self.reverse_zones = sorted((dns.name.from_text(z) for z in settings.reverse_zones),
                                     key=lambda n: -len(n.labels))
 
     def _reverse_zone(self, address: str) -> Tuple[dns.name.Name, dns.name.Name]:
         reverse = dns.reversename.from_address(address)
+        chosen = reverse_zone(address, self.reverse_prefixes)  # [naming prefix] rules first
+        if chosen is not None:
+            return reverse, dns.name.from_text(chosen)
         for zone in self.reverse_zones:
             if reverse.is_subdomain(zone):
                 return reverse, zone
@@ -83,7 +104,8 @@ class Rfc2136Dns(DnsDriver):
 
     def _query(self, name: dns.name.Name, rdtype: str) -> List[str]:
         query = dns.message.make_query(name, rdtype)
-        query.use_tsig(self.keyring, keyname=self.keyname, algorithm=self.algorithm)
+        if self.keyring is not None:
+            query.use_tsig(self.keyring, keyname=self.keyname, algorithm=self.algorithm)
         response = self._call(query)
         if response.rcode() == dns.rcode.NXDOMAIN:
             return []
@@ -212,11 +234,14 @@ class Rfc2136Dns(DnsDriver):
                 "owned": owner_marker(instance_uuid) in self._query(name, "TXT"), "PTR": ptrs}
 
     def check(self) -> str:
-        """A TSIG-signed SOA query of every zone: proves reachability, key and zones."""
-        for zone in [self.zone] + self.reverse_zones:
+        """A (TSIG-signed) SOA query of every zone: proves reachability, key and zones."""
+        by_prefix = [dns.name.from_text(z) for _, z in self.reverse_prefixes]
+        for zone in [self.zone] + self.reverse_zones + \
+                [z for z in dict.fromkeys(by_prefix) if z not in self.reverse_zones]:
             if not self._query(zone, "SOA"):
                 raise OutOfScope("%s does not serve zone %s" % (self.settings.server, zone),
                                  backend=BACKEND)
-        return "%s:%d serves %s and %d reverse zone(s), TSIG key %s accepted" % (
+        return "%s:%d serves %s and %d reverse zone(s), %s" % (
             self.settings.server, self.settings.port, self.zone, len(self.reverse_zones),
-            self.keyname)
+            "TSIG key %s accepted" % self.keyname if self.keyring is not None
+            else "updates UNSIGNED (allow_unsigned)")

@@ -1,16 +1,24 @@
-"""NetBox IPAM and inventory drivers against a real NetBox, checked with pynetbox."""
+"""NetBox IPAM and inventory drivers against a real NetBox, checked with pynetbox.
+
+The IPAM driver runs the shared contract (ipam_contract.IpamContract), the same
+class the Infoblox driver's tests run.
+"""
+
+from typing import List
 
 import pynetbox
 import pytest
 
 from novahooks.nova.event import Address
+from novahooks.servers.base import free_port
 from novahooks.servers.stack import Stack
 from novahooks.settings import Settings, load_settings
 from tasks.backends.inventory.netbox import NetBoxInventory
 from tasks.backends.ipam.netbox import NetBoxIpam
 from tasks.backends.netbox.client import UUID_FIELD
-from tasks.errors import AuthFailed, BackendUnavailable, Conflict, OutOfScope
+from tasks.errors import BackendUnavailable, Conflict
 from tests.conftest import mac, make_event, unique_v4, unique_v6
+from tests.tasks.backends.ipam_contract import IpamContract, IpamReader
 
 
 @pytest.fixture(scope="module")
@@ -28,51 +36,44 @@ def inventory(settings: Settings) -> NetBoxInventory:
     return NetBoxInventory(settings.inventory)
 
 
-def owned(api: pynetbox.api, instance_uuid: str) -> list:
-    return sorted(str(ip.address) for ip in
-                  api.ipam.ip_addresses.filter(**{"cf_" + UUID_FIELD: instance_uuid}))
+class NetBoxReader(IpamReader):
+    def __init__(self, api: pynetbox.api) -> None:
+        self.api = api
+
+    def held(self, instance_uuid: str) -> List[str]:
+        return sorted(str(ip.address).split("/")[0] for ip in
+                      self.api.ipam.ip_addresses.filter(**{"cf_" + UUID_FIELD: instance_uuid}))
+
+    def name_of(self, address: str) -> str:
+        return str(self.api.ipam.ip_addresses.get(address=address).dns_name)
 
 
-def test_ensure_records_each_address_with_prefix_length_and_dns_name(
-        api: pynetbox.api, ipam: NetBoxIpam) -> None:
-    v4, v6 = unique_v4(), unique_v6()
-    ev = make_event(addresses=[Address(v4, 4, mac()), Address(v6, 6, mac())])
-    ipam.ensure(ev.uuid, "nb-a.cloud.example.test", ev.addresses)
-    ipam.ensure(ev.uuid, "nb-a.cloud.example.test", ev.addresses)
-    assert owned(api, ev.uuid) == sorted([v4 + "/16", v6 + "/64"])
-    record = api.ipam.ip_addresses.get(address=v4)
-    assert record.dns_name == "nb-a.cloud.example.test" and record.status.value == "active"
+class TestNetBoxIpam(IpamContract):
+    @pytest.fixture
+    def ipam_reader(self, api: pynetbox.api) -> NetBoxReader:
+        return NetBoxReader(api)
 
+    @pytest.fixture
+    def ipam_bad_credentials(self, stack: Stack) -> NetBoxIpam:
+        settings = load_settings(str(stack.config_path), {"NOVAHOOKS_IPAM_TOKEN": "0" * 40})
+        return NetBoxIpam(settings.ipam)
 
-def test_ensure_releases_addresses_the_instance_no_longer_has(
-        api: pynetbox.api, ipam: NetBoxIpam) -> None:
-    first, second = unique_v4(), unique_v4()
-    ev = make_event(addresses=[Address(first, 4), Address(second, 4)])
-    ipam.ensure(ev.uuid, "nb-b.cloud.example.test", ev.addresses)
-    result = ipam.ensure(ev.uuid, "nb-b.cloud.example.test", [Address(second, 4)])
-    assert result["released"] == [first]
-    assert owned(api, ev.uuid) == [second + "/16"]
-    assert ipam.release(ev.uuid)["released"] == [second]
-    assert owned(api, ev.uuid) == []
-    assert ipam.release(ev.uuid)["released"] == []
+    @pytest.fixture
+    def ipam_unreachable(self, stack: Stack) -> NetBoxIpam:
+        settings = load_settings(str(stack.config_path), {
+            "NOVAHOOKS_IPAM_URL": "http://127.0.0.1:%d" % free_port(),
+            "NOVAHOOKS_IPAM_TIMEOUT": "2"})
+        return NetBoxIpam(settings.ipam)
 
-
-def test_address_outside_every_prefix_writes_nothing(api: pynetbox.api, ipam: NetBoxIpam) -> None:
-    ev = make_event(addresses=[Address(unique_v4(), 4), Address("172.30.1.1", 4)])
-    with pytest.raises(OutOfScope, match="172.30.1.1"):
-        ipam.ensure(ev.uuid, "nb-c.cloud.example.test", ev.addresses)
-    assert owned(api, ev.uuid) == []
-
-
-def test_address_held_by_another_instance_is_conflict(api: pynetbox.api,
-                                                      ipam: NetBoxIpam) -> None:
-    shared = unique_v4()
-    first, second = make_event(), make_event()
-    ipam.ensure(first.uuid, "nb-d.cloud.example.test", [Address(shared, 4)])
-    with pytest.raises(Conflict, match=first.uuid):
-        ipam.ensure(second.uuid, "nb-e.cloud.example.test", [Address(unique_v4(), 4),
-                                                             Address(shared, 4)])
-    assert owned(api, second.uuid) == []
+    def test_addresses_carry_the_prefix_length_and_are_active(
+            self, api: pynetbox.api, ipam: NetBoxIpam) -> None:
+        v4, v6 = unique_v4(), unique_v6()
+        ev = make_event(addresses=[Address(v4, 4, mac()), Address(v6, 6, mac())])
+        ipam.ensure(ev.uuid, "nb-a.cloud.example.test", ev.addresses)
+        assert sorted(str(ip.address) for ip in api.ipam.ip_addresses.filter(
+            **{"cf_" + UUID_FIELD: ev.uuid})) == sorted([v4 + "/16", v6 + "/64"])
+        assert api.ipam.ip_addresses.get(address=v4).status.value == "active"
+        ipam.release(ev.uuid)
 
 
 def test_inventory_planned_then_active_with_interfaces_and_primary_ips(
@@ -112,15 +113,7 @@ def test_same_name_in_cluster_for_other_instance_is_conflict(
     inventory.deregister(first)
 
 
-def test_wrong_token_is_auth_failure(stack: Stack) -> None:
-    settings = load_settings(str(stack.config_path), {"NOVAHOOKS_IPAM_TOKEN": "0" * 40})
-    with pytest.raises(AuthFailed, match="token"):
-        NetBoxIpam(settings.ipam).ensure(make_event().uuid, "x.cloud.example.test",
-                                         [Address(unique_v4(), 4)])
-
-
 def test_unreachable_netbox_is_transient(stack: Stack) -> None:
-    from novahooks.servers.base import free_port
     settings = load_settings(str(stack.config_path), {
         "NOVAHOOKS_INVENTORY_URL": "http://127.0.0.1:%d" % free_port(),
         "NOVAHOOKS_INVENTORY_TOKEN": stack.netbox.token, "NOVAHOOKS_INVENTORY_TIMEOUT": "2"})

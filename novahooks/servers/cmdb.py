@@ -1,0 +1,212 @@
+"""A small CMDB with a REST API, for the generic inventory driver's tests and demos.
+
+It stands for the in-house and commercial CMDBs that have no Python client but
+a JSON API: one collection of configuration items at ``/api/cis``, a bearer
+token, a server-assigned ``id``, and a field that must be unique (``uuid`` by
+default) so two creates racing for one instance cannot both win:
+
+* ``GET /api/cis?field=value...`` -> ``{"count": n, "results": [...]}``: exact matches on
+  the filterable fields (``--filters``); other parameters are ignored, as many REST
+  frameworks ignore them (Django REST framework's filter backends do)
+* ``POST /api/cis`` -> 201 and the stored item; 409 when the unique field is taken
+* ``GET|PUT|PATCH|DELETE /api/cis/<id>`` -> the item (PUT replaces, PATCH merges), 204, or 404
+* 401 ``{"detail": ...}`` without the right ``Authorization: Bearer <token>``
+
+Run: ``python -m novahooks.servers.cmdb --port N --token-file F``;
+:func:`start_cmdb` does that and waits until it answers.
+"""
+
+import argparse
+import itertools
+import json
+import re
+import secrets
+import sys
+import threading
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from novahooks.servers.base import Process, free_port, wait_for
+
+
+class Store(object):
+    def __init__(self, unique: str, filters: Sequence[str]) -> None:
+        self.filters = set(filters)
+        self.lock = threading.Lock()
+        self.items = {}  # type: Dict[int, Dict[str, Any]]
+        self.ids = itertools.count(1)
+        self.unique = unique
+
+    def taken(self, item: Dict[str, Any], other_than: Optional[int] = None) -> bool:
+        value = item.get(self.unique)
+        return value is not None and any(
+            ci.get(self.unique) == value for i, ci in self.items.items() if i != other_than)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    store = Store("uuid", ("uuid",))
+    token = ""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        sys.stderr.write("%s %s\n" % (self.log_date_time_string(), format % args))
+
+    def _send(self, status: int, payload: Any = None) -> None:
+        body = b"" if payload is None else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _handle(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        given = self.headers.get("Authorization", "")
+        if not secrets.compare_digest(given.encode(), ("Bearer " + self.token).encode()):
+            self._send(401, {"detail": "Invalid or missing token."})
+            return
+        url = urllib.parse.urlsplit(self.path)
+        match = re.fullmatch(r"/api/cis(?:/(\d+))?/?", url.path)
+        if match is None:
+            self._send(404, {"detail": "Not found."})
+            return
+        body = None
+        if method in ("POST", "PUT", "PATCH"):
+            try:
+                body = json.loads(raw)
+            except ValueError as exc:
+                self._send(400, {"detail": "JSON parse error: %s" % exc})
+                return
+            if not isinstance(body, dict):
+                self._send(400, {"detail": "expected a JSON object"})
+                return
+            body.pop("id", None)
+        store = self.store
+        with store.lock:
+            if match.group(1) is None:
+                if method == "GET":
+                    filters = urllib.parse.parse_qsl(url.query, keep_blank_values=True)
+                    found = [ci for ci in store.items.values()
+                             if all(str(ci.get(k)) == v for k, v in filters
+                                    if k in store.filters)]
+                    self._send(200, {"count": len(found), "results": found})
+                elif method == "POST":
+                    if store.taken(body):
+                        self._send(409, {"detail": "%s %r already exists."
+                                         % (store.unique, body[store.unique])})
+                        return
+                    ident = next(store.ids)
+                    store.items[ident] = dict(body, id=ident)
+                    self._send(201, store.items[ident])
+                else:
+                    self._send(405, {"detail": "Method %s not allowed." % method})
+                return
+            ident = int(match.group(1))
+            if ident not in store.items:
+                self._send(404, {"detail": "Not found."})
+                return
+            if method == "GET":
+                self._send(200, store.items[ident])
+            elif method == "DELETE":
+                del store.items[ident]
+                self._send(204)
+            elif method in ("PUT", "PATCH"):
+                item = dict(body) if method == "PUT" else dict(store.items[ident], **body)
+                if store.taken(item, other_than=ident):
+                    self._send(409, {"detail": "%s %r already exists."
+                                     % (store.unique, item[store.unique])})
+                    return
+                store.items[ident] = dict(item, id=ident)
+                self._send(200, store.items[ident])
+            else:
+                self._send(405, {"detail": "Method %s not allowed." % method})
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib names
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._handle("PUT")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._handle("PATCH")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._handle("DELETE")
+
+
+class CmdbServer(object):
+    """A running CMDB: ``url`` (no trailing slash) and ``token`` for clients."""
+
+    def __init__(self, process: Process, port: int, token: str) -> None:
+        self.process = process
+        self.port = port
+        self.url = "http://127.0.0.1:%d" % port
+        self.token = token
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def __enter__(self) -> "CmdbServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _answers(url: str, token: str) -> bool:
+    request = urllib.request.Request(url + "/api/cis",
+                                     headers={"Authorization": "Bearer " + token})
+    with urllib.request.urlopen(request, timeout=2) as response:
+        return response.status == 200
+
+
+def start_cmdb(workdir: Path, timeout: float = 20.0) -> CmdbServer:
+    """Start the CMDB on a free loopback port with a fresh token; wait until it answers."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(20)
+    token_file = workdir / "cmdb-token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    port = free_port()
+    log = workdir / "cmdb.log"
+    process = Process("cmdb", [sys.executable, "-m", "novahooks.servers.cmdb", "--port",
+                               str(port), "--token-file", str(token_file)], log, cwd=workdir)
+    server = CmdbServer(process, port, token)
+    try:
+        wait_for(lambda: _answers(server.url, token), timeout, "CMDB", process.proc, log)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--token-file", type=Path, required=True)
+    parser.add_argument("--unique", default="uuid", help="field no two items may share")
+    parser.add_argument("--filters", default="uuid,name,status,project",
+                        help="comma-separated fields GET /api/cis can filter on")
+    args = parser.parse_args(argv)
+    Handler.token = args.token_file.read_text().strip()
+    Handler.store = Store(args.unique, [f for f in args.filters.split(",") if f])
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server.daemon_threads = True
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

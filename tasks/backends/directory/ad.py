@@ -1,0 +1,266 @@
+"""Active Directory: the computer object a Windows VM needs to join the domain.
+
+A Windows VM joins the domain most safely into a pre-staged computer object:
+``CN=<NAME>,<ou>`` of class ``computer`` with ``sAMAccountName`` ``NAME$``,
+``dNSHostName`` and the ``HOST/`` service principal names. The join (run with
+an account allowed to reset that object's password) sets the machine password
+and enables the account.
+
+``userAccountControl`` defaults to 4098: WORKSTATION_TRUST_ACCOUNT (4096) and
+ACCOUNTDISABLE (2), as ``samba-tool computer create`` pre-stages accounts. An
+enabled pre-staged account would be one nobody holds the password of; with
+PASSWD_NOTREQD (32, which ADUC sets) it could even keep an empty or well-known
+password, which AD security audits flag. The driver sets ``userAccountControl``
+only when it creates the object and never after, so a later event does not
+disable a machine that has joined.
+
+Names are checked before the server is contacted: a NetBIOS computer name has
+at most 15 characters, and AD refuses dots, underscores, spaces, names made of
+digits only and reserved words. The instance UUID sits in ``description``
+(like the ldap driver's host entries), and every search filters on it, so the
+driver never changes or deletes an object it did not make; a name held by any
+other object anywhere in the domain is a conflict.
+
+Linux VMs (``os_type`` other than ``windows``) follow ``[directory] linux``:
+``host`` keeps the ldap driver's device entry (RFC 2307 classes, which AD
+provisioned with RFC 2307 has) under ``base_dn``; ``computer`` gives them a
+computer object too, for realmd/sssd joins; ``skip`` leaves AD alone.
+"""
+
+import re
+from typing import Any, Dict, List, Optional, Tuple
+
+from ldap3 import BASE, MODIFY_ADD, MODIFY_REPLACE, SUBTREE, Connection
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import escape_rdn
+
+from novahooks.nova.event import InstanceEvent
+from tasks.backends.directory.ldap import LdapDirectory
+from tasks.errors import Conflict, InvalidEvent, Misconfigured
+
+BACKEND = "ad"
+NETBIOS_MAX = 15
+WORKSTATION_TRUST_ACCOUNT = 0x1000
+ACCOUNTDISABLE = 0x2
+#: Account-type bits that make an object something other than a workstation.
+_OTHER_TYPES = 0x100 | 0x200 | 0x800 | 0x2000
+_TREE_DELETE = "1.2.840.113556.1.4.805"
+_NAME = re.compile(r"(?!-)[A-Za-z0-9-]+(?<!-)", re.ASCII)
+#: Words Windows refuses as computer names (Microsoft: "Naming conventions in Active
+#: Directory for computers, domains, sites, and OUs").
+RESERVED = frozenset(("ANONYMOUS", "AUTHENTICATED USER", "BATCH", "BUILTIN", "CREATOR GROUP",
+                      "CREATOR GROUP SERVER", "CREATOR OWNER", "CREATOR OWNER SERVER",
+                      "DIALUP", "DIGEST AUTH", "DOMAIN", "ENTERPRISE", "INTERACTIVE",
+                      "INTERNET", "LOCAL", "LOCAL SYSTEM", "NETWORK", "NETWORK SERVICE",
+                      "NT AUTHORITY", "NT DOMAIN", "NTLM AUTH", "NULL", "PROXY",
+                      "REMOTE INTERACTIVE", "RESTRICTED", "SCHANNEL AUTH", "SELF", "SERVER",
+                      "SERVICE", "SYSTEM", "TERMINAL SERVER", "THIS ORGANIZATION", "USERS",
+                      "WORLD"))
+_COMPUTER_CLASSES = ["top", "person", "organizationalPerson", "user", "computer"]
+
+
+def wants_computer(settings: Any, event: InstanceEvent) -> bool:
+    """Windows VMs get a computer object; Linux VMs too with ``[directory] linux = computer``."""
+    return is_windows(event) or settings.linux == "computer"
+
+
+def computer_name(hostname: Optional[str]) -> str:
+    """The NetBIOS computer name for a hostname, or InvalidEvent saying why AD refuses it."""
+    if not hostname:
+        raise InvalidEvent("hostname", "missing; an AD computer object needs a name")
+    if len(hostname) > NETBIOS_MAX:
+        raise InvalidEvent("hostname", "%r is %d characters; an Active Directory computer "
+                           "name (NetBIOS) allows at most %d"
+                           % (hostname, len(hostname), NETBIOS_MAX))
+    if not _NAME.fullmatch(hostname):
+        raise InvalidEvent("hostname", "%r has characters Active Directory refuses in a "
+                           "computer name (letters, digits and inner hyphens only; no dots, "
+                           "underscores or spaces)" % hostname)
+    if hostname.isdigit():
+        raise InvalidEvent("hostname", "%r is digits only, which Active Directory refuses "
+                           "as a computer name" % hostname)
+    if hostname.upper() in RESERVED:
+        raise InvalidEvent("hostname", "%r is a name Windows reserves" % hostname)
+    return hostname.upper()
+
+
+def is_windows(event: InstanceEvent) -> bool:
+    return (event.os_type or "").strip().lower() == "windows"
+
+
+class AdDirectory(LdapDirectory):
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        if not settings.dns_domain:
+            raise Misconfigured("[directory] dns_domain is not set (the AD domain's DNS name, "
+                                "for dNSHostName and the HOST/ SPNs)", backend=BACKEND)
+        uac = settings.uac
+        if not uac & WORKSTATION_TRUST_ACCOUNT or uac & _OTHER_TYPES:
+            raise Misconfigured("[directory] uac: %d is not a workstation trust account "
+                                "(must include 4096 and no other account type)" % uac,
+                                backend=BACKEND)
+        if settings.linux not in ("host", "computer", "skip"):
+            raise Misconfigured("[directory] linux: %r is not host, computer or skip"
+                                % settings.linux, backend=BACKEND)
+        self.ou = settings.ou or settings.base_dn
+        parts = [rdn for rdn in re.split(r"(?<!\\),", self.ou) if rdn.strip()]
+        domain = [rdn.strip() for rdn in parts if rdn.strip().upper().startswith("DC=")]
+        if not domain:
+            raise Misconfigured("[directory] ou: %r names no domain (DC=...)" % self.ou,
+                                backend=BACKEND)
+        self.domain_dn = ",".join(domain)
+        self.dns_domain = settings.dns_domain.strip(".").lower()
+
+    def _wants_computer(self, event: InstanceEvent) -> bool:
+        return wants_computer(self.settings, event)
+
+    def computer_dn(self, name: str) -> str:
+        return "CN=%s,%s" % (escape_rdn(name), self.ou)
+
+    def _computers(self, conn: Connection, flt: str, base: str,
+                   attributes: Tuple[str, ...] = ("cn", "description")) -> List[Any]:
+        if not conn.search(base, flt, SUBTREE, attributes=list(attributes)) \
+                and conn.result.get("result") not in (0, 32):
+            self._fail(conn, "search %s" % flt)
+        return list(conn.entries)
+
+    def _computers_of(self, conn: Connection, instance_uuid: str) -> List[Any]:
+        return self._computers(conn, "(&(objectClass=computer)(description=%s))"
+                               % escape_filter_chars(instance_uuid), self.ou,
+                               ("cn", "description", "dNSHostName", "ipHostNumber"))
+
+    def _delete(self, conn: Connection, dn: str) -> None:
+        if conn.delete(dn) or conn.result.get("result") == 32:
+            return
+        # 66 notAllowedOnNonLeaf: a joined machine may hold child objects (e.g. BitLocker).
+        if conn.result.get("result") != 66 or not conn.delete(dn, controls=[
+                (_TREE_DELETE, True, None)]):
+            self._fail(conn, "delete %s" % dn)
+
+    @classmethod
+    def precheck(cls, settings: Any, event: InstanceEvent) -> None:
+        if wants_computer(settings, event):
+            computer_name(event.hostname)
+
+    def register(self, event: InstanceEvent) -> Dict[str, Any]:
+        if not self._wants_computer(event):
+            if self.settings.linux == "skip":
+                return {"skipped": "not a Windows VM ([directory] linux = skip)"}
+            return super().register(event)
+        name = computer_name(event.hostname)
+        dn = self.computer_dn(name)
+        fqdn = "%s.%s" % (name.lower(), self.dns_domain)
+        spns = ["HOST/%s" % name, "HOST/%s" % fqdn]
+        addresses = None if event.addresses is None else sorted(
+            {a.address for a in event.addresses})
+        macs = None if event.addresses is None else sorted(
+            {a.mac for a in event.addresses if a.mac})
+        conn = self._connect()
+        try:
+            for stale in self._computers_of(conn, event.uuid):
+                if stale.entry_dn.lower() != dn.lower():
+                    self._delete(conn, stale.entry_dn)
+            holders = self._computers(conn, "(sAMAccountName=%s)" % escape_filter_chars(
+                name + "$"), self.domain_dn)
+            holder = holders[0] if holders else None
+            if holder is not None:
+                owners = [str(v) for v in holder.description.values] \
+                    if "description" in holder else []
+                if holder.entry_dn.lower() != dn.lower() or event.uuid not in owners:
+                    raise Conflict("computer %s$ exists as %s and belongs to %s, not instance "
+                                   "%s" % (name, holder.entry_dn, ", ".join(owners) or
+                                           "no instance", event.uuid), backend=BACKEND)
+                self._update(conn, dn, fqdn, spns, addresses, macs)
+                return {"dn": dn, "sAMAccountName": name + "$", "action": "updated"}
+            classes = list(_COMPUTER_CLASSES) + (["ipHost"] if addresses else []) + \
+                (["ieee802Device"] if macs else [])
+            body = {"cn": name, "sAMAccountName": name + "$", "dNSHostName": fqdn,
+                    "servicePrincipalName": spns, "userAccountControl": str(self.settings.uac),
+                    "description": event.uuid}  # type: Dict[str, Any]
+            if addresses:
+                body["ipHostNumber"] = addresses
+            if macs:
+                body["macAddress"] = macs
+            if not conn.add(dn, classes, body):
+                if conn.result.get("result") in (19, 68):
+                    raise Conflict("add %s: %s" % (dn, conn.result.get("message")),
+                                   backend=BACKEND)
+                self._fail(conn, "add %s" % dn)
+            return {"dn": dn, "sAMAccountName": name + "$", "action": "added"}
+        finally:
+            conn.unbind()
+
+    def _update(self, conn: Connection, dn: str, fqdn: str, spns: List[str],
+                addresses: Optional[List[str]], macs: Optional[List[str]]) -> None:
+        """Bring our own object in line; leave what the join set (password, UAC, SPNs)."""
+        if not conn.search(dn, "(objectClass=*)", BASE,
+                           attributes=["objectClass", "servicePrincipalName"]):
+            self._fail(conn, "read %s" % dn)
+        current = conn.entries[0]
+        have_classes = {str(v).lower() for v in current.objectClass.values}
+        have_spns = {str(v).lower() for v in current.servicePrincipalName.values} \
+            if "servicePrincipalName" in current else set()
+        changes = {"dNSHostName": [(MODIFY_REPLACE, [fqdn])]}  # type: Dict[str, Any]
+        missing = [spn for spn in spns if spn.lower() not in have_spns]
+        if missing:
+            changes["servicePrincipalName"] = [(MODIFY_ADD, missing)]
+        new_classes = [cls for cls, values in (("ipHost", addresses), ("ieee802Device", macs))
+                       if values and cls.lower() not in have_classes]
+        if new_classes and not conn.modify(dn, {"objectClass": [(MODIFY_ADD, new_classes)]}):
+            # Samba checks attributes against the classes the entry had before the
+            # modify, so the auxiliary classes go first, on their own.
+            self._fail(conn, "add object classes %s to %s" % (", ".join(new_classes), dn))
+        if addresses is not None and (addresses or "iphost" in have_classes):
+            changes["ipHostNumber"] = [(MODIFY_REPLACE, addresses)]
+        if macs is not None and (macs or "ieee802device" in have_classes):
+            changes["macAddress"] = [(MODIFY_REPLACE, macs)]
+        if not conn.modify(dn, changes):
+            if conn.result.get("result") == 19:
+                raise Conflict("modify %s: %s" % (dn, conn.result.get("message")),
+                               backend=BACKEND)
+            self._fail(conn, "modify %s" % dn)
+
+    def deregister(self, event: InstanceEvent) -> Dict[str, Any]:
+        removed = super().deregister(event)["removed"]  # host entries of Linux VMs
+        conn = self._connect()
+        try:
+            for entry in self._computers_of(conn, event.uuid):
+                self._delete(conn, entry.entry_dn)
+                removed.append(entry.entry_dn)
+        finally:
+            conn.unbind()
+        return {"removed": removed}
+
+    def describe(self, instance_uuid: str) -> Dict[str, Any]:
+        hosts = super().describe(instance_uuid)["entries"]
+        conn = self._connect()
+        try:
+            return {"entries": hosts + [e.entry_dn for e in self._computers_of(
+                conn, instance_uuid)]}
+        finally:
+            conn.unbind()
+
+    def check(self) -> str:
+        hosts = super().check()
+        conn = self._connect()
+        try:
+            if not conn.search(self.ou, "(objectClass=*)", BASE, attributes=["1.1"]):
+                self._fail(conn, "read %s" % self.ou)
+        finally:
+            conn.unbind()
+        return "%s; computer objects in %s" % (hosts, self.ou)
+
+    def managed(self) -> Dict[str, Dict[str, Any]]:
+        held = super().managed()
+        conn = self._connect()
+        try:
+            for entry in self._computers(conn, "(&(objectClass=computer)(description=*))",
+                                         self.ou, ("cn", "description", "ipHostNumber")):
+                addresses = entry.ipHostNumber.values if "ipHostNumber" in entry else []
+                for uuid in entry.description.values:
+                    held[str(uuid)] = {"dn": entry.entry_dn,
+                                       "hostname": str(entry.cn.value).lower(),
+                                       "addresses": sorted(str(a) for a in addresses)}
+            return held
+        finally:
+            conn.unbind()

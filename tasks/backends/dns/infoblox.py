@@ -1,0 +1,183 @@
+"""Infoblox as DNS: record:a, record:aaaa and record:ptr, each tagged with the instance UUID.
+
+Separate records rather than a DNS host record: the IPAM driver already keeps
+the instance's host record (out of DNS), and ownership is per record through
+the extensible attribute ``Nova Instance UUID`` (the WAPI counterpart of the
+RFC 2136 driver's TXT marker). A name held by a record without our tag is a
+conflict; deregister deletes exactly the records carrying the tag, under
+whatever name they had. Names must lie in [dns] zone and addresses in
+[dns] reverse_zones, checked before the first write as the RFC 2136 driver
+does; NIOS itself refuses a record whose zone it does not hold.
+"""
+
+import ipaddress
+from typing import Any, Dict, List, Sequence, Tuple
+
+import dns.name
+import dns.reversename
+
+from novahooks.nova.event import Address
+from tasks.backends.dns.base import DnsDriver
+from tasks.backends.infoblox import client
+from tasks.errors import Conflict, Misconfigured, OutOfScope
+
+BACKEND = "dns"
+FORWARD = {4: ("record:a", "ipv4addr"), 6: ("record:aaaa", "ipv6addr")}
+
+
+def zone_cidr(zone: dns.name.Name) -> str:
+    """A reverse zone as NIOS names it: ``10.in-addr.arpa`` is ``10.0.0.0/8``."""
+    labels = [label.decode() for label in zone.relativize(dns.name.root).labels]
+    if labels[-2:] == ["in-addr", "arpa"]:
+        octets = list(reversed(labels[:-2]))
+        return "%s/%d" % (".".join(octets + ["0"] * (4 - len(octets))), 8 * len(octets))
+    if labels[-2:] == ["ip6", "arpa"]:
+        nibbles = "".join(reversed(labels[:-2]))
+        padded = (nibbles + "0" * 32)[:32]
+        address = ipaddress.IPv6Address(int(padded, 16))
+        return "%s/%d" % (address, 4 * len(nibbles))
+    raise Misconfigured("[dns] reverse_zones: %s is not under in-addr.arpa or ip6.arpa" % zone,
+                        backend=BACKEND)
+
+
+def _address(record: Dict[str, Any]) -> str:
+    return str(record.get("ipv4addr") or record.get("ipv6addr"))
+
+
+class InfobloxDns(DnsDriver):
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        if not settings.zone:
+            raise Misconfigured("[dns] zone is not set", backend=BACKEND)
+        self.wapi = client.Wapi(settings, BACKEND)
+        self.view = settings.view
+        self.zone = dns.name.from_text(settings.zone)
+        self.reverse_zones = sorted((dns.name.from_text(z) for z in settings.reverse_zones),
+                                    key=lambda n: -len(n.labels))
+        for zone in self.reverse_zones:
+            zone_cidr(zone)
+
+    def _name(self, fqdn: str) -> str:
+        name = dns.name.from_text(fqdn)
+        if not name.is_subdomain(self.zone):
+            raise OutOfScope("%s is outside the configured zone %s" % (fqdn, self.zone),
+                             backend=BACKEND)
+        return name.to_text(omit_final_dot=True).lower()
+
+    def _reverse_zone(self, address: str) -> dns.name.Name:
+        reverse = dns.reversename.from_address(address)
+        for zone in self.reverse_zones:
+            if reverse.is_subdomain(zone):
+                return zone
+        raise OutOfScope("address %s is outside every configured reverse zone (%s)"
+                         % (address, ", ".join(z.to_text() for z in self.reverse_zones) or "none"),
+                         backend=BACKEND)
+
+    def _tagged(self, instance_uuid: str) -> Dict[str, List[Dict[str, Any]]]:
+        """Every A, AAAA and PTR record in the view carrying this instance's tag."""
+        tag = {"*" + client.UUID_ATTR: instance_uuid, "view": self.view}
+        found = {}  # type: Dict[str, List[Dict[str, Any]]]
+        for objtype, fields in (("record:a", ["name", "ipv4addr"]),
+                                ("record:aaaa", ["name", "ipv6addr"]),
+                                ("record:ptr", ["ptrdname", "ipv4addr", "ipv6addr"])):
+            found[objtype] = [r for r in self.wapi.search(objtype, fields + ["extattrs"], **tag)
+                              if client.owner(r) == instance_uuid]
+        return found
+
+    def _claim(self, name: str, instance_uuid: str) -> None:
+        """Anything at the name without our tag (a person's record, another VM's) is a conflict."""
+        for objtype in ("record:a", "record:aaaa", "record:cname", "record:host"):
+            fields = ["name", "extattrs"] + (["configure_for_dns"] if objtype == "record:host"
+                                             else [])
+            for record in self.wapi.search(objtype, fields, name=name, view=self.view):
+                if not record.get("configure_for_dns", True):
+                    continue  # an IPAM-only host record is not in DNS
+                holder = client.owner(record)
+                if holder != instance_uuid:
+                    raise Conflict("%s already holds a %s not owned by instance %s (%s)" % (
+                        name, objtype, instance_uuid,
+                        "instance %s" % holder if holder else "not managed by novahooks"),
+                        backend=BACKEND)
+
+    def _record(self, instance_uuid: str, **fields: Any) -> Dict[str, Any]:
+        return dict(fields, view=self.view, ttl=self.settings.ttl, use_ttl=True,
+                    comment="Nova instance %s" % instance_uuid,
+                    extattrs=client.extattrs(instance_uuid))
+
+    def register(self, fqdn: str, instance_uuid: str,
+                 addresses: Sequence[Address]) -> Dict[str, Any]:
+        name = self._name(fqdn)
+        wanted = {a.address: ipaddress.ip_address(a.address).version for a in addresses}
+        for address in wanted:
+            self._reverse_zone(address)
+        self.wapi.ensure_uuid_attribute()
+        self._claim(name, instance_uuid)
+        mine = self._tagged(instance_uuid)
+        forward = {(r["name"], _address(r)): r for objtype in FORWARD.values()
+                   for r in mine[objtype[0]]}
+        reverse = {(r["ptrdname"], _address(r)): r for r in mine["record:ptr"]}
+        for address, version in sorted(wanted.items()):
+            objtype, field = FORWARD[version]
+            if (name, address) not in forward:
+                self.wapi.create(objtype, self._record(instance_uuid, name=name,
+                                                       **{field: address}),
+                                 raced="%s %s %s" % (objtype, name, address))
+            if (name, address) not in reverse:
+                self.wapi.create("record:ptr", self._record(instance_uuid, ptrdname=name,
+                                                            **{field: address}),
+                                 raced="PTR of %s" % address)
+        removed = self._delete_except(forward, name, wanted)
+        self._delete_except(reverse, name, wanted)
+        return {"fqdn": fqdn, "addresses": sorted(wanted), "removed": removed}
+
+    def _delete_except(self, records: Dict[Tuple[str, str], Dict[str, Any]], name: str,
+                       keep: Dict[str, int]) -> List[str]:
+        gone = []
+        for (owner_name, address), record in records.items():
+            if owner_name != name or address not in keep:
+                self.wapi.delete(record["_ref"])
+                gone.append(address)
+        return sorted(gone)
+
+    def deregister(self, fqdn: str, instance_uuid: str,
+                   addresses: Sequence[Address]) -> Dict[str, Any]:
+        mine = self._tagged(instance_uuid)
+        removed = {}  # type: Dict[str, List[str]]
+        for objtype, records in mine.items():
+            for record in records:
+                self.wapi.delete(record["_ref"])
+            removed[objtype] = sorted(_address(r) for r in records)
+        return {"fqdn": fqdn, "forward_removed": removed["record:a"] + removed["record:aaaa"],
+                "ptr_removed": removed["record:ptr"]}
+
+    def describe(self, fqdn: str, instance_uuid: str,
+                 addresses: Sequence[str]) -> Dict[str, Any]:
+        name = self._name(fqdn)
+        held = {}  # type: Dict[str, List[Dict[str, Any]]]
+        for version, (objtype, field) in FORWARD.items():
+            held[objtype] = self.wapi.search(objtype, ["name", field, "extattrs"], name=name,
+                                             view=self.view)
+        ptrs = {}  # type: Dict[str, List[str]]
+        for address in addresses:
+            field = FORWARD[ipaddress.ip_address(address).version][1]
+            ptrs[address] = sorted(r["ptrdname"] for r in self.wapi.search(
+                "record:ptr", ["ptrdname"], view=self.view, **{field: address}))
+        forward = held["record:a"] + held["record:aaaa"]
+        return {"A": sorted(r["ipv4addr"] for r in held["record:a"]),
+                "AAAA": sorted(r["ipv6addr"] for r in held["record:aaaa"]),
+                "owned": bool(forward) and all(client.owner(r) == instance_uuid
+                                               for r in forward),
+                "PTR": ptrs}
+
+    def check(self) -> str:
+        """The view and every configured zone exist in the grid, and the user may read them."""
+        self.wapi.check_view("view", self.view, "DNS view")
+        zones = [(self.zone.to_text(omit_final_dot=True), self.zone.to_text())] + [
+            (zone_cidr(zone), zone.to_text()) for zone in self.reverse_zones]
+        for fqdn, shown in zones:
+            if not self.wapi.search("zone_auth", ["fqdn"], fqdn=fqdn, view=self.view):
+                raise OutOfScope("Infoblox at %s has no authoritative zone %s in view %s"
+                                 % (self.wapi.base, shown, self.view), backend=BACKEND)
+        self.wapi.ensure_uuid_attribute()
+        return "Infoblox WAPI at %s, user %s accepted, view %s serves %s and %d reverse zone(s)" % (
+            self.wapi.base, self.wapi.username, self.view, self.zone, len(self.reverse_zones))

@@ -1,0 +1,193 @@
+"""A WAPI session over requests, and the one place WAPI errors are translated.
+
+Plain requests rather than the ``infoblox-client`` package: that package builds
+``https://<host>/wapi/v<version>/`` itself (no base URL of our choosing),
+disables certificate checks unless told otherwise, logs request payloads and
+raw answers, and raises a bare ValueError on a non-JSON error body such as
+NIOS's HTML 401 page.
+
+Records are found again through the extensible attribute ``Nova Instance UUID``
+(searched as ``*Nova Instance UUID=<uuid>``), which must be defined in the grid;
+the client defines it on first use when the account may, and says what to do
+when it may not.
+"""
+
+import re
+import threading
+from typing import Any, Dict, Iterator, List, Optional
+
+import requests
+
+from tasks.errors import (AuthFailed, BackendUnavailable, Misconfigured, PermanentError,
+                          StepError, TransientError)
+
+UUID_ATTR = "Nova Instance UUID"
+_WAPI_URL = re.compile(r"^https?://[^/]+(/.*)?/wapi/v\d+(\.\d+)*/?$")
+_PAGE = 1000
+_defined = set()  # type: set
+_defined_lock = threading.Lock()
+
+
+class NotFound(PermanentError):
+    """A reference that no longer exists (WAPI ``Client.Ibap.Data.NotFound``)."""
+
+
+class DataConflict(PermanentError):
+    """WAPI refused a write as a duplicate or conflict (``Client.Ibap.Data.Conflict``)."""
+
+
+def extattrs(instance_uuid: str) -> Dict[str, Dict[str, str]]:
+    return {UUID_ATTR: {"value": instance_uuid}}
+
+
+def owner(record: Dict[str, Any]) -> Optional[str]:
+    """The instance a record is tagged with, or None."""
+    value = (record.get("extattrs") or {}).get(UUID_ATTR, {}).get("value")
+    return str(value) if value else None
+
+
+class Wapi(object):
+    """Basic-auth requests to one grid master, each answer checked at one boundary."""
+
+    def __init__(self, settings: Any, backend: str) -> None:
+        url = settings.url or ""
+        if not url:
+            raise Misconfigured("[%s] url is not set (the WAPI base, e.g. "
+                                "https://gm.example.com/wapi/v2.12)" % backend, backend=backend)
+        if not _WAPI_URL.match(url):
+            raise Misconfigured("[%s] url %r does not end in /wapi/v<version>" % (backend, url),
+                                backend=backend)
+        if not settings.username or not settings.password:
+            raise Misconfigured("[%s] username and password are required for Infoblox (use "
+                                "NOVAHOOKS_%s_PASSWORD or password_file)"
+                                % (backend, backend.upper()), backend=backend)
+        self.base = url.rstrip("/")
+        self.backend = backend
+        self.username = settings.username
+        self.timeout = settings.timeout
+        self.session = requests.Session()
+        self.session.auth = (settings.username, settings.password.reveal())
+        self.session.verify = settings.verify_tls
+        self.session.headers["Content-Type"] = "application/json"
+
+    def _fail(self, message: str, cls: type = PermanentError) -> StepError:
+        return cls("Infoblox at %s: %s" % (self.base, message), backend=self.backend)
+
+    def call(self, method: str, path: str, params: Optional[Dict[str, Any]] = None,
+             body: Any = None) -> Any:
+        try:
+            response = self.session.request(method, "%s/%s" % (self.base, path), params=params,
+                                            json=body, timeout=self.timeout)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise self._fail("unreachable: %s" % type(exc).__name__,
+                             BackendUnavailable) from exc
+        status = response.status_code
+        if status in (401, 403):
+            raise self._fail("refused user %r (HTTP %d): %s" % (
+                self.username, status, _error_text(response)), AuthFailed)
+        if status >= 500 or status == 429:
+            raise self._fail("HTTP %d: %s" % (status, _error_text(response)), TransientError)
+        if status >= 400:
+            code = _error_code(response)
+            text = "HTTP %d %s: %s" % (status, code or "", _error_text(response))
+            if code.startswith("Client.Ibap.Data.NotFound"):
+                raise self._fail(text, NotFound)
+            if code.startswith("Client.Ibap.Data.Conflict"):
+                raise self._fail(text, DataConflict)
+            raise self._fail(text)
+        try:
+            return response.json()
+        except ValueError:
+            raise self._fail("HTTP %d with an answer that is not JSON: %r"
+                             % (status, response.text[:200]), TransientError) from None
+
+    def search(self, objtype: str, fields: List[str], **criteria: str) -> List[Dict[str, Any]]:
+        """Objects matching every criterion (``*Attr`` keys search extensible attributes)."""
+        params = dict(criteria)
+        params["_return_fields"] = ",".join(fields)
+        found = self.call("GET", objtype, params)
+        if not isinstance(found, list):
+            raise self._fail("search of %s answered %r, not a list" % (objtype, found))
+        return found
+
+    def search_all(self, objtype: str, fields: List[str],
+                   **criteria: str) -> Iterator[Dict[str, Any]]:
+        """Like search, through WAPI paging: a plain GET fails beyond 1000 results."""
+        params = dict(criteria, _return_fields=",".join(fields), _paging="1",
+                      _max_results=str(_PAGE), _return_as_object="1")
+        while True:
+            page = self.call("GET", objtype, params)
+            for item in page.get("result", []):
+                yield item
+            if not page.get("next_page_id"):
+                return
+            params["_page_id"] = page["next_page_id"]
+
+    def create(self, objtype: str, body: Dict[str, Any], raced: str = "",
+               fields: Optional[List[str]] = None) -> Any:
+        """POST an object; a duplicate is a race (retry finds it) when ``raced`` names it."""
+        params = {"_return_fields": ",".join(fields)} if fields else None
+        try:
+            return self.call("POST", objtype, params, body)
+        except DataConflict as exc:
+            if raced and "already exists" in str(exc):
+                raise TransientError("%s was created concurrently: %s" % (raced, exc),
+                                     backend=self.backend) from exc
+            raise
+
+    def update(self, ref: str, body: Dict[str, Any], fields: Optional[List[str]] = None) -> Any:
+        params = {"_return_fields": ",".join(fields)} if fields else None
+        return self.call("PUT", ref, params, body)
+
+    def delete(self, ref: str) -> bool:
+        """Delete by reference; an object already gone is success (False)."""
+        try:
+            self.call("DELETE", ref)
+        except NotFound:
+            return False
+        return True
+
+    def ensure_uuid_attribute(self) -> None:
+        """Define the extensible attribute once per grid; NIOS refuses undefined ones."""
+        with _defined_lock:
+            if self.base in _defined:
+                return
+            if not self.search("extensibleattributedef", ["name", "type"], name=UUID_ATTR):
+                try:
+                    self.create("extensibleattributedef", {
+                        "name": UUID_ATTR, "type": "STRING",
+                        "comment": "OpenStack Nova instance (novahooks)"})
+                except DataConflict:
+                    pass  # another worker defined it first
+                except AuthFailed as exc:
+                    raise AuthFailed("%s; or define the extensible attribute %r (type STRING) "
+                                     "in the grid" % (exc, UUID_ATTR),
+                                     backend=self.backend) from exc
+            _defined.add(self.base)
+
+    def check_view(self, objtype: str, name: str, what: str) -> None:
+        if not self.search(objtype, ["name"], name=name):
+            raise Misconfigured("Infoblox at %s has no %s %r" % (self.base, what, name),
+                                backend=self.backend)
+
+
+def _body(response: requests.Response) -> Dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _error_code(response: requests.Response) -> str:
+    return str(_body(response).get("code") or "")
+
+
+def _error_text(response: requests.Response) -> str:
+    """WAPI's own words (``text``, else ``Error``), else the start of whatever came back."""
+    data = _body(response)
+    text = data.get("text") or data.get("Error")
+    if text:
+        return str(text)[:300]
+    plain = re.sub(r"<[^>]+>", " ", response.text or "")
+    return " ".join(plain.split())[:200] or response.reason or "no detail"

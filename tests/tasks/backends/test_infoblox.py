@@ -1,0 +1,290 @@
+"""Infoblox IPAM and DNS drivers against the local WAPI stand-in, checked over WAPI directly.
+
+No NIOS appliance runs here: novahooks/servers/wapi.py answers the documented
+WAPI calls as a real process on loopback. The grid is seeded the way an admin
+would seed it (networks, zones) through WAPI, and every assertion reads what the
+grid holds with plain requests, never through the driver under test. The IPAM
+driver runs the same contract class as the NetBox driver.
+"""
+
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import pytest
+import requests
+
+from novahooks.nova.event import Address
+from novahooks.servers.base import free_port
+from novahooks.servers.wapi import WapiServer, start_wapi
+from novahooks.settings import Settings, load_settings
+from tasks.backends.dns.infoblox import InfobloxDns
+from tasks.backends.infoblox.client import UUID_ATTR
+from tasks.backends.ipam.infoblox import InfobloxIpam
+from tasks.errors import (AuthFailed, BackendUnavailable, Conflict, Misconfigured, OutOfScope)
+from tests.conftest import make_event, unique_v4, unique_v6
+from tests.tasks.backends.ipam_contract import IpamContract, IpamReader
+
+ZONE = "cloud.example.test"
+REVERSE_ZONES = "10.in-addr.arpa, 8.b.d.0.1.0.0.2.ip6.arpa"
+
+
+class Grid(object):
+    """Plain WAPI requests as the grid's admin: seeding and reading back."""
+
+    def __init__(self, server: WapiServer) -> None:
+        self.url = server.url
+        self.session = requests.Session()
+        self.session.auth = (server.username, server.password)
+
+    def post(self, objtype: str, body: Dict[str, Any]) -> str:
+        response = self.session.post("%s/%s" % (self.url, objtype), json=body, timeout=5)
+        assert response.status_code == 201, response.text
+        return str(response.json())
+
+    def get(self, objtype: str, **params: str) -> List[Dict[str, Any]]:
+        response = self.session.get("%s/%s" % (self.url, objtype), params=params, timeout=5)
+        assert response.status_code == 200, response.text
+        return list(response.json())
+
+    def tagged(self, objtype: str, instance_uuid: str, fields: str) -> List[Dict[str, Any]]:
+        return self.get(objtype, _return_fields=fields, **{"*" + UUID_ATTR: instance_uuid})
+
+
+@pytest.fixture(scope="module")
+def wapi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WapiServer]:
+    server = start_wapi(tmp_path_factory.mktemp("wapi"))
+    try:
+        grid = Grid(server)
+        grid.post("network", {"network": "10.20.0.0/16", "network_view": "default"})
+        grid.post("network", {"network": "192.168.1.0/24"})
+        grid.post("ipv6network", {"network": "2001:db8:20::/64"})
+        for fqdn in (ZONE, "10.0.0.0/8", "2001:db8::/32"):
+            grid.post("zone_auth", {"fqdn": fqdn, "view": "default"})
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def grid(wapi: WapiServer) -> Grid:
+    return Grid(wapi)
+
+
+def configure(wapi: WapiServer, workdir: Path, password: str = "", **extra: str) -> Settings:
+    """An operator's configuration: the INI names a password file (mode 0600)."""
+    secret = workdir / "infoblox.password"
+    secret.write_text(password or wapi.password)
+    secret.chmod(0o600)
+    common = "url = %s\nusername = %s\npassword_file = %s\n" % (
+        extra.pop("url", wapi.url), wapi.username, secret)
+    path = workdir / "novahooks.conf"
+    path.write_text("[ipam]\ndriver = infoblox\n%s\n[dns]\ndriver = infoblox\n%szone = %s\n"
+                    "reverse_zones = %s\nttl = 600\ntimeout = 3\n"
+                    % (common, common, ZONE, extra.pop("reverse_zones", REVERSE_ZONES)))
+    return load_settings(str(path), {})
+
+
+@pytest.fixture(scope="module")
+def settings(wapi: WapiServer, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return configure(wapi, tmp_path_factory.mktemp("conf"))
+
+
+class InfobloxReader(IpamReader):
+    def __init__(self, grid: Grid) -> None:
+        self.grid = grid
+
+    def held(self, instance_uuid: str) -> List[str]:
+        hosts = self.grid.tagged("record:host", instance_uuid, "ipv4addrs,ipv6addrs")
+        return sorted([e["ipv4addr"] for h in hosts for e in h["ipv4addrs"]] +
+                      [e["ipv6addr"] for h in hosts for e in h["ipv6addrs"]])
+
+    def name_of(self, address: str) -> str:
+        (host,) = self.grid.get("record:host", ipv4addr=address)
+        return str(host["name"])
+
+
+class TestInfobloxIpam(IpamContract):
+    @pytest.fixture
+    def ipam(self, settings: Settings) -> InfobloxIpam:
+        return InfobloxIpam(settings.ipam)
+
+    @pytest.fixture
+    def ipam_reader(self, grid: Grid) -> InfobloxReader:
+        return InfobloxReader(grid)
+
+    @pytest.fixture
+    def ipam_bad_credentials(self, wapi: WapiServer, tmp_path: Path) -> InfobloxIpam:
+        return InfobloxIpam(configure(wapi, tmp_path, password="not-the-password").ipam)
+
+    @pytest.fixture
+    def ipam_unreachable(self, wapi: WapiServer, tmp_path: Path) -> InfobloxIpam:
+        url = "http://127.0.0.1:%d/wapi/v2.12" % free_port()
+        return InfobloxIpam(configure(wapi, tmp_path, url=url).ipam)
+
+    def test_one_host_record_out_of_dns_tagged_with_the_uuid(
+            self, grid: Grid, ipam: InfobloxIpam) -> None:
+        v4, v6 = unique_v4(), unique_v6()
+        ev = make_event(addresses=[Address(v4, 4), Address(v6, 6)])
+        ipam.ensure(ev.uuid, "ib-a.cloud.example.test", ev.addresses)
+        ipam.ensure(ev.uuid, "ib-a.cloud.example.test", ev.addresses)
+        (host,) = grid.tagged("record:host", ev.uuid,
+                              "name,configure_for_dns,extattrs,ipv4addrs,ipv6addrs")
+        assert host["name"] == "ib-a.cloud.example.test"
+        assert host["configure_for_dns"] is False
+        assert host["extattrs"] == {UUID_ATTR: {"value": ev.uuid}}
+        assert [e["ipv4addr"] for e in host["ipv4addrs"]] == [v4]
+        assert [e["ipv6addr"] for e in host["ipv6addrs"]] == [v6]
+        assert grid.get("record:a", name="ib-a.cloud.example.test") == []
+        ipam.release(ev.uuid)
+        assert grid.tagged("record:host", ev.uuid, "name") == []
+
+    def test_allocate_takes_the_next_free_address_of_a_network(
+            self, grid: Grid, ipam: InfobloxIpam) -> None:
+        ev = make_event()
+        first = ipam.allocate(ev.uuid, "ib-b.cloud.example.test", "192.168.1.0/24")
+        second = ipam.allocate(ev.uuid, "ib-b.cloud.example.test", "192.168.1.0/24")
+        assert first != second and {first, second} <= {"192.168.1.%d" % i for i in range(1, 255)}
+        assert InfobloxReader(grid).held(ev.uuid) == sorted([first, second])
+        with pytest.raises(OutOfScope, match="172.30.0.0/24"):
+            ipam.allocate(ev.uuid, "ib-b.cloud.example.test", "172.30.0.0/24")
+        assert ipam.release(ev.uuid)["released"] == sorted([first, second])
+
+    def test_extensible_attribute_is_defined_in_the_grid(self, grid: Grid,
+                                                         ipam: InfobloxIpam) -> None:
+        ipam.check()
+        (definition,) = grid.get("extensibleattributedef", name=UUID_ATTR)
+        assert definition["type"] == "STRING"
+
+
+def test_url_without_wapi_version_is_misconfigured(wapi: WapiServer, tmp_path: Path) -> None:
+    settings = configure(wapi, tmp_path, url="http://127.0.0.1:%d/" % wapi.port)
+    with pytest.raises(Misconfigured, match="/wapi/v"):
+        InfobloxIpam(settings.ipam)
+
+
+def test_missing_password_is_misconfigured(wapi: WapiServer, tmp_path: Path) -> None:
+    settings = configure(wapi, tmp_path)
+    with pytest.raises(Misconfigured, match="password"):
+        InfobloxDns(load_settings(str(settings.source),
+                                  {"NOVAHOOKS_DNS_PASSWORD": ""}).dns)
+
+
+@pytest.fixture
+def driver(settings: Settings) -> InfobloxDns:
+    return InfobloxDns(settings.dns)
+
+
+def dns_held(grid: Grid, instance_uuid: str) -> Dict[str, List[str]]:
+    """What the grid holds under this instance's tag: A, AAAA, PTR as name=address."""
+    return {
+        "A": sorted("%s=%s" % (r["name"], r["ipv4addr"]) for r in
+                    grid.tagged("record:a", instance_uuid, "name,ipv4addr")),
+        "AAAA": sorted("%s=%s" % (r["name"], r["ipv6addr"]) for r in
+                       grid.tagged("record:aaaa", instance_uuid, "name,ipv6addr")),
+        "PTR": sorted("%s=%s" % (r["ptrdname"], r.get("ipv4addr") or r.get("ipv6addr"))
+                      for r in grid.tagged("record:ptr", instance_uuid,
+                                           "ptrdname,ipv4addr,ipv6addr")),
+    }
+
+
+def test_register_writes_tagged_a_aaaa_and_ptrs(grid: Grid, driver: InfobloxDns) -> None:
+    ev = make_event()
+    v4, v6 = unique_v4(), unique_v6()
+    fqdn = "ibd-a.cloud.example.test"
+    driver.register(fqdn, ev.uuid, [Address(v4, 4), Address(v6, 6)])
+    driver.register(fqdn, ev.uuid, [Address(v4, 4), Address(v6, 6)])
+    assert dns_held(grid, ev.uuid) == {"A": ["%s=%s" % (fqdn, v4)],
+                                       "AAAA": ["%s=%s" % (fqdn, v6)],
+                                       "PTR": sorted(["%s=%s" % (fqdn, v4), "%s=%s" % (fqdn, v6)])}
+    (record,) = grid.get("record:a", name=fqdn, _return_fields="ttl,use_ttl,zone")
+    assert record["ttl"] == 600 and record["use_ttl"] is True and record["zone"] == ZONE
+    (ptr,) = grid.get("record:ptr", ipv6addr=v6, _return_fields="name,zone")
+    assert ptr["name"].endswith(".8.b.d.0.1.0.0.2.ip6.arpa") and ptr["zone"] == "2001:db8::/32"
+    seen = driver.describe(fqdn, ev.uuid, [v4, v6])
+    assert seen == {"A": [v4], "AAAA": [v6], "owned": True, "PTR": {v4: [fqdn], v6: [fqdn]}}
+    driver.deregister(fqdn, ev.uuid, [])
+
+
+def test_new_address_and_new_name_move_every_record(grid: Grid, driver: InfobloxDns) -> None:
+    ev = make_event()
+    old, new = unique_v4(), unique_v4()
+    driver.register("ibd-b.cloud.example.test", ev.uuid, [Address(old, 4)])
+    driver.register("ibd-c.cloud.example.test", ev.uuid, [Address(new, 4)])
+    assert dns_held(grid, ev.uuid) == {"A": ["ibd-c.cloud.example.test=%s" % new], "AAAA": [],
+                                       "PTR": ["ibd-c.cloud.example.test=%s" % new]}
+    assert grid.get("record:ptr", ipv4addr=old) == []
+    driver.deregister("ibd-c.cloud.example.test", ev.uuid, [])
+
+
+def test_deregister_removes_only_what_the_instance_owns(grid: Grid,
+                                                        driver: InfobloxDns) -> None:
+    mine, theirs = make_event(), make_event()
+    a, b = unique_v4(), unique_v4()
+    driver.register("ibd-d.cloud.example.test", mine.uuid, [Address(a, 4)])
+    driver.register("ibd-e.cloud.example.test", theirs.uuid, [Address(b, 4)])
+    result = driver.deregister("ibd-d.cloud.example.test", mine.uuid, [Address(a, 4)])
+    assert result["forward_removed"] == [a] and result["ptr_removed"] == [a]
+    assert dns_held(grid, mine.uuid) == {"A": [], "AAAA": [], "PTR": []}
+    assert dns_held(grid, theirs.uuid)["A"] == ["ibd-e.cloud.example.test=%s" % b]
+    assert driver.deregister("ibd-d.cloud.example.test", mine.uuid, [])["forward_removed"] == []
+    driver.deregister("ibd-e.cloud.example.test", theirs.uuid, [])
+
+
+def test_name_held_by_someone_else_is_a_conflict_and_nothing_changes(
+        grid: Grid, driver: InfobloxDns) -> None:
+    person = unique_v4()
+    grid.post("record:a", {"name": "ibd-f.cloud.example.test", "ipv4addr": person})
+    ev = make_event()
+    with pytest.raises(Conflict, match="not managed by novahooks"):
+        driver.register("ibd-f.cloud.example.test", ev.uuid, [Address(unique_v4(), 4)])
+    assert dns_held(grid, ev.uuid) == {"A": [], "AAAA": [], "PTR": []}
+    assert [r["ipv4addr"] for r in grid.get("record:a", name="ibd-f.cloud.example.test")] == \
+        [person]
+    other = make_event()
+    driver.register("ibd-g.cloud.example.test", other.uuid, [Address(unique_v4(), 4)])
+    with pytest.raises(Conflict, match=other.uuid):
+        driver.register("ibd-g.cloud.example.test", ev.uuid, [Address(unique_v4(), 4)])
+    driver.deregister("ibd-g.cloud.example.test", other.uuid, [])
+
+
+def test_the_instance_ipam_host_record_is_not_a_dns_conflict(
+        grid: Grid, settings: Settings, driver: InfobloxDns) -> None:
+    ev = make_event()
+    v4 = unique_v4()
+    InfobloxIpam(settings.ipam).ensure(ev.uuid, "ibd-h.cloud.example.test", [Address(v4, 4)])
+    driver.register("ibd-h.cloud.example.test", ev.uuid, [Address(v4, 4)])
+    assert dns_held(grid, ev.uuid)["A"] == ["ibd-h.cloud.example.test=%s" % v4]
+    driver.deregister("ibd-h.cloud.example.test", ev.uuid, [])
+    InfobloxIpam(settings.ipam).release(ev.uuid)
+
+
+def test_out_of_zone_name_or_address_writes_nothing(grid: Grid, driver: InfobloxDns) -> None:
+    ev = make_event()
+    with pytest.raises(OutOfScope, match="172.16.5.5"):
+        driver.register("ibd-i.cloud.example.test", ev.uuid,
+                        [Address(unique_v4(), 4), Address("172.16.5.5", 4)])
+    with pytest.raises(OutOfScope, match="example.org"):
+        driver.register("ibd-i.example.org", ev.uuid, [Address(unique_v4(), 4)])
+    assert dns_held(grid, ev.uuid) == {"A": [], "AAAA": [], "PTR": []}
+
+
+def test_check_names_a_zone_the_grid_does_not_serve(wapi: WapiServer, tmp_path: Path,
+                                                    driver: InfobloxDns) -> None:
+    assert "2 reverse zone(s)" in driver.check()
+    settings = configure(wapi, tmp_path, reverse_zones="10.in-addr.arpa, 168.192.in-addr.arpa")
+    with pytest.raises(OutOfScope, match="168.192.in-addr.arpa"):
+        InfobloxDns(settings.dns).check()
+
+
+def test_wrong_password_is_an_auth_failure(wapi: WapiServer, tmp_path: Path) -> None:
+    settings = configure(wapi, tmp_path, password="wrong")
+    with pytest.raises(AuthFailed, match="HTTP 401"):
+        InfobloxDns(settings.dns).register("ibd-j.cloud.example.test", make_event().uuid,
+                                           [Address(unique_v4(), 4)])
+
+
+def test_unreachable_grid_is_transient(wapi: WapiServer, tmp_path: Path) -> None:
+    settings = configure(wapi, tmp_path, url="http://127.0.0.1:%d/wapi/v2.12" % free_port())
+    with pytest.raises(BackendUnavailable):
+        InfobloxDns(settings.dns).register("ibd-k.cloud.example.test", make_event().uuid,
+                                           [Address(unique_v4(), 4)])

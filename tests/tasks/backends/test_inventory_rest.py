@@ -1,0 +1,134 @@
+"""The generic REST inventory driver against a small CMDB process, checked over its API."""
+
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import pytest
+import requests
+
+from novahooks.nova.event import Address
+from novahooks.servers.base import free_port
+from novahooks.servers.cmdb import CmdbServer, start_cmdb
+from novahooks.settings import load_settings
+from tasks.backends.inventory.rest import RestInventory
+from tasks.errors import AuthFailed, BackendUnavailable, Misconfigured, PermanentError
+from tests.conftest import mac, make_event, unique_v4
+
+
+@pytest.fixture(scope="module")
+def cmdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CmdbServer]:
+    server = start_cmdb(tmp_path_factory.mktemp("cmdb"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def held(cmdb: CmdbServer, instance_uuid: str) -> List[Dict[str, Any]]:
+    """The CMDB's items for this instance, read with plain requests."""
+    response = requests.get(cmdb.url + "/api/cis", params={"uuid": instance_uuid}, timeout=5,
+                            headers={"Authorization": "Bearer " + cmdb.token})
+    assert response.status_code == 200, response.text
+    return list(response.json()["results"])
+
+
+def driver(cmdb: CmdbServer, workdir: Path, token: str = "", **keys: str) -> RestInventory:
+    """Configured as an operator would: the token in a file of its own."""
+    secret = workdir / "cmdb.token"
+    secret.write_text(token or cmdb.token)
+    lines = {"driver": "rest", "url": keys.pop("url", cmdb.url), "token_file": str(secret),
+             "results_key": "results", "timeout": "3",
+             "field_map": "uuid=uuid, name=hostname, status=status, project=project_id, "
+                          "cpus=flavor.vcpus, ram_mb=flavor.memory_mb, ips=addresses, "
+                          "macs=macs"}
+    lines.update(keys)
+    path = workdir / "novahooks.conf"
+    path.write_text("[inventory]\n" + "".join("%s = %s\n" % kv for kv in lines.items()))
+    return RestInventory(load_settings(str(path), {}).inventory)
+
+
+def test_register_creates_then_updates_one_item(cmdb: CmdbServer, tmp_path: Path) -> None:
+    inventory = driver(cmdb, tmp_path)
+    m = mac()
+    planned = make_event("create", addresses=None, vm_state="building")
+    assert inventory.register(planned)["action"] == "created"
+    (item,) = held(cmdb, planned.uuid)
+    assert item == {"id": item["id"], "uuid": planned.uuid, "name": planned.hostname,
+                    "status": "planned", "project": planned.project_id, "cpus": 1,
+                    "ram_mb": 2048}
+    v4 = unique_v4()
+    built = planned._replace(kind="build", vm_state="active", addresses=[Address(v4, 4, m)])
+    assert inventory.register(built)["action"] == "updated"
+    assert inventory.register(built)["action"] == "unchanged"
+    assert inventory.register(planned)["action"] == "unchanged", \
+        "a late pre-boot event must not make the VM planned again"
+    (item,) = held(cmdb, planned.uuid)
+    assert item["status"] == "active" and item["ips"] == [v4] and item["macs"] == [m]
+    assert inventory.describe(planned.uuid)["id"] == item["id"]
+    assert inventory.managed()[planned.uuid] == {"name": planned.hostname, "status": "active"}
+    assert inventory.deregister(built)["action"] == "deleted"
+    assert held(cmdb, planned.uuid) == []
+    assert inventory.deregister(built) == {"id": None}
+    assert inventory.describe(planned.uuid) == {}
+
+
+def test_patch_and_decommission(cmdb: CmdbServer, tmp_path: Path) -> None:
+    inventory = driver(cmdb, tmp_path, update_method="PATCH", on_delete="decommission")
+    ev = make_event(addresses=[])
+    inventory.register(ev)
+    requests.patch("%s/api/cis/%d" % (cmdb.url, held(cmdb, ev.uuid)[0]["id"]),
+                   json={"owner": "team-a"}, headers={"Authorization": "Bearer " + cmdb.token},
+                   timeout=5).raise_for_status()
+    inventory.register(ev._replace(hostname=ev.hostname + "-renamed"))
+    assert inventory.deregister(ev)["action"] == "decommissioned"
+    (item,) = held(cmdb, ev.uuid)
+    assert item["status"] == "decommissioned" and item["name"] == ev.hostname + "-renamed"
+    assert item["owner"] == "team-a", "PATCH keeps what other tools put in the record"
+
+
+def test_item_of_another_uuid_is_never_taken_for_ours(cmdb: CmdbServer, tmp_path: Path) -> None:
+    other = make_event(addresses=[])
+    driver(cmdb, tmp_path).register(other)
+    ignoring = driver(cmdb, tmp_path, find_url="/api/cis?nosuchfilter={uuid}")
+    ev = make_event(addresses=[])
+    assert ignoring.describe(ev.uuid) == {}
+    ignoring.register(ev)
+    assert [i["name"] for i in held(cmdb, other.uuid)] == [other.hostname]
+    assert [i["name"] for i in held(cmdb, ev.uuid)] == [ev.hostname]
+
+
+def test_wrong_token_is_an_auth_failure_and_writes_nothing(cmdb: CmdbServer,
+                                                           tmp_path: Path) -> None:
+    ev = make_event(addresses=[])
+    with pytest.raises(AuthFailed, match="HTTP 401"):
+        driver(cmdb, tmp_path, token="0" * 40).register(ev)
+    assert held(cmdb, ev.uuid) == []
+
+
+def test_server_down_is_transient(cmdb: CmdbServer, tmp_path: Path) -> None:
+    inventory = driver(cmdb, tmp_path, url="http://127.0.0.1:%d" % free_port())
+    with pytest.raises(BackendUnavailable):
+        inventory.register(make_event(addresses=[]))
+
+
+def test_answer_without_the_list_names_results_key(cmdb: CmdbServer, tmp_path: Path) -> None:
+    with pytest.raises(PermanentError, match="results_key"):
+        driver(cmdb, tmp_path, results_key="").check()
+    assert "token accepted" in driver(cmdb, tmp_path).check()
+
+
+@pytest.mark.parametrize("key, value, problem", [
+    ("field_map", "name=hostname", "uuid"),
+    ("field_map", "uuid=uuid, cpu=flavor.cpus", "flavor.cpus"),
+    ("find_url", "/api/cis?uuid={instance}", "find_url"),
+    ("update_url", "/api/cis/", "{id}"),
+    ("update_method", "POST", "PUT or PATCH"),
+    ("on_delete", "decommission", "status"),
+])
+def test_bad_configuration_is_named(cmdb: CmdbServer, tmp_path: Path, key: str, value: str,
+                                    problem: str) -> None:
+    keys = {key: value}
+    if key == "on_delete":
+        keys["field_map"] = "uuid=uuid, name=hostname"
+    with pytest.raises(Misconfigured, match=problem.replace("{", r"\{").replace("}", r"\}")):
+        driver(cmdb, tmp_path, **keys)

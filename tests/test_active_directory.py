@@ -1,0 +1,114 @@
+"""Active Directory end to end: Nova's hooks -> outbox -> relay -> workers -> Samba AD.
+
+The session stack's NetBox (IPAM, inventory) with Samba AD as directory (driver
+``ad``) and as DNS server (RFC 2136, unsigned updates as Samba's
+``allow dns updates = nonsecure`` takes them), under a configuration of this
+module's own (Stack.clone) and a Redis database of its own. Assertions ask
+Samba itself: ``samba-tool computer show`` and DNS queries.
+"""
+
+import uuid
+from typing import Iterator
+
+import dns.reversename
+import pytest
+
+from novahooks.nova import hooks
+from novahooks.servers.base import wait_for
+from novahooks.servers.samba import SambaServer
+from novahooks.servers.stack import Processes, Stack
+from novahooks.simulate import Vm, create, delete, with_uuid
+from tests.conftest import mac, unique_v4
+from tests.helpers import audit_lines, until
+from tests.tasks.backends.test_directory_ad import show as computer
+from tests.tasks.backends.test_dns_rfc2136_samba import lookup
+
+REVERSE = "20.10.in-addr.arpa"
+QUEUES = "ipam,dns,ldap,inventory,audit"
+
+
+@pytest.fixture(scope="module")
+def ad(stack: Stack, samba: SambaServer,
+       tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    import tasks.app  # noqa: F401 - this process stays bound to the session stack
+    samba.add_zone(REVERSE)
+    workdir = tmp_path_factory.mktemp("ad")
+    password = workdir / "ad-password"
+    password.write_text(samba.bind_password)
+    password.chmod(0o600)
+    clone = stack.clone(workdir, stack.redis.url.rsplit("/", 1)[0] + "/8", **{
+        "directory": {"driver": "ad", "url": samba.url, "starttls": "true",
+                      "bind_dn": samba.bind_dn, "password_file": str(password),
+                      "base_dn": samba.computers_ou, "ca_file": str(samba.ca_file),
+                      "tls_server_name": samba.dc_fqdn, "dns_domain": samba.zone},
+        "dns": {"server": samba.address, "port": "53", "zone": samba.zone,
+                "reverse_zones": REVERSE, "allow_unsigned": "true",
+                "tsig_key_name": None, "tsig_secret_file": None},
+    })
+    procs = Processes(clone, progress=lambda line: None)
+    try:
+        worker = procs.start_worker(QUEUES, concurrency=2)
+        wait_for(lambda: "ready." in worker.log.read_text(errors="replace"), 90,
+                 "worker for %s" % QUEUES, worker.proc, worker.log)
+        procs.start_relay()
+        yield clone
+    finally:
+        procs.stop()
+
+
+@pytest.fixture
+def fire(ad: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("NOVAHOOKS_CONFIG", str(ad.config_path))
+    hooks.reset_outbox()
+    yield
+    hooks.reset_outbox()
+
+
+def done(stack: Stack, vm: Vm, kind: str) -> bool:
+    return any(r["kind"] == kind and r["stage"] == "done"
+               for r in audit_lines(stack.audit_path, vm.uuid))
+
+
+@pytest.mark.usefixtures("fire")
+def test_windows_vm_gets_a_computer_object_and_samba_dns_records_and_loses_them(
+        ad: Stack, samba: SambaServer) -> None:
+    name = "win-%s" % uuid.uuid4().hex[:6]
+    ip = unique_v4()
+    vm = with_uuid(Vm(name, ((ip, mac()),), os_type="windows"))
+    fqdn = "%s.%s." % (name, samba.zone)
+    create(vm)
+    until(lambda: done(ad, vm, "build"), 180, "build chain of %s" % name)
+    shown = computer(samba, name.upper())
+    assert shown is not None, "samba-tool computer show does not list %s" % name
+    assert shown["sAMAccountName"] == [name.upper() + "$"]
+    assert shown["dNSHostName"] == [fqdn.rstrip(".").lower()]
+    assert sorted(shown["servicePrincipalName"]) == sorted(
+        ["HOST/%s" % name.upper(), "HOST/%s" % fqdn.rstrip(".").lower()])
+    assert vm.uuid in shown["description"][0]
+    assert lookup(samba, fqdn, "A") == [ip]
+    assert lookup(samba, dns.reversename.from_address(ip).to_text(), "PTR") == [fqdn.lower()]
+
+    delete(vm)
+    until(lambda: done(ad, vm, "delete"), 180, "delete chain of %s" % name)
+    assert computer(samba, name.upper()) is None
+    assert lookup(samba, fqdn, "A") == []
+    assert lookup(samba, dns.reversename.from_address(ip).to_text(), "PTR") == []
+
+
+@pytest.mark.usefixtures("fire")
+def test_a_name_ad_refuses_stops_the_chain_before_any_backend_is_written(
+        ad: Stack, samba: SambaServer) -> None:
+    name = "win-%s-toolong" % uuid.uuid4().hex[:6]
+    ip = unique_v4()
+    vm = with_uuid(Vm(name, ((ip, mac()),), os_type="windows"))
+    create(vm)
+    until(lambda: sum(1 for r in audit_lines(ad.audit_path, vm.uuid)
+                      if r["stage"] == "failed") >= 2, 120, "both chains refused")
+    failed = [r for r in audit_lines(ad.audit_path, vm.uuid) if r["stage"] == "failed"]
+    assert {r["step"] for r in failed} <= {"ipam.reserve", "ldap.register"}
+    assert all("at most 15" in r["error"] for r in failed), failed
+    assert lookup(samba, "%s.%s." % (name, samba.zone), "A") == []
+    assert computer(samba, name.upper()) is None
+    from tasks import drivers  # this process's drivers: the session stack's NetBox
+    assert drivers.ipam().describe(vm.uuid)["addresses"] == []
+    assert drivers.inventory().describe(vm.uuid) == {}
