@@ -46,6 +46,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import common  # noqa: E402
 from novahooks import simulate  # noqa: E402
 from novahooks.servers.stack import FORWARD_ZONE, POOLS, Processes, Stack  # noqa: E402
 from novahooks.simulate import Vm, with_uuid  # noqa: E402
@@ -93,22 +94,6 @@ class HookTimer(object):
 
 
 # --------------------------------------------------------------------------- audit trail
-
-def audit_done(audit: Path, kinds: Sequence[str], uuids: Set[str]) -> Dict[str, Set[str]]:
-    """instance uuid -> the event kinds whose chain wrote its closing 'done' record."""
-    done = {}  # type: Dict[str, Set[str]]
-    if not audit.exists():
-        return done
-    for line in audit.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a torn line is reported by `novahooks audit verify`, not here
-        if record.get("stage") == "done" and record.get("kind") in kinds \
-                and record.get("instance_uuid") in uuids:
-            done.setdefault(record["instance_uuid"], set()).add(record["kind"])
-    return done
-
 
 def audit_failures(audit: Path, uuids: Set[str]) -> List[Dict[str, Any]]:
     failed = []
@@ -245,8 +230,7 @@ def drain(stack: Stack, settings: Any, vms: Sequence[Vm], kinds: Sequence[str],
     started = time.monotonic()
     last_count, last_change, reconciled, last_reconcile = -1, started, 0, started
     while True:
-        done = audit_done(stack.audit_path, kinds, uuids)
-        count = sum(1 for u in uuids if set(kinds) <= done.get(u, set()))
+        count = len(common.finished(stack.audit_path, kinds, uuids))
         now = time.monotonic()
         if count != last_count:
             last_count, last_change = count, now

@@ -116,6 +116,7 @@ def audit_done(audit: Path, kinds: Sequence[str], uuids: Set[str]) -> Dict[str, 
     done = {}  # type: Dict[str, Dict[str, Any]]
     if not audit.exists():
         return done
+
     for line in audit.read_text(errors="replace").splitlines():
         try:
             record = json.loads(line)
@@ -125,6 +126,12 @@ def audit_done(audit: Path, kinds: Sequence[str], uuids: Set[str]) -> Dict[str, 
                 and record.get("instance_uuid") in uuids:
             done["%s:%s" % (record["instance_uuid"], record["kind"])] = record
     return done
+
+
+def finished(audit: Path, kinds: Sequence[str], uuids: Set[str]) -> Set[str]:
+    """The instances whose chains of every kind in ``kinds`` wrote their closing record."""
+    done = audit_done(audit, kinds, uuids)
+    return {uuid for uuid in uuids if all("%s:%s" % (uuid, kind) in done for kind in kinds)}
 
 
 def wait_done(audit: Path, kinds: Sequence[str], uuids: Set[str], timeout: float,
@@ -255,8 +262,8 @@ def step_overhead(lines: Sequence[Dict[str, Any]],
     rows = []
     for step in sorted(by_step):
         runs = by_step[step]
-        mean = lambda key: sum(r.get(key, 0.0) for r in runs) / len(runs)  # noqa: E731
-        task, backend, lock = mean("duration_ms"), mean("backend_ms"), mean("lock_wait_ms")
+        task, backend, lock = (sum(r.get(key, 0.0) for r in runs) / len(runs)
+                               for key in ("duration_ms", "backend_ms", "lock_wait_ms"))
         rows.append({"step": step, "runs": len(runs), "task_ms": task, "backend_ms": backend,
                      "lock_wait_ms": lock, "overhead_ms": task - backend - lock})
     return rows

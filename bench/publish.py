@@ -189,9 +189,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             batched = [("template publish in relay batches of %d" % BATCH, template_batch),
                        ("the same, task_send_sent_event off", quiet_batch),
                        ("raw LPUSH pipelined in batches of %d" % BATCH, lpush_batch)]
-            for name, call in single:  # warm: connections, templates, declarations
+            for _, call in single:  # warm: connections, templates, declarations
                 timed_block([], 50, call)
-            for name, call in batched:
+            for _, call in batched:
                 batched_block([], BATCH, BATCH, call)
             walls = {}  # type: Dict[str, float]
             for start in range(0, args.events, args.block):

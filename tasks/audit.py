@@ -39,5 +39,5 @@ def record(self: StepTask, event: Any, stage: str = "done", step: Optional[str] 
         entry["policy"] = {key: decided[key] for key in ("register", "rule", "fqdn", "error")
                            if decided.get(key) is not None}
     for sink in drivers.audit():
-        self.backend_call(lambda: sink.record(entry))
+        self.backend_call(lambda sink=sink: sink.record(entry))
     return {"stage": stage}

@@ -6,6 +6,7 @@ records. When a test fails, the server logs are in the session directory
 printed at start.
 """
 
+import contextlib
 import itertools
 import os
 import signal
@@ -18,6 +19,7 @@ import pytest
 import requests
 
 from novahooks.nova.event import Address, Flavor, InstanceEvent, new_event
+from novahooks.servers.base import wait_for
 from novahooks.servers.samba import SambaServer, start_samba
 from novahooks.servers.stack import Processes, Stack
 from tests.helpers import until
@@ -154,3 +156,30 @@ def samba(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaServer]:
         yield server
     finally:
         server.stop()
+
+
+ALL_QUEUES = "ipam,dns,ldap,inventory,audit"
+
+
+@contextlib.contextmanager
+def pipeline(stack: Stack, workdir: Path, redis_db: int,
+             **overrides: Dict[str, Optional[str]]) -> Iterator[Stack]:
+    """The session's servers under a configuration of a test module's own (Stack.clone):
+    its own Redis database as broker, so the session's workers never take its messages,
+    one worker process for every queue (configuration, not pools, is under test) and a
+    relay. This process's settings and Celery app stay bound to the session stack."""
+    import tasks.app  # noqa: F401
+    from tasks.config import settings
+    settings()
+    clone = stack.clone(workdir, stack.redis.url.rsplit("/", 1)[0] + "/%d" % redis_db,
+                        **overrides)
+    procs = Processes(clone, progress=lambda line: None)
+    try:
+        worker = procs.start_worker(ALL_QUEUES, concurrency=2)
+        wait_for(lambda: "ready." in worker.log.read_text(errors="replace"), 90,
+                 "worker for %s" % ALL_QUEUES, worker.proc, worker.log)
+        procs.start_relay()
+        yield clone
+    finally:
+        procs.stop()
+

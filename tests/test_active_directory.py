@@ -14,29 +14,26 @@ import dns.reversename
 import pytest
 
 from novahooks.nova import hooks
-from novahooks.servers.base import wait_for
 from novahooks.servers.samba import SambaServer
-from novahooks.servers.stack import Processes, Stack
+from novahooks.servers.stack import Stack
 from novahooks.simulate import Vm, create, delete, with_uuid
-from tests.conftest import mac, unique_v4
+from tests.conftest import mac, pipeline, unique_v4
 from tests.helpers import audit_lines, until
 from tests.tasks.backends.test_directory_ad import show as computer
 from tests.tasks.backends.test_dns_rfc2136_samba import lookup
 
 REVERSE = "20.10.in-addr.arpa"
-QUEUES = "ipam,dns,ldap,inventory,audit"
 
 
 @pytest.fixture(scope="module")
 def ad(stack: Stack, samba: SambaServer,
        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    import tasks.app  # noqa: F401 - this process stays bound to the session stack
     samba.add_zone(REVERSE)
     workdir = tmp_path_factory.mktemp("ad")
     password = workdir / "ad-password"
     password.write_text(samba.bind_password)
     password.chmod(0o600)
-    clone = stack.clone(workdir, stack.redis.url.rsplit("/", 1)[0] + "/8", **{
+    with pipeline(stack, workdir, 8, **{
         "directory": {"driver": "ad", "url": samba.url, "starttls": "true",
                       "bind_dn": samba.bind_dn, "password_file": str(password),
                       "base_dn": samba.computers_ou, "ca_file": str(samba.ca_file),
@@ -44,16 +41,8 @@ def ad(stack: Stack, samba: SambaServer,
         "dns": {"server": samba.address, "port": "53", "zone": samba.zone,
                 "reverse_zones": REVERSE, "allow_unsigned": "true",
                 "tsig_key_name": None, "tsig_secret_file": None},
-    })
-    procs = Processes(clone, progress=lambda line: None)
-    try:
-        worker = procs.start_worker(QUEUES, concurrency=2)
-        wait_for(lambda: "ready." in worker.log.read_text(errors="replace"), 90,
-                 "worker for %s" % QUEUES, worker.proc, worker.log)
-        procs.start_relay()
+    }) as clone:
         yield clone
-    finally:
-        procs.stop()
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from typing import Any, Dict, Iterator, List, Sequence, Set
 import pytest
 import redis
 
+from bench import common
 from novahooks import simulate
 from novahooks.nova import hooks
 from novahooks.nova.outbox import Outbox
@@ -109,9 +110,7 @@ class Delivery(object):
 
     def done(self, vms: Sequence[Vm], kinds: Sequence[str]) -> Set[str]:
         """UUIDs of the VMs whose chains of every kind in `kinds` have finished."""
-        uuids = {vm.uuid for vm in vms}
-        finished = chaos.audit_done(self.stack.audit_path, kinds, uuids)
-        return {u for u, k in finished.items() if set(kinds) <= k}
+        return common.finished(self.stack.audit_path, kinds, {vm.uuid for vm in vms})
 
     def wait_done(self, vms: Sequence[Vm], kinds: Sequence[str], timeout: float) -> float:
         """Wait until every VM's chains of `kinds` finished; returns the seconds it took."""

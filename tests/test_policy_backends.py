@@ -23,39 +23,23 @@ import pytest
 
 from novahooks import simulate
 from novahooks.nova import hooks
-from novahooks.servers.base import wait_for
-from novahooks.servers.stack import FORWARD_ZONE, Processes, Stack
+from novahooks.servers.stack import FORWARD_ZONE, Stack
 from novahooks.simulate import Vm, create, delete, with_uuid
-from tests.conftest import mac, unique_v4, unique_v6
+from tests.conftest import mac, pipeline, unique_v4, unique_v6
 from tests.helpers import audit_lines, until
 
 PROJECT = "9e0d7c6b5a4f43e2b1a0c9d8e7f6a5b4"
-QUEUES = "ipam,dns,ldap,inventory,audit"
 
 
 @pytest.fixture(scope="module")
 def named(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    # This process's settings and Celery app stay bound to the session stack.
-    import tasks.app  # noqa: F401
-    from tasks.config import settings
-    settings()
-    broker = stack.redis.url.rsplit("/", 1)[0] + "/7"
-    clone = stack.clone(tmp_path_factory.mktemp("policy"), broker, **{
+    with pipeline(stack, tmp_path_factory.mktemp("policy"), 7, **{
         "dns": {"reverse_zones": "168.192.in-addr.arpa"},
         "naming project %s" % PROJECT: {"fqdn": "{hostname}.{project}.%s" % FORWARD_ZONE},
         "naming prefix 10.20.0.0/16": {"reverse_zone": "10.in-addr.arpa"},
         "naming prefix 2001:db8:20::/64": {"reverse_zone": "8.b.d.0.1.0.0.2.ip6.arpa"},
-    })
-    procs = Processes(clone, progress=lambda line: None)
-    try:
-        # One worker process for every queue: the policy, not the pools, is under test.
-        worker = procs.start_worker(QUEUES, concurrency=2)
-        wait_for(lambda: "ready." in worker.log.read_text(errors="replace"), 90,
-                 "worker for %s" % QUEUES, worker.proc, worker.log)
-        procs.start_relay()
+    }) as clone:
         yield clone
-    finally:
-        procs.stop()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ class DirectoryDriver(abc.ABC):
         step's worker can run it: a chain then refuses a name the directory cannot
         hold (an AD computer name over 15 characters) before an earlier step writes.
         """
+        return None
 
     @abc.abstractmethod
     def register(self, event: InstanceEvent) -> Dict[str, Any]:

@@ -154,7 +154,7 @@ class InfobloxDns(DnsDriver):
                  addresses: Sequence[str]) -> Dict[str, Any]:
         name = self._name(fqdn)
         held = {}  # type: Dict[str, List[Dict[str, Any]]]
-        for version, (objtype, field) in FORWARD.items():
+        for objtype, field in FORWARD.values():
             held[objtype] = self.wapi.search(objtype, ["name", field, "extattrs"], name=name,
                                              view=self.view)
         ptrs = {}  # type: Dict[str, List[str]]

@@ -12,7 +12,7 @@ DNS driver's A/AAAA/PTR records are separate objects with the same tag.
 """
 
 import ipaddress
-from typing import Any, Dict, List, Sequence, Set
+from typing import Any, Dict, List, Sequence
 
 from novahooks.nova.event import Address
 from tasks.backends.infoblox import client

@@ -19,7 +19,7 @@ def main(url: str) -> None:
     from oslo_config import cfg
     conf = cfg.ConfigOpts()
     conf([], project="novahooks-test", default_config_files=[], default_config_dirs=[])
-    notifiers = {}  # type: Dict[Tuple[str, str, str], Any]
+    notifiers: Dict[Tuple[str, str, str], Any] = {}
     for line in sys.stdin:
         msg = json.loads(line)
         key = (msg["exchange"], msg["topic"], msg["publisher"])
