@@ -21,6 +21,12 @@ def field(obj: Any, name: str, default: Any = None) -> Any:
         return obj.get(name, default)
     is_set = getattr(obj, "obj_attr_is_set", None)
     if is_set is not None:
+        # oslo.versionedobjects keeps a set field as ``_obj_<name>`` on the instance:
+        # reading it there skips two field-table lookups per read (most of the hook's
+        # time in the bench profile). Anything else takes the documented API below.
+        value = getattr(obj, "__dict__", {}).get("_obj_" + name, _MISSING)
+        if value is not _MISSING:
+            return value
         try:
             if not is_set(name):
                 return default
