@@ -246,9 +246,10 @@ def drain(stack: Stack, settings: Any, vms: Sequence[Vm], kinds: Sequence[str],
             mine = [r for r in resumed if r["instance_uuid"] in uuids]
             reconciled += len(mine)
             last_reconcile = now
-            log("  reconcile: resumed %d stalled chain(s)%s" % (
-                len(mine), ": " + ", ".join("%s@%s" % (r["kind"], r["resumed_at_step"])
-                                            for r in mine[:5]) if mine else ""))
+            if mine:
+                log("  reconcile: resumed %d stalled chain(s): %s" % (
+                    len(mine), ", ".join("%s@%s" % (r["kind"], r["resumed_at_step"])
+                                         for r in mine[:5])))
         if now - started > timeout:
             log("  drain timeout: %d/%d VMs done after %.0f s" % (count, len(uuids), timeout))
             break
