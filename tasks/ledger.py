@@ -183,12 +183,22 @@ class Ledger(object):
                         .values(deleted_at=now, updated_at=now))
 
     def remember(self, instance_uuid: str, step: str, detail: Dict[str, Any]) -> None:
-        """What a register step made; replaced on every run so it is always current."""
-        self._write(delete(records).where(records.c.instance_uuid == instance_uuid)
-                    .where(records.c.step == step))
-        self._write(insert(records).values(instance_uuid=instance_uuid, step=step,
+        """What a register step made; replaced on every run so it is always current.
+
+        One upsert, so two steps of one instance noting the same key at once (the
+        policy note, written before the instance lock is taken) cannot collide.
+        """
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        statement = upsert(records).values(instance_uuid=instance_uuid, step=step,
                                            detail=json.dumps(detail, sort_keys=True),
-                                           created_at=time.time()))
+                                           created_at=time.time())
+        self._write(statement.on_conflict_do_update(
+            index_elements=[records.c.instance_uuid, records.c.step],
+            set_={"detail": statement.excluded.detail,
+                  "created_at": statement.excluded.created_at}))
 
     def forget(self, instance_uuid: str, step: str) -> None:
         self._write(delete(records).where(records.c.instance_uuid == instance_uuid)

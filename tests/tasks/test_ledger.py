@@ -46,6 +46,29 @@ def test_lock_serialises_processes(ledger_url: str) -> None:
     assert waited > 0.5, "second locker did not wait for the first"
 
 
+def _note(url: str, key: str, worker: int, start: "multiprocessing.Event") -> None:
+    book = Ledger(url)
+    start.wait(20)
+    for i in range(30):
+        book.remember(key, "policy", {"worker": worker, "i": i})
+
+
+def test_concurrent_notes_of_one_key_never_collide(ledger_url: str) -> None:
+    """Register steps of one instance note the policy decision before its lock."""
+    Ledger(ledger_url).made("warm")  # tables exist before the race starts
+    start = multiprocessing.Event()
+    procs = [multiprocessing.Process(target=_note, args=(ledger_url, "u-race", w, start))
+             for w in range(4)]
+    for proc in procs:
+        proc.start()
+    start.set()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    made = Ledger(ledger_url).made("u-race")
+    assert list(made) == ["policy"] and made["policy"]["i"] == 29
+
+
 def test_tombstone_records_progress_and_dead_letters(ledger_url: str) -> None:
     book = Ledger(ledger_url)
     assert not book.is_deleted("u1")
