@@ -12,7 +12,7 @@ Needs the worker side (Python >= 3.11 with the ``worker`` extra) and
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from novahooks.nova.event import InstanceEvent, new_event
 from novahooks.nova.extract import addresses, instance_fields
@@ -56,6 +56,11 @@ def register(event: InstanceEvent, only: Sequence[str] = BACKENDS) -> Dict[str, 
         ("inventory", lambda: drivers.inventory().register(event)),
         ("audit", lambda: _audit(event, "done")),
     ]
+    return _run(calls, only)
+
+
+def _run(calls: Sequence[Tuple[str, Callable[[], Any]]], only: Sequence[str]) -> Dict[str, float]:
+    """Run the calls of the backends in ``only``, in order; backend -> seconds spent."""
     times = {}  # type: Dict[str, float]
     for backend, call in calls:
         if backend in only:
@@ -75,11 +80,7 @@ def deregister(event: InstanceEvent, only: Sequence[str] = BACKENDS) -> Dict[str
         ("ipam", lambda: drivers.ipam().release(event.uuid)),
         ("audit", lambda: _audit(event, "done")),
     ]
-    times = {}  # type: Dict[str, float]
-    for backend, call in calls:
-        if backend in only:
-            _timed(times, backend, call)
-    return times
+    return _run(calls, only)
 
 
 def lifecycle(backend: str, vms: Sequence[Vm]) -> List[float]:
