@@ -46,11 +46,16 @@ def hook_panel(ax: Any, data: Optional[Dict[str, Any]]) -> None:
     if "sync" in data:
         curve(ax, "synchronous hook (5 backends, n=%d)" % data["sync"]["calls"],
               data["sync"]["hook"])
+    latency_axes(ax, "ms per call (log)", title, 7)
+
+
+def latency_axes(ax: Any, xlabel: str, title: str, legend_size: int) -> None:
+    """The frame both latency-distribution panels share: log time against percentile."""
     ax.set_xscale("log")
-    ax.set_xlabel("ms per call (log)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("percentile")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=legend_size)
 
 
 def publish_panel(ax: Any, data: Optional[Dict[str, Any]]) -> None:
@@ -59,11 +64,7 @@ def publish_panel(ax: Any, data: Optional[Dict[str, Any]]) -> None:
         return empty(ax, title, "publish")
     for name, stats in data["per_event"].items():
         curve(ax, "%s (%.0f ev/s)" % (name, stats["events_per_s"]), stats)
-    ax.set_xscale("log")
-    ax.set_xlabel("ms per event (log)")
-    ax.set_ylabel("percentile")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6)
+    latency_axes(ax, "ms per event (log)", title, 6)
 
 
 def throughput_panel(ax: Any, data: Optional[Dict[str, Any]]) -> None:
