@@ -67,8 +67,8 @@ def _dead_letters(args: argparse.Namespace) -> int:
                                  "attempts", "error"])
         return 0
     if args.dl_command == "show":
-        from tasks.ledger import ledger
-        row = ledger(settings.ledger.url).dead_letter_by_id(args.id)
+        from novahooks.operations import dead_letter
+        row = dead_letter(settings, args.id)
         if row is None:
             print("no dead letter %d" % args.id, file=sys.stderr)
             return 1

@@ -13,11 +13,15 @@ from novahooks.settings import Settings
 
 def _ledger(settings: Settings) -> Any:
     from tasks.ledger import ledger
-    return ledger(settings.ledger.url)
+    return ledger(settings.ledger.url, settings.ledger.sqlite_synchronous)
 
 
 def dead_letters(settings: Settings, include_replayed: bool = False) -> List[Dict[str, Any]]:
     return _ledger(settings).dead_letters(include_replayed)
+
+
+def dead_letter(settings: Settings, letter_id: int) -> Optional[Dict[str, Any]]:
+    return _ledger(settings).dead_letter_by_id(letter_id)
 
 
 def replay(settings: Settings, letter_id: Optional[int] = None) -> List[int]:

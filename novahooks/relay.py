@@ -137,7 +137,8 @@ class Relay(object):
                 except ValueError:
                     continue
         try:
-            ledger(self.settings.ledger.url).published(events)
+            ledger(self.settings.ledger.url,
+                   self.settings.ledger.sqlite_synchronous).published(events)
         except Exception as exc:  # noqa: BLE001 - keep them in the outbox, publish again
             LOG.warning("ledger did not record %d published events (%s); they stay in the "
                         "outbox and go out again", len(done), exc)

@@ -226,7 +226,21 @@ class LedgerSettings(Section):
         # missing); undo: remove what the earlier steps made.
         "on_permanent_failure": (str, "keep"),
         "stalled_after": (int, 900),
+        # SQLite only. normal: a commit survives any crash of a worker process but may be
+        # rolled back by a power loss or kernel crash (a redelivered step then redoes its
+        # idempotent work); full: fsync on every commit, several ms per step.
+        "sqlite_synchronous": (str, "normal"),
     }
+
+    def problems(self) -> List[str]:
+        found = []
+        if self.on_permanent_failure not in ("keep", "undo"):
+            found.append("[ledger] on_permanent_failure: %r is not keep or undo"
+                         % self.on_permanent_failure)
+        if self.sqlite_synchronous not in ("normal", "full"):
+            found.append("[ledger] sqlite_synchronous: %r is not normal or full"
+                         % self.sqlite_synchronous)
+        return found
 
 
 class MetricsSettings(Section):

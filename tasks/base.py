@@ -35,7 +35,8 @@ def _summary(payload: Any) -> Dict[str, Any]:
 
 
 def book() -> Ledger:
-    return ledger(settings().ledger.url)
+    config = settings().ledger
+    return ledger(config.url, config.sqlite_synchronous)
 
 
 class StepTask(Task):
@@ -118,15 +119,26 @@ class StepTask(Task):
             ledger_.forget(event.uuid, self.backend_kind)
         return result
 
+    def _redelivered(self) -> bool:
+        """The broker gave this message back after a worker took it.
+
+        RabbitMQ marks a requeued message itself; kombu's Redis transport marks
+        every message it restores (worker lost, visibility timeout, shutdown).
+        """
+        return self.request.id is not None and \
+            bool((self.request.delivery_info or {}).get("redelivered"))
+
     def _park_poison(self, args: Any, kwargs: Any) -> None:
-        """Count this delivery; past the limit, park the message instead of running it.
+        """Count a redelivery; past the limit, park the message instead of running it.
 
         Rejecting (without requeue) stops the chain here; the dead letter keeps the event.
+        A first delivery writes nothing: most messages are delivered once, and the
+        ledger write was a large part of a step's own cost.
         """
-        if self.request.id is None:
+        if not self._redelivered():
             return
         key = "%s:%d" % (self.request.id, self.request.retries)
-        count = book().delivered(key)
+        count = book().delivered(key) + 1  # the first delivery is not counted
         limit = settings().retry.max_deliveries
         if count <= limit:
             return
@@ -172,7 +184,7 @@ class StepTask(Task):
             outcome, error = "failed", "%s: %s" % (type(exc).__name__, exc)
             raise
         finally:
-            if outcome != "parked" and self.request.id is not None:
+            if outcome != "parked" and self._redelivered():
                 # Only a delivery whose worker died stays counted.
                 try:
                     book().settled("%s:%d" % (self.request.id, self.request.retries))

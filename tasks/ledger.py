@@ -23,10 +23,11 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, UniqueConstraint,
-                        create_engine, delete, insert, select, text, update)
+                        case, create_engine, delete, event, insert, literal, select, text,
+                        update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -91,9 +92,11 @@ def _unavailable(exc: Exception) -> BackendUnavailable:
 
 
 class Ledger(object):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, synchronous: str = "normal") -> None:
         self.url = url
         self.sqlite = url.startswith("sqlite")
+        #: SQLite's PRAGMA synchronous for every connection ([ledger] sqlite_synchronous).
+        self.synchronous = synchronous
         self._engine = None  # type: Optional[Engine]
         self._pid = 0
 
@@ -108,6 +111,15 @@ class Ledger(object):
                 engine = create_engine(self.url, connect_args={"timeout": 30})
                 with engine.begin() as conn:
                     conn.execute(text("PRAGMA journal_mode=WAL"))
+                pragma = "PRAGMA synchronous=%s" % (
+                    "FULL" if self.synchronous == "full" else "NORMAL")
+
+                @event.listens_for(engine, "connect")
+                def _per_connection(dbapi_conn: Any, _record: Any) -> None:
+                    # Per connection, not per file: without it SQLite's default FULL
+                    # fsyncs every commit, which was most of a step's own cost.
+                    dbapi_conn.execute(pragma)
+                engine.dispose()  # the connection above was opened before the listener
             else:
                 engine = create_engine(self.url, pool_pre_ping=True, pool_size=2)
             self._create_tables(engine)
@@ -188,11 +200,7 @@ class Ledger(object):
         One upsert, so two steps of one instance noting the same key at once (the
         policy note, written before the instance lock is taken) cannot collide.
         """
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as upsert
-        statement = upsert(records).values(instance_uuid=instance_uuid, step=step,
+        statement = self._upsert()(records).values(instance_uuid=instance_uuid, step=step,
                                            detail=json.dumps(detail, sort_keys=True),
                                            created_at=time.time())
         self._write(statement.on_conflict_do_update(
@@ -208,30 +216,37 @@ class Ledger(object):
         rows = self._rows(select(records).where(records.c.instance_uuid == instance_uuid))
         return {row["step"]: json.loads(row["detail"]) for row in rows}
 
+    def _upsert(self) -> Any:
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        return upsert
+
     def step_done(self, event: Dict[str, Any], step: str, last: bool) -> None:
+        """Add ``step`` to the event's finished steps: one statement, one commit.
+
+        The row may be new (an event the relay did not publish: replay, undo) or
+        opened by the relay or an earlier step; the set of steps only grows.
+        """
         now = time.time()
         event_id = str(event.get("event_id") or "")
         if not event_id:
             return
-        rows = self._rows(select(progress.c.done_steps).where(progress.c.event_id == event_id))
-        if not rows:
-            try:
-                self._write(insert(progress).values(
-                    event_id=event_id, instance_uuid=str(event.get("uuid")),
-                    kind=str(event.get("kind")), event=json.dumps(event, sort_keys=True),
-                    done_steps=step, started_at=now, updated_at=now,
-                    finished_at=now if last else None))
-                return
-            except IntegrityError:
-                rows = self._rows(select(progress.c.done_steps)
-                                  .where(progress.c.event_id == event_id))
-        done = [s for s in rows[0]["done_steps"].split(",") if s]
-        if step not in done:
-            done.append(step)
-        values = {"done_steps": ",".join(done), "updated_at": now}
-        if last:
-            values["finished_at"] = now
-        self._write(update(progress).where(progress.c.event_id == event_id).values(**values))
+        statement = self._upsert()(progress).values(
+            event_id=event_id, instance_uuid=str(event.get("uuid")),
+            kind=str(event.get("kind")), event=json.dumps(event, sort_keys=True),
+            done_steps=step, started_at=now, updated_at=now,
+            finished_at=now if last else None)
+        done = progress.c.done_steps
+        listed = literal(",") + done + literal(",")
+        self._write(statement.on_conflict_do_update(
+            index_elements=[progress.c.event_id],
+            set_={"done_steps": case((done == "", literal(step)),
+                                     (listed.contains("," + step + ","), done),
+                                     else_=done + literal("," + step)),
+                  "updated_at": now,
+                  "finished_at": literal(now) if last else progress.c.finished_at}))
 
     def published(self, events: List[Dict[str, Any]]) -> None:
         """Open a progress row, with no step done, for each event the relay handed over.
@@ -311,10 +326,12 @@ class Ledger(object):
                     .values(replayed_at=time.time()))
 
 
-_ledgers = {}  # type: Dict[str, Ledger]
+_ledgers: Dict[Tuple[str, str], Ledger] = {}
 
 
-def ledger(url: str) -> Ledger:
-    if url not in _ledgers:
-        _ledgers[url] = Ledger(url)
-    return _ledgers[url]
+def ledger(url: str, synchronous: str = "normal") -> Ledger:
+    """The process's one Ledger for this database (its engine keeps the pool)."""
+    key = (url, synchronous)
+    if key not in _ledgers:
+        _ledgers[key] = Ledger(url, synchronous)
+    return _ledgers[key]

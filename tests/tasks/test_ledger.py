@@ -5,9 +5,11 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, List
 
 import pytest
+
+from sqlalchemy import text
 
 from tasks.ledger import Ledger
 
@@ -101,3 +103,52 @@ def test_unreachable_database_is_transient() -> None:
     book = Ledger("postgresql://postgres@127.0.0.1:1/none")
     with pytest.raises(BackendUnavailable, match="ledger"):
         book.is_deleted("u")
+
+
+def _steps(url: str, event_id: str, steps: List[str], start: "multiprocessing.Event") -> None:
+    book = Ledger(url)
+    start.wait(20)
+    for step in steps:
+        book.step_done({"event_id": event_id, "uuid": "u-steps", "kind": "build"}, step,
+                       last=False)
+
+
+def test_step_done_grows_one_set_of_steps(ledger_url: str) -> None:
+    """One upsert per step: on a row the relay opened, on no row, repeated, and raced."""
+    book = Ledger(ledger_url)
+    opened = {"event_id": "e-open", "uuid": "u4", "kind": "delete"}
+    book.published([opened])
+    book.step_done(opened, "audit.record", last=False)
+    book.step_done(opened, "audit.record", last=False)  # a redelivered step
+    book.step_done(opened, "ldap.deregister", last=True)
+    book.step_done(opened, "dns.deregister", last=False)  # a late duplicate after the end
+    with book.engine.connect() as conn:
+        row = conn.execute(text("SELECT done_steps, finished_at FROM progress "
+                                "WHERE event_id = 'e-open'")).one()
+    assert row.done_steps == "audit.record,ldap.deregister,dns.deregister"
+    assert row.finished_at is not None, "a later step must not reopen a finished chain"
+    start = multiprocessing.Event()
+    names = [["s%d-%d" % (w, i) for i in range(10)] for w in range(4)]
+    procs = [multiprocessing.Process(target=_steps, args=(ledger_url, "e-race", steps, start))
+             for steps in names]
+    for proc in procs:
+        proc.start()
+    start.set()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    with book.engine.connect() as conn:
+        done = conn.execute(text("SELECT done_steps FROM progress "
+                                 "WHERE event_id = 'e-race'")).scalar_one()
+    assert sorted(done.split(",")) == sorted(sum(names, []))
+
+
+@pytest.mark.parametrize("mode,expected", [("normal", 1), ("full", 2)])
+def test_sqlite_synchronous_is_set_on_every_connection(tmp_path: Path, mode: str,
+                                                       expected: int) -> None:
+    book = Ledger("sqlite:///%s" % (tmp_path / "ledger.sqlite"), mode)
+    book.made("warm")
+    with book.engine.connect() as one, book.engine.connect() as two:
+        for conn in (one, two):
+            assert conn.execute(text("PRAGMA synchronous")).scalar_one() == expected
+            assert conn.execute(text("PRAGMA journal_mode")).scalar_one() == "wal"
