@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Optional
 
 from novahooks.nova import extract, gate
 from novahooks.nova.event import InstanceEvent, new_event
-from novahooks.nova.outbox import Outbox
+from novahooks.nova.outbox import HOOK_CHECKPOINT_PAGES, Outbox
 
 LOG = logging.getLogger("novahooks.hooks")
 
@@ -38,7 +38,8 @@ def outbox() -> Outbox:
             if _outbox is None:
                 from novahooks.settings import load_settings
                 settings = load_settings()
-                _outbox = Outbox(settings.outbox.path, settings.outbox.busy_timeout_ms)
+                _outbox = Outbox(settings.outbox.path, settings.outbox.busy_timeout_ms,
+                                 HOOK_CHECKPOINT_PAGES)
     return _outbox
 
 

@@ -47,12 +47,21 @@ class Pending(NamedTuple):
     attempts: int
 
 
+#: WAL pages after which a hook's own commit checkpoints (32 MiB of 4 KiB pages).
+#: The relay's commits checkpoint at SQLite's default of 1,000 pages, so while it runs
+#: a hook never does: that copy was the hook's slowest 0.1% of calls (4-5 ms against
+#: 0.4 ms). This is only the bound on the WAL while no relay runs.
+HOOK_CHECKPOINT_PAGES = 8192
+
+
 class Outbox(object):
     """One SQLite file; one connection per process, opened lazily and after fork."""
 
-    def __init__(self, path: str, busy_timeout_ms: int = 2000) -> None:
+    def __init__(self, path: str, busy_timeout_ms: int = 2000,
+                 checkpoint_pages: int = 1000) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
+        self.checkpoint_pages = checkpoint_pages
         self._lock = threading.Lock()
         self._conn = None  # type: Optional[sqlite3.Connection]
         self._pid = 0
@@ -66,6 +75,7 @@ class Outbox(object):
                                    isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint=%d" % int(self.checkpoint_pages))
             conn.execute("PRAGMA busy_timeout=%d" % int(self.busy_timeout_ms))
             conn.executescript(SCHEMA)
             self._conn, self._pid = conn, os.getpid()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from novahooks.nova import spool
-from novahooks.nova.outbox import Outbox
+from novahooks.nova.outbox import HOOK_CHECKPOINT_PAGES, Outbox
 
 
 def stored(path: Path) -> list:
@@ -24,6 +24,29 @@ def test_append_returns_sequence_numbers_in_order(tmp_path: Path) -> None:
     second = outbox.append("b", "delete", "{}")
     assert first is not None and second is not None and second > first
     assert [p.instance_uuid for p in outbox.pending()] == ["a", "b"]
+
+
+def _wal_restarts(path: Path) -> int:
+    """The WAL header's checkpoint sequence number: it grows each time a write restarts
+    the WAL after a complete checkpoint (sqlite.org/fileformat.html, "WAL File Format")."""
+    with open(str(path) + "-wal", "rb") as wal:
+        return int.from_bytes(wal.read(16)[12:16], "big")
+
+
+def test_hooks_leave_checkpoints_to_the_relay(tmp_path: Path) -> None:
+    """Copying the WAL into the database was the hook's slowest calls: the relay does it."""
+    path = tmp_path / "o.sqlite"
+    hook = Outbox(str(path), checkpoint_pages=HOOK_CHECKPOINT_PAGES)
+    hook.append("first", "build", "{}")
+    start = _wal_restarts(path)
+    for i in range(1500):  # one WAL frame or more per commit: past SQLite's default 1,000
+        hook.append("u%d" % i, "build", "x" * 800)
+    assert _wal_restarts(path) == start, "a hook's commit checkpointed the WAL"
+    relay = Outbox(str(path))
+    relay.remove([p.seq for p in relay.pending(limit=2000)])
+    hook.append("after", "build", "{}")
+    assert _wal_restarts(path) > start, "the relay's commit did not checkpoint the WAL"
+    assert stored(path) == ["after"]
 
 
 def test_a_write_sqlite_refuses_goes_to_the_spool_and_the_relay_moves_it_in(
