@@ -168,6 +168,8 @@ def _status(args: argparse.Namespace) -> int:
     print("queues      " + "  ".join("%s=%s" % item for item in report["queues"].items()))
     print("workers     %s" % (", ".join(report["workers"]) or "NONE answering"))
     print("dead letters %d" % report["dead_letters"])
+    if report["gate"] is not None:
+        print("gate        %s" % report["gate"]["detail"])
     return 0
 
 

@@ -87,6 +87,8 @@ def check(settings: Settings) -> List[Dict[str, Any]]:
         return "%s reachable" % settings.ledger.url.split("@")[-1]
 
     checks = [("broker", broker), ("ledger", ledger_)]
+    if settings.gate.steps:
+        checks.append(("gate", lambda: _gate_answer(settings)))
     for kind, section in (("ipam", settings.ipam), ("dns", settings.dns),
                           ("directory", settings.directory),
                           ("inventory", settings.inventory)):
@@ -103,6 +105,19 @@ def check(settings: Settings) -> List[Dict[str, Any]]:
             results.append({"check": name, "ok": False,
                             "detail": "%s: %s" % (type(exc).__name__, exc)})
     return results
+
+
+def _gate_answer(settings: Settings) -> str:
+    """The relay on this host answers the pre-boot gate's socket (builds wait on it)."""
+    from novahooks.nova import gate
+    path = gate.socket_path(settings)
+    try:
+        gate.fetch_status(path, "0", timeout=2.0)
+    except gate.GateUnavailable as exc:
+        raise gate.GateUnavailable("no relay answers on %s (%s); gated builds will wait "
+                                   "[gate] timeout, then %s" % (path, exc,
+                                                                settings.gate.on_failure)) from None
+    return "relay answers on %s; builds wait for %s" % (path, ", ".join(settings.gate.steps))
 
 
 def status(settings: Settings) -> Dict[str, Any]:
@@ -142,4 +157,10 @@ def status(settings: Settings) -> Dict[str, Any]:
     replies = app.control.ping(timeout=1.0) or []
     report["workers"] = sorted(name for reply in replies for name in reply)
     report["dead_letters"] = len(_ledger(settings).dead_letters())
+    report["gate"] = None
+    if settings.gate.steps:
+        try:
+            report["gate"] = {"answering": True, "detail": _gate_answer(settings)}
+        except Exception as exc:  # noqa: BLE001 - reported, as every other part
+            report["gate"] = {"answering": False, "detail": str(exc)}
     return report

@@ -150,6 +150,9 @@ class InventorySettings(Section):
         "update_method": (str, "PUT"),
         "id_field": (str, "id"),
         "results_key": (str, ""),
+        # where a list answer names its next page (dotted); a Link: rel="next" header
+        # is followed too
+        "next_key": (str, "next"),
         "field_map": (list, ["uuid=uuid", "name=hostname", "status=status",
                              "project=project_id", "vcpus=flavor.vcpus",
                              "memory_mb=flavor.memory_mb", "addresses=addresses"]),

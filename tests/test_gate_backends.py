@@ -9,6 +9,8 @@ themselves what they hold for its instance.
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -258,3 +260,31 @@ def test_without_a_gate_nothing_waits_and_the_relay_serves_nothing(
         assert not (Path(stack.outbox_path).parent / "gate.sock").exists()
     finally:
         hooks.reset_outbox()
+
+
+def _cli(env: Dict[str, str], *args: str) -> "subprocess.CompletedProcess[str]":
+    return subprocess.run([sys.executable, "-m", "novahooks.cli"] + list(args), env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=120)
+
+
+def test_check_and_status_say_whether_the_relay_answers_the_gate(gated: Stack) -> None:
+    """A gated host whose relay is down makes every build wait out the timeout: say so."""
+    env = gated.env()
+    result = _cli(env, "check", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (row,) = [r for r in json.loads(result.stdout) if r["check"] == "gate"]
+    assert row["ok"] and str(gated.workdir / "gate.sock") in row["detail"], row
+    report = json.loads(_cli(env, "status", "--json").stdout)
+    assert report["gate"]["answering"] is True, report["gate"]
+    human = _cli(env, "status").stdout
+    assert "gate        relay answers on %s" % (gated.workdir / "gate.sock") in human, human
+
+    env["NOVAHOOKS_GATE_SOCKET"] = str(gated.workdir / "nobody.sock")
+    result = _cli(env, "check")
+    assert result.returncode == 1, result.stdout
+    (line,) = [text for text in result.stdout.splitlines() if text.split()[1:2] == ["gate"]]
+    assert line.startswith("FAIL") and "no relay answers on %s" % env[
+        "NOVAHOOKS_GATE_SOCKET"] in line and "then continue" in line, line
+    report = json.loads(_cli(env, "status", "--json").stdout)
+    assert report["gate"]["answering"] is False, report["gate"]

@@ -5,9 +5,13 @@ a JSON API: one collection of configuration items at ``/api/cis``, a bearer
 token, a server-assigned ``id``, and a field that must be unique (``uuid`` by
 default) so two creates racing for one instance cannot both win:
 
-* ``GET /api/cis?field=value...`` -> ``{"count": n, "results": [...]}``: exact matches on
-  the filterable fields (``--filters``); other parameters are ignored, as many REST
-  frameworks ignore them (Django REST framework's filter backends do)
+* ``GET /api/cis?field=value...`` -> ``{"count": n, "next": url|null, "previous": url|null,
+  "results": [...]}``: exact matches on the filterable fields (``--filters``); other
+  parameters are ignored, as many REST frameworks ignore them (Django REST framework's
+  filter backends do). Paged as DRF's LimitOffsetPagination pages: ``limit`` (default and
+  maximum ``--page-size``) and ``offset``; the next page is also in an RFC 8288
+  ``Link: <url>; rel="next"`` header. Page links use ``--public-url`` when set (a CMDB
+  behind a proxy names itself), else the request's Host
 * ``POST /api/cis`` -> 201 and the stored item; 409 when the unique field is taken
 * ``GET|PUT|PATCH|DELETE /api/cis/<id>`` -> the item (PUT replaces, PATCH merges), 204, or 404
 * 401 ``{"detail": ...}`` without the right ``Authorization: Bearer <token>``
@@ -51,14 +55,18 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     store = Store("uuid", ("uuid",))
     token = ""
+    page_size = 50
+    public_url = ""
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         sys.stderr.write("%s %s\n" % (self.log_date_time_string(), format % args))
 
-    def _send(self, status: int, payload: Any = None) -> None:
+    def _send(self, status: int, payload: Any = None, next_url: Optional[str] = None) -> None:
         body = b"" if payload is None else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        if next_url:
+            self.send_header("Link", '<%s>; rel="next"' % next_url)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -94,7 +102,7 @@ class Handler(BaseHTTPRequestHandler):
                     found = [ci for ci in store.items.values()
                              if all(str(ci.get(k)) == v for k, v in filters
                                     if k in store.filters)]
-                    self._send(200, {"count": len(found), "results": found})
+                    self._page(url, dict(filters), found)
                 elif method == "POST":
                     if store.taken(body):
                         self._send(409, {"detail": "%s %r already exists."
@@ -125,6 +133,25 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(200, store.items[ident])
             else:
                 self._send(405, {"detail": "Method %s not allowed." % method})
+
+    def _page(self, url: urllib.parse.SplitResult, query: Dict[str, str],
+              found: List[Dict[str, Any]]) -> None:
+        try:
+            limit = min(max(int(query.get("limit", self.page_size)), 1), self.page_size)
+            offset = max(int(query.get("offset", 0)), 0)
+        except ValueError:
+            self._send(400, {"detail": "limit and offset must be integers"})
+            return
+        base = self.public_url or "http://%s" % self.headers.get("Host", "127.0.0.1")
+
+        def link(at: int) -> str:
+            return "%s%s?%s" % (base, url.path, urllib.parse.urlencode(
+                dict(query, limit=limit, offset=at)))
+        more = offset + limit < len(found)
+        self._send(200, {"count": len(found), "next": link(offset + limit) if more else None,
+                         "previous": link(max(offset - limit, 0)) if offset else None,
+                         "results": found[offset:offset + limit]},
+                   next_url=link(offset + limit) if more else None)
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib names
         self._handle("GET")
@@ -168,7 +195,8 @@ def _answers(url: str, token: str) -> bool:
         return response.status == 200
 
 
-def start_cmdb(workdir: Path, timeout: float = 20.0) -> CmdbServer:
+def start_cmdb(workdir: Path, timeout: float = 20.0, page_size: int = 50,
+               public_url: str = "") -> CmdbServer:
     """Start the CMDB on a free loopback port with a fresh token; wait until it answers."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +207,8 @@ def start_cmdb(workdir: Path, timeout: float = 20.0) -> CmdbServer:
     port = free_port()
     log = workdir / "cmdb.log"
     process = Process("cmdb", [sys.executable, "-m", "novahooks.servers.cmdb", "--port",
-                               str(port), "--token-file", str(token_file)], log, cwd=workdir)
+                               str(port), "--token-file", str(token_file), "--page-size",
+                               str(page_size), "--public-url", public_url], log, cwd=workdir)
     server = CmdbServer(process, port, token)
     try:
         wait_for(lambda: _answers(server.url, token), timeout, "CMDB", process.proc, log)
@@ -196,8 +225,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--unique", default="uuid", help="field no two items may share")
     parser.add_argument("--filters", default="uuid,name,status,project",
                         help="comma-separated fields GET /api/cis can filter on")
+    parser.add_argument("--page-size", type=int, default=50,
+                        help="items per page of GET /api/cis (default and maximum limit)")
+    parser.add_argument("--public-url", default="",
+                        help="scheme://host:port the page links name (default: the Host)")
     args = parser.parse_args(argv)
     Handler.token = args.token_file.read_text().strip()
+    Handler.page_size = max(args.page_size, 1)
+    Handler.public_url = args.public_url.rstrip("/")
     Handler.store = Store(args.unique, [f for f in args.filters.split(",") if f])
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True

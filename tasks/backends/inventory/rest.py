@@ -12,7 +12,7 @@ must never be taken for this instance's record.
 
 import string
 import urllib.parse
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import requests
 
@@ -24,6 +24,8 @@ from tasks.errors import (AuthFailed, BackendUnavailable, Misconfigured, Permane
 BACKEND = "inventory"
 DECOMMISSIONED = "decommissioned"
 _NIL_UUID = "00000000-0000-0000-0000-000000000000"
+#: Pages of one list answer followed at most (a CMDB whose next link loops must end).
+MAX_PAGES = 10000
 
 
 def _flavor(field: str) -> Callable[[InstanceEvent], Any]:
@@ -108,6 +110,11 @@ class RestInventory(InventoryDriver):
         return self.base + self.urls[kind].format(**quoted)
 
     def _call(self, method: str, url: str, body: Any = None, absent_ok: bool = False) -> Any:
+        return self._answer(method, url, body, absent_ok)[0]
+
+    def _answer(self, method: str, url: str, body: Any = None,
+                absent_ok: bool = False) -> Tuple[Any, requests.Response]:
+        """The decoded JSON answer (None for none) and the response it came in."""
         try:
             response = self.session.request(method, url, json=body,
                                             timeout=self.settings.timeout)
@@ -121,7 +128,7 @@ class RestInventory(InventoryDriver):
             raise AuthFailed("%s: the token was refused (%s)" % (where, detail),
                              backend=BACKEND)
         if status == 404 and absent_ok:
-            return None
+            return None, response
         if status == 409 and method == "POST":
             raise TransientError("%s: created concurrently, the retry finds it (%s)"
                                  % (where, detail), backend=BACKEND)
@@ -133,13 +140,51 @@ class RestInventory(InventoryDriver):
         if status >= 400:
             raise PermanentError("%s: %s" % (where, detail), backend=BACKEND)
         if status == 204 or not response.content:
-            return None
+            return None, response
         try:
-            return response.json()
+            return response.json(), response
         except ValueError:
             raise PermanentError("%s with an answer that is not JSON (is the URL template "
                                  "right?): %r" % (where, response.text[:200]),
                                  backend=BACKEND) from None
+
+    def _next_page(self, answer: Any, response: requests.Response, url: str) -> Optional[str]:
+        """The next page of a list answer: the answer's ``next_key`` field (DRF, NetBox
+        and many CMDBs) or an RFC 8288 ``Link: <...>; rel="next"`` header.
+
+        Only a link to the CMDB's own scheme, host and port is followed: the token
+        goes with every request.
+        """
+        link = answer
+        for key in filter(None, self.settings.next_key.split(".")):
+            link = link.get(key) if isinstance(link, dict) else None
+        if not isinstance(link, str) or not link:
+            link = (response.links.get("next") or {}).get("url")
+        if not link:
+            return None
+        target = urllib.parse.urljoin(url, link)
+        if urllib.parse.urlsplit(target)[:2] != urllib.parse.urlsplit(self.base)[:2]:
+            raise PermanentError("CMDB GET %s pointed its next page at %s, outside %s: not "
+                                 "followed (the token would go with it)"
+                                 % (url.split("?")[0], target.split("?")[0], self.base),
+                                 backend=BACKEND)
+        return target
+
+    def _all_records(self, url: str) -> List[Dict[str, Any]]:
+        """Every record of a paged list, in order."""
+        records: List[Dict[str, Any]] = []
+        seen: Set[str] = set()
+        page: Optional[str] = url
+        while page is not None:
+            if page in seen or len(seen) >= MAX_PAGES:
+                raise PermanentError("CMDB GET %s: paging did not end after %d pages (a "
+                                     "next link loops)" % (url.split("?")[0], len(seen)),
+                                     backend=BACKEND)
+            seen.add(page)
+            answer, response = self._answer("GET", page)
+            records.extend(self._records(answer, page))
+            page = self._next_page(answer, response, page)
+        return records
 
     def _records(self, answer: Any, url: str) -> List[Dict[str, Any]]:
         found = answer
@@ -218,9 +263,8 @@ class RestInventory(InventoryDriver):
         return "CMDB at %s answered, token accepted" % self.base
 
     def managed(self) -> Dict[str, Dict[str, Any]]:
-        url = self._url("list")
         held = {}  # type: Dict[str, Dict[str, Any]]
-        for record in self._records(self._call("GET", url), url):
+        for record in self._all_records(self._url("list")):
             uuid = record.get(self.uuid_field)
             if uuid:
                 held[str(uuid)] = {"name": record.get(self.name_field) if self.name_field

@@ -132,3 +132,29 @@ def test_bad_configuration_is_named(cmdb: CmdbServer, tmp_path: Path, key: str, 
         keys["field_map"] = "uuid=uuid, name=hostname"
     with pytest.raises(Misconfigured, match=problem.replace("{", r"\{").replace("}", r"\}")):
         driver(cmdb, tmp_path, **keys)
+
+
+@pytest.mark.parametrize("next_key", ["next", ""], ids=["next-field", "link-header"])
+def test_managed_follows_every_page(tmp_path: Path, next_key: str) -> None:
+    """reconcile's list of what the CMDB holds must not stop at its first page."""
+    with start_cmdb(tmp_path / "paged", page_size=3) as paged:
+        inventory = driver(paged, tmp_path, next_key=next_key)
+        events = [make_event(addresses=[]) for _ in range(8)]
+        for ev in events:
+            inventory.register(ev)
+        first = requests.get(paged.url + "/api/cis", timeout=5,
+                             headers={"Authorization": "Bearer " + paged.token}).json()
+        assert len(first["results"]) == 3 and first["count"] == 8, first
+        assert sorted(inventory.managed()) == sorted(ev.uuid for ev in events)
+
+
+def test_a_next_page_on_another_host_is_not_followed(tmp_path: Path) -> None:
+    """The token goes with every request: a page link elsewhere is refused, not fetched."""
+    with start_cmdb(tmp_path / "proxied", page_size=2,
+                    public_url="http://cmdb.example.com:8080") as proxied:
+        inventory = driver(proxied, tmp_path)
+        for _ in range(3):
+            inventory.register(make_event(addresses=[]))
+        with pytest.raises(PermanentError, match="next page at http://cmdb.example.com:8080"
+                                                 "/api/cis, outside http://127.0.0.1"):
+            inventory.managed()
