@@ -20,6 +20,7 @@ from novahooks.nova.event import Address
 from tasks.backends.dns.base import DnsDriver
 from tasks.backends.infoblox import client
 from tasks.errors import Conflict, Misconfigured, OutOfScope
+from tasks.policy import reverse_zone
 
 BACKEND = "dns"
 FORWARD = {4: ("record:a", "ipv4addr"), 6: ("record:aaaa", "ipv6addr")}
@@ -65,6 +66,14 @@ class InfobloxDns(DnsDriver):
         return name.to_text(omit_final_dot=True).lower()
 
     def _reverse_zone(self, address: str) -> dns.name.Name:
+        """The zone that puts ``address`` in scope: a ``[naming prefix]`` rule's first.
+
+        NIOS itself files the PTR under the most specific reverse zone it holds for
+        the address; ``check`` proves every zone named here exists in the view.
+        """
+        chosen = reverse_zone(address, self.reverse_prefixes)
+        if chosen is not None:
+            return dns.name.from_text(chosen)
         reverse = dns.reversename.from_address(address)
         for zone in self.reverse_zones:
             if reverse.is_subdomain(zone):
@@ -172,12 +181,14 @@ class InfobloxDns(DnsDriver):
     def check(self) -> str:
         """The view and every configured zone exist in the grid, and the user may read them."""
         self.wapi.check_view("view", self.view, "DNS view")
+        by_prefix = [dns.name.from_text(z) for _, z in self.reverse_prefixes]
         zones = [(self.zone.to_text(omit_final_dot=True), self.zone.to_text())] + [
-            (zone_cidr(zone), zone.to_text()) for zone in self.reverse_zones]
+            (zone_cidr(zone), zone.to_text()) for zone in dict.fromkeys(
+                self.reverse_zones + by_prefix)]
         for fqdn, shown in zones:
             if not self.wapi.search("zone_auth", ["fqdn"], fqdn=fqdn, view=self.view):
                 raise OutOfScope("Infoblox at %s has no authoritative zone %s in view %s"
                                  % (self.wapi.base, shown, self.view), backend=BACKEND)
         self.wapi.ensure_uuid_attribute()
         return "Infoblox WAPI at %s, user %s accepted, view %s serves %s and %d reverse zone(s)" % (
-            self.wapi.base, self.wapi.username, self.view, self.zone, len(self.reverse_zones))
+            self.wapi.base, self.wapi.username, self.view, self.zone, len(zones) - 1)

@@ -7,6 +7,7 @@ grid holds with plain requests, never through the driver under test. The IPAM
 driver runs the same contract class as the NetBox driver.
 """
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
@@ -288,3 +289,22 @@ def test_unreachable_grid_is_transient(wapi: WapiServer, tmp_path: Path) -> None
     with pytest.raises(BackendUnavailable):
         InfobloxDns(settings.dns).register("ibd-k.cloud.example.test", make_event().uuid,
                                            [Address(unique_v4(), 4)])
+
+
+def test_naming_prefix_zone_puts_an_address_in_scope_and_is_checked(
+        grid: Grid, wapi: WapiServer, tmp_path: Path) -> None:
+    """A [naming prefix] rule's reverse zone counts as the RFC 2136 driver counts it."""
+    only_v4 = InfobloxDns(configure(wapi, tmp_path, reverse_zones="10.in-addr.arpa").dns)
+    ev, v6 = make_event(), unique_v6()
+    with pytest.raises(OutOfScope, match=v6):
+        only_v4.register("ibd-l.cloud.example.test", ev.uuid, [Address(v6, 6)])
+    only_v4.reverse_prefixes = [(ipaddress.ip_network("2001:db8::/32"),
+                                 "8.b.d.0.1.0.0.2.ip6.arpa")]  # as tasks/drivers.py sets it
+    assert "2 reverse zone(s)" in only_v4.check()
+    only_v4.register("ibd-l.cloud.example.test", ev.uuid, [Address(v6, 6)])
+    assert dns_held(grid, ev.uuid)["PTR"] == ["ibd-l.cloud.example.test=%s" % v6]
+    only_v4.deregister("ibd-l.cloud.example.test", ev.uuid, [])
+    only_v4.reverse_prefixes = [(ipaddress.ip_network("192.168.0.0/16"),
+                                 "168.192.in-addr.arpa")]
+    with pytest.raises(OutOfScope, match="168.192.in-addr.arpa"):
+        only_v4.check()
