@@ -68,10 +68,11 @@ def _dead_letters(args: argparse.Namespace) -> int:
         return 0
     if args.dl_command == "show":
         from novahooks.operations import dead_letter
-        row = dead_letter(settings, args.id)
-        if row is None:
+        found = dead_letter(settings, args.id)
+        if found is None:
             print("no dead letter %d" % args.id, file=sys.stderr)
             return 1
+        row = found
         row["event"] = json.loads(row["event"])
         print(json.dumps(row, indent=2, sort_keys=True))
         return 0

@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 #: the ``extra`` key under which callers pass structured fields
 FIELDS = "novahooks_fields"
@@ -18,9 +18,10 @@ FIELDS = "novahooks_fields"
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        data = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-                + ".%03dZ" % record.msecs, "level": record.levelname, "logger": record.name,
-                "message": record.getMessage()}  # type: Dict[str, Any]
+        data: Dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + ".%03dZ" % record.msecs, "level": record.levelname, "logger": record.name,
+            "message": record.getMessage()}
         data.update(getattr(record, FIELDS, None) or {})
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)

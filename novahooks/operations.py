@@ -4,9 +4,10 @@ Kept apart from the CLI's argument parsing so that tests and other front ends
 call the same code the command runs.
 """
 
+import functools
 import json
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from novahooks.settings import Settings
 
@@ -86,17 +87,19 @@ def check(settings: Settings) -> List[Dict[str, Any]]:
             conn.execute(text("SELECT 1"))
         return "%s reachable" % settings.ledger.url.split("@")[-1]
 
-    checks = [("broker", broker), ("ledger", ledger_)]
+    checks: List[Tuple[str, Callable[[], str]]] = [("broker", broker), ("ledger", ledger_)]
     if settings.gate.steps:
         checks.append(("gate", lambda: _gate_answer(settings)))
+    def backend(kind: str, driver: str, section: Any) -> str:
+        return load(kind, driver, section).check()
+
     for kind, section in (("ipam", settings.ipam), ("dns", settings.dns),
                           ("directory", settings.directory),
                           ("inventory", settings.inventory)):
-        checks.append((kind, lambda kind=kind, section=section:
-                       load(kind, section.driver, section).check()))
+        checks.append((kind, functools.partial(backend, kind, section.driver, section)))
     for name in settings.audit.drivers:
         checks.append(("audit/%s" % name,
-                       lambda name=name: load("audit", name, settings.audit).check()))
+                       functools.partial(backend, "audit", name, settings.audit)))
     results = []
     for name, probe in checks:
         try:
@@ -126,7 +129,7 @@ def status(settings: Settings) -> Dict[str, Any]:
     from novahooks.nova.outbox import Outbox
     from tasks.app import app
     from celeryconfig import STEPS
-    report = {}  # type: Dict[str, Any]
+    report: Dict[str, Any] = {}
     if os.path.exists(settings.outbox.path):
         outbox = Outbox(settings.outbox.path)
         depth, oldest = outbox.depth()
@@ -139,7 +142,7 @@ def status(settings: Settings) -> Dict[str, Any]:
         report["outbox"] = {"path": settings.outbox.path, "depth": None,
                             "note": "no outbox on this host"}
         report["relays"] = []
-    queues = {}  # type: Dict[str, Any]
+    queues: Dict[str, Any] = {}
     with app.connection_for_read() as conn:
         conn.ensure_connection(max_retries=1, timeout=settings.broker.connect_timeout)
         channel = conn.default_channel

@@ -13,7 +13,7 @@ import ipaddress
 import os
 import re
 import string
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, cast
 
 DEFAULT_PATH = "/etc/novahooks/novahooks.conf"
 SECRET_KEYS = ("token", "password", "tsig_secret")
@@ -60,7 +60,7 @@ class Section(object):
         for key, (_, default) in self.FIELDS.items():
             setattr(self, key, values.get(key, default))
         #: (kind, value) -> that sub-section, in file order.
-        self.rules = dict(rules or {})  # type: Dict[Tuple[str, str], Section]
+        self.rules = dict(rules or {})  # type: Dict[Tuple[str, str], Any]
 
     def as_dict(self) -> Dict[str, Any]:
         return {key: getattr(self, key) for key in self.FIELDS}
@@ -80,6 +80,9 @@ class OutboxSettings(Section):
         "busy_timeout_ms": (int, 2000),
     }
 
+    path: str
+    busy_timeout_ms: int
+
 
 class BrokerSettings(Section):
     NAME = "broker"
@@ -91,6 +94,10 @@ class BrokerSettings(Section):
         "connect_timeout": (float, 5.0),
     }
 
+    url: str
+    visibility_timeout: int
+    connect_timeout: float
+
 
 class RelaySettings(Section):
     NAME = "relay"
@@ -98,6 +105,9 @@ class RelaySettings(Section):
         "poll_interval": (float, 0.2),
         "batch": (int, 200),
     }
+
+    poll_interval: float
+    batch: int
 
 
 class RetrySettings(Section):
@@ -109,6 +119,10 @@ class RetrySettings(Section):
         # time) is parked as a dead letter instead of killing workers forever.
         "max_deliveries": (int, 3),
     }
+
+    max_retries: int
+    backoff_max: int
+    max_deliveries: int
 
 
 class IpamSettings(Section):
@@ -125,6 +139,15 @@ class IpamSettings(Section):
         "password": (Secret, Secret("")),
         "network_view": (str, "default"),
     }
+
+    driver: str
+    url: Optional[str]
+    token: Secret
+    verify_tls: bool
+    timeout: float
+    username: Optional[str]
+    password: Secret
+    network_view: str
 
 
 class InventorySettings(Section):
@@ -158,6 +181,27 @@ class InventorySettings(Section):
                              "memory_mb=flavor.memory_mb", "addresses=addresses"]),
     }
 
+    driver: str
+    url: Optional[str]
+    token: Secret
+    verify_tls: bool
+    timeout: float
+    cluster_type: str
+    cluster: str
+    on_delete: str
+    auth_header: str
+    auth_scheme: str
+    find_url: str
+    list_url: str
+    create_url: str
+    update_url: str
+    delete_url: str
+    update_method: str
+    id_field: str
+    results_key: str
+    next_key: str
+    field_map: List[str]
+
 
 class DnsSettings(Section):
     NAME = "dns"
@@ -182,6 +226,23 @@ class DnsSettings(Section):
         "verify_tls": (bool, True),
         "view": (str, "default"),
     }
+
+    driver: str
+    server: str
+    port: int
+    zone: Optional[str]
+    reverse_zones: List[str]
+    tsig_key_name: Optional[str]
+    tsig_secret: Secret
+    tsig_algorithm: str
+    ttl: int
+    timeout: float
+    allow_unsigned: bool
+    url: Optional[str]
+    username: Optional[str]
+    password: Secret
+    verify_tls: bool
+    view: str
 
 
 class DirectorySettings(Section):
@@ -208,6 +269,21 @@ class DirectorySettings(Section):
         "linux": (str, "host"),
     }
 
+    driver: str
+    url: Optional[str]
+    bind_dn: Optional[str]
+    password: Secret
+    base_dn: Optional[str]
+    starttls: bool
+    ca_file: Optional[str]
+    verify_tls: bool
+    timeout: float
+    tls_server_name: Optional[str]
+    ou: Optional[str]
+    dns_domain: Optional[str]
+    uac: int
+    linux: str
+
 
 class AuditSettings(Section):
     NAME = "audit"
@@ -218,6 +294,12 @@ class AuditSettings(Section):
         "syslog_port": (int, 514),
         "app_name": (str, "novahooks"),
     }
+
+    drivers: List[str]
+    path: str
+    syslog_host: Optional[str]
+    syslog_port: int
+    app_name: str
 
 
 class LedgerSettings(Section):
@@ -234,6 +316,11 @@ class LedgerSettings(Section):
         # idempotent work); full: fsync on every commit, several ms per step.
         "sqlite_synchronous": (str, "normal"),
     }
+
+    url: str
+    on_permanent_failure: str
+    stalled_after: int
+    sqlite_synchronous: str
 
     def problems(self) -> List[str]:
         found = []
@@ -258,6 +345,11 @@ class MetricsSettings(Section):
         "multiproc_dir": (str, "/tmp/novahooks-metrics"),
     }
 
+    worker_port: int
+    relay_port: int
+    address: str
+    multiproc_dir: str
+
 
 #: Steps a pre-boot gate may wait for: those of the pre-boot ("create") chain, which need
 #: no address (Nova has allocated none when build_instance's pre-hook runs).
@@ -281,6 +373,12 @@ class GateSettings(Section):
         # The relay's gate endpoint, a Unix socket; empty: gate.sock beside [outbox] path.
         "socket": (str, ""),
     }
+
+    steps: List[str]
+    timeout: float
+    on_failure: str
+    poll_interval: float
+    socket: str
 
     def problems(self) -> List[str]:
         found = []
@@ -322,6 +420,15 @@ class NotificationsSettings(Section):
         # RabbitMQ refuses to redeclare the exchanges.
         "durable_queues": (bool, False),
     }
+
+    transport_url: str
+    password: Secret
+    nova_exchange: str
+    nova_topics: List[str]
+    neutron_exchange: str
+    neutron_topics: List[str]
+    pool: str
+    durable_queues: bool
 
     def problems(self) -> List[str]:
         found = []
@@ -400,6 +507,9 @@ class ProjectNamingRule(Section):
     NAME = "naming project"
     FIELDS = {"hostname": (None, None), "fqdn": (None, None)}
 
+    hostname: Optional[str]
+    fqdn: Optional[str]
+
 
 class NetworkNamingRule(Section):
     """``[naming network <network name>]``: the DNS name of VMs on that network.
@@ -410,12 +520,16 @@ class NetworkNamingRule(Section):
     NAME = "naming network"
     FIELDS = {"fqdn": (None, None)}
 
+    fqdn: Optional[str]
+
 
 class PrefixNamingRule(Section):
     """``[naming prefix <cidr>]``: the reverse zone that takes its PTR records."""
 
     NAME = "naming prefix"
     FIELDS = {"reverse_zone": (None, None)}
+
+    reverse_zone: Optional[str]
 
 
 class NamingSettings(Section):
@@ -433,6 +547,9 @@ class NamingSettings(Section):
         # The DNS name; empty: {hostname}.<[dns] zone>.
         "fqdn": (str, ""),
     }
+
+    hostname: str
+    fqdn: str
     SUBSECTIONS = {"project": ProjectNamingRule, "network": NetworkNamingRule,
                    "prefix": PrefixNamingRule}
 
@@ -504,6 +621,12 @@ class RegisterSettings(Section):
         "metadata_key": (str, "novahooks:register"),
     }
 
+    default: bool
+    projects_allow: List[str]
+    projects_deny: List[str]
+    image_property: str
+    metadata_key: str
+
     def problems(self) -> List[str]:
         both = sorted(set(self.projects_allow) & set(self.projects_deny))
         if both:
@@ -522,21 +645,21 @@ class Settings(object):
 
     def __init__(self, sections: Mapping[str, Section], source: Optional[str]) -> None:
         self.source = source
-        self.outbox = sections["outbox"]  # type: OutboxSettings
-        self.ledger = sections["ledger"]  # type: LedgerSettings
-        self.metrics = sections["metrics"]  # type: MetricsSettings
-        self.broker = sections["broker"]  # type: BrokerSettings
-        self.relay = sections["relay"]  # type: RelaySettings
-        self.retry = sections["retry"]  # type: RetrySettings
-        self.ipam = sections["ipam"]  # type: IpamSettings
-        self.inventory = sections["inventory"]  # type: InventorySettings
-        self.dns = sections["dns"]  # type: DnsSettings
-        self.directory = sections["directory"]  # type: DirectorySettings
-        self.audit = sections["audit"]  # type: AuditSettings
-        self.gate = sections["gate"]  # type: GateSettings
-        self.notifications = sections["notifications"]  # type: NotificationsSettings
-        self.naming = sections["naming"]  # type: NamingSettings
-        self.register = sections["register"]  # type: RegisterSettings
+        self.outbox = cast(OutboxSettings, sections["outbox"])
+        self.ledger = cast(LedgerSettings, sections["ledger"])
+        self.metrics = cast(MetricsSettings, sections["metrics"])
+        self.broker = cast(BrokerSettings, sections["broker"])
+        self.relay = cast(RelaySettings, sections["relay"])
+        self.retry = cast(RetrySettings, sections["retry"])
+        self.ipam = cast(IpamSettings, sections["ipam"])
+        self.inventory = cast(InventorySettings, sections["inventory"])
+        self.dns = cast(DnsSettings, sections["dns"])
+        self.directory = cast(DirectorySettings, sections["directory"])
+        self.audit = cast(AuditSettings, sections["audit"])
+        self.gate = cast(GateSettings, sections["gate"])
+        self.notifications = cast(NotificationsSettings, sections["notifications"])
+        self.naming = cast(NamingSettings, sections["naming"])
+        self.register = cast(RegisterSettings, sections["register"])
 
 
 def _coerce(section: str, key: str, kind: Any, raw: str) -> Any:

@@ -88,7 +88,7 @@ def create(vm: Vm) -> None:
     create_kwargs = {"display_name": vm.hostname, "metadata": building["metadata"],
                      "min_count": 1, "max_count": 1}
     build_args = (compute, ctx, building, {}, {}, {}, None, [], None, None, None, "node-1",
-                  None, None, None)
+                  None, None, None)  # type: Tuple[Any, ...]
     _run("create_instance", "pre", *create_args, **create_kwargs)
     _run("build_instance", "pre", *build_args)
     _run("create_instance", "post", ([building], "r-" + vm.uuid[:8]), *create_args,

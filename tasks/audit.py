@@ -4,6 +4,7 @@ It takes the raw event dict rather than a validated one: an event too broken
 to register is exactly what the audit trail must still show.
 """
 
+import functools
 import time
 from typing import Any, Dict, Optional
 
@@ -39,5 +40,5 @@ def record(self: StepTask, event: Any, stage: str = "done", step: Optional[str] 
         entry["policy"] = {key: decided[key] for key in ("register", "rule", "fqdn", "error")
                            if decided.get(key) is not None}
     for sink in drivers.audit():
-        self.backend_call(lambda sink=sink: sink.record(entry))
+        self.backend_call(functools.partial(sink.record, entry))
     return {"stage": stage}

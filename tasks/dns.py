@@ -13,8 +13,8 @@ def register(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
     ev, decision = self.admit(event)
     if ev.addresses is None or decision.fqdn is None:
         return {"skipped": "addresses not known yet"}
-    fqdn = decision.fqdn
-    return self.register(ev, lambda: _register(ev.uuid, fqdn, ev.addresses))
+    fqdn, addresses = decision.fqdn, ev.addresses
+    return self.register(ev, lambda: _register(ev.uuid, fqdn, addresses))
 
 
 def _register(instance_uuid: str, fqdn: str, addresses: List[Address]) -> Dict[str, Any]:

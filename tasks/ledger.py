@@ -217,11 +217,12 @@ class Ledger(object):
         return {row["step"]: json.loads(row["detail"]) for row in rows}
 
     def _upsert(self) -> Any:
+        """This dialect's INSERT with ON CONFLICT (both spell it alike in SQLAlchemy)."""
         if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as upsert
-        return upsert
+            from sqlalchemy.dialects import postgresql
+            return postgresql.insert
+        from sqlalchemy.dialects import sqlite
+        return sqlite.insert
 
     def step_done(self, event: Dict[str, Any], step: str, last: bool) -> None:
         """Add ``step`` to the event's finished steps: one statement, one commit.

@@ -108,7 +108,7 @@ class Outbox(object):
             for row in rows:
                 last = conn.execute(
                     "INSERT INTO events (instance_uuid, kind, body, created_at) "
-                    "VALUES (?, ?, ?, ?)", row).lastrowid
+                    "VALUES (?, ?, ?, ?)", row).lastrowid or 0
             conn.execute("COMMIT")
         except BaseException:
             try:

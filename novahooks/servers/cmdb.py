@@ -83,16 +83,17 @@ class Handler(BaseHTTPRequestHandler):
         if match is None:
             self._send(404, {"detail": "Not found."})
             return
-        body = None
+        body: Dict[str, Any] = {}
         if method in ("POST", "PUT", "PATCH"):
             try:
-                body = json.loads(raw)
+                parsed = json.loads(raw)
             except ValueError as exc:
                 self._send(400, {"detail": "JSON parse error: %s" % exc})
                 return
-            if not isinstance(body, dict):
+            if not isinstance(parsed, dict):
                 self._send(400, {"detail": "expected a JSON object"})
                 return
+            body = parsed
             body.pop("id", None)
         store = self.store
         with store.lock:

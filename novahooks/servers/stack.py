@@ -6,13 +6,14 @@ an INI file without secrets, secrets in files of their own (mode 0600).
 """
 
 import copy
+import functools
 import os
 import secrets
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from novahooks.servers.base import Process, ServerError, free_port, port_open, tail, wait_for
 from novahooks.servers.bind import start_bind
@@ -42,8 +43,12 @@ class Stack(object):
         self.config_path = self.workdir / "novahooks.conf"
         self.audit_path = self.workdir / "audit.jsonl"
         self.outbox_path = self.workdir / "outbox.sqlite"
-        self._stoppers = []  # type: List[Callable[[], None]]
-        self.redis = self.slapd = self.bind = self.netbox = None  # type: Optional[object]
+        self._stoppers: List[Callable[[], None]] = []
+        # The servers' handles (redis.Redis, slapd.Slapd, ...): None until started.
+        self.redis: Any = None
+        self.slapd: Any = None
+        self.bind: Any = None
+        self.netbox: Any = None
 
     def start(self) -> "Stack":
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +93,7 @@ class Stack(object):
         return str(path)
 
     def write_config(self, **overrides: Dict[str, Optional[str]]) -> Path:
-        sections = {
+        sections: Dict[str, Dict[str, Optional[str]]] = {
             "outbox": {"path": str(self.outbox_path)},
             "ledger": {"url": "sqlite:///%s" % (self.workdir / "ledger.sqlite"),
                        "stalled_after": "60"},
@@ -106,7 +111,7 @@ class Stack(object):
                           "base_dn": self.slapd.hosts_base, "starttls": "true",
                           "ca_file": str(self.slapd.ca_file)},
             "audit": {"drivers": "jsonl", "path": str(self.audit_path)},
-        }  # type: Dict[str, Dict[str, str]]
+        }
         if self.netbox is not None:
             token = self._secret("netbox", self.netbox.token)
             sections["ipam"] = {"url": self.netbox.url, "token_file": token}
@@ -157,6 +162,11 @@ class Stack(object):
                 self.progress("warning: stopping a server failed: %s" % exc)
 
 
+def _ready(proc: Process) -> bool:
+    """A Celery worker logs "ready." once it consumes."""
+    return "ready." in proc.log.read_text(errors="replace")
+
+
 class Processes(object):
     """Worker pools (one per queue), the relay and Flower, as real processes."""
 
@@ -164,11 +174,11 @@ class Processes(object):
         self.stack = stack
         self.progress = progress
         self.logs = stack.workdir / "logs"
-        self.workers = {}  # type: Dict[str, Process]
-        self.relay = None  # type: Optional[Process]
-        self.flower = None  # type: Optional[Process]
+        self.workers: Dict[str, Process] = {}
+        self.relay: Optional[Process] = None
+        self.flower: Optional[Process] = None
         self.flower_url = ""
-        self.metrics_ports = {}  # type: Dict[str, int]
+        self.metrics_ports: Dict[str, int] = {}
         self.relay_metrics_port = 0
         self.flower_auth = ("admin", secrets.token_urlsafe(12))
 
@@ -194,8 +204,8 @@ class Processes(object):
         for queue in POOLS:
             self.start_worker(queue)
         for queue, proc in self.workers.items():
-            wait_for(lambda proc=proc: "ready." in proc.log.read_text(errors="replace"), 60,
-                     "worker %s" % queue, proc.proc, proc.log)
+            wait_for(functools.partial(_ready, proc), 60, "worker %s" % queue, proc.proc,
+                     proc.log)
         self.progress("workers ready: %s" % ", ".join(
             "%s x%d" % (q, POOLS[q]) for q in POOLS))
 

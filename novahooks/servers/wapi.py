@@ -51,7 +51,7 @@ import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from novahooks.servers.base import Process, free_port, wait_for
 
@@ -246,8 +246,8 @@ class Grid(object):
     def ea_defined(self, name: str) -> bool:
         return self.named("extensibleattributedef", name)
 
-    def used(self, network_view: str) -> set:
-        used = set()
+    def used(self, network_view: str) -> Set[str]:
+        used = set()  # type: Set[str]
         for _, host in self.of_type("record:host"):
             if host["network_view"] == network_view:
                 used.update(e["ipv4addr"] for e in host.get("ipv4addrs", []))

@@ -130,7 +130,7 @@ class LdapDirectory(DirectoryDriver):
             if current is None:
                 attrs = self._attributes(event, [], [])
                 body = {k: v for k, v in attrs.items() if v and k != "objectClass"}
-                body["cn"] = [event.hostname]
+                body["cn"] = [str(event.hostname)]
                 if not conn.add(dn, attrs["objectClass"], body):
                     self._fail(conn, "add %s" % dn)
                 return {"dn": dn, "action": "added"}

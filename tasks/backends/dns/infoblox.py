@@ -116,7 +116,8 @@ class InfobloxDns(DnsDriver):
     def register(self, fqdn: str, instance_uuid: str,
                  addresses: Sequence[Address]) -> Dict[str, Any]:
         name = self._name(fqdn)
-        wanted = {a.address: ipaddress.ip_address(a.address).version for a in addresses}
+        wanted: Dict[str, int] = {a.address: ipaddress.ip_address(a.address).version
+                                  for a in addresses}
         for address in wanted:
             self._reverse_zone(address)
         self.wapi.ensure_uuid_attribute()

@@ -12,7 +12,7 @@ DNS driver's A/AAAA/PTR records are separate objects with the same tag.
 """
 
 import ipaddress
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Set
 
 from novahooks.nova.event import Address
 from tasks.backends.infoblox import client
@@ -82,7 +82,7 @@ class InfobloxIpam(IpamDriver):
                addresses: Sequence[Address]) -> Dict[str, Any]:
         self.wapi.ensure_uuid_attribute()
         hosts = self._hosts(instance_uuid)
-        held = set()  # type: Set[str]
+        held: Set[str] = set()
         for host in hosts:
             held.update(_addresses(host))
         wanted = [item.address for item in addresses]
@@ -96,7 +96,7 @@ class InfobloxIpam(IpamDriver):
                 self.wapi.delete(host["_ref"])
             return {"created": [], "updated": [], "released": released}
         body = self._body(fqdn, wanted)
-        updated = []  # type: List[str]
+        updated: List[str] = []
         if not hosts:
             self._create(instance_uuid, body)
         else:
@@ -133,7 +133,7 @@ class InfobloxIpam(IpamDriver):
         return new
 
     def release(self, instance_uuid: str) -> Dict[str, Any]:
-        released = set()  # type: Set[str]
+        released: Set[str] = set()
         for host in self._hosts(instance_uuid):
             self.wapi.delete(host["_ref"])
             released.update(_addresses(host))
@@ -151,7 +151,7 @@ class InfobloxIpam(IpamDriver):
             self.wapi.base, self.wapi.username, self.view)
 
     def managed(self) -> Dict[str, Dict[str, Any]]:
-        held = {}  # type: Dict[str, Dict[str, Any]]
+        held: Dict[str, Dict[str, Any]] = {}
         for host in self.wapi.search_all("record:host", HOST_FIELDS, network_view=self.view,
                                          **{"*%s~" % client.UUID_ATTR: "."}):
             uuid = client.owner(host)

@@ -1,7 +1,7 @@
 """NetBox as IPAM: one IPAddress per fixed address, in the prefix that contains it."""
 
 import ipaddress
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 from novahooks.nova.event import Address
 from tasks.backends.ipam.base import IpamDriver
@@ -39,7 +39,7 @@ class NetBoxIpam(IpamDriver):
         with client.translated(BACKEND, self.settings.url):
             self._ready()
             mine = self.mine(instance_uuid)
-            plan = []  # type: List[Tuple[str, str]]
+            plan: List[Tuple[str, str]] = []
             for item in addresses:
                 cidr = self._cidr(item.address)
                 if item.address not in mine:
@@ -90,7 +90,7 @@ class NetBoxIpam(IpamDriver):
         return client.check(self.api, BACKEND, self.settings.url)
 
     def managed(self) -> Dict[str, Dict[str, Any]]:
-        held = {}  # type: Dict[str, Dict[str, Any]]
+        held: Dict[str, Dict[str, Any]] = {}
         with client.translated(BACKEND, self.settings.url):
             self._ready()
             for ip in client.managed(self.api.ipam.ip_addresses):
