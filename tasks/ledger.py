@@ -26,8 +26,7 @@ import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, UniqueConstraint,
-                        case, create_engine, delete, event, insert, literal, select, text,
-                        update)
+                        bindparam, create_engine, delete, event, insert, select, text, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -84,6 +83,32 @@ dead_letters = Table(
     Column("created_at", Float, nullable=False),
     Column("replayed_at", Float),
 )
+
+
+#: What every step runs, built once: building these with SQLAlchemy's expression
+#: language on every call cost more than executing them. The two writes are in the SQL
+#: SQLite (>= 3.24) and PostgreSQL share.
+_STEP_DONE = text("""
+    INSERT INTO progress (event_id, instance_uuid, kind, event, done_steps, started_at,
+                          updated_at, finished_at)
+    VALUES (:event_id, :instance_uuid, :kind, :event, :step, :now, :now, :finished_at)
+    ON CONFLICT (event_id) DO UPDATE SET
+        done_steps = CASE
+            WHEN progress.done_steps = '' THEN excluded.done_steps
+            WHEN ',' || progress.done_steps || ',' LIKE :pattern ESCAPE '\\'
+                THEN progress.done_steps
+            ELSE progress.done_steps || ',' || excluded.done_steps END,
+        updated_at = excluded.updated_at,
+        finished_at = COALESCE(excluded.finished_at, progress.finished_at)
+""")
+_IS_DELETED = select(instances.c.deleted_at).where(instances.c.uuid == bindparam("uuid"))
+_MADE = select(records).where(records.c.instance_uuid == bindparam("uuid"))
+_REMEMBER = text("""
+    INSERT INTO records (instance_uuid, step, detail, created_at)
+    VALUES (:instance_uuid, :step, :detail, :created_at)
+    ON CONFLICT (instance_uuid, step) DO UPDATE SET
+        detail = excluded.detail, created_at = excluded.created_at
+""")
 
 
 def _unavailable(exc: Exception) -> BackendUnavailable:
@@ -173,15 +198,24 @@ class Ledger(object):
         except OperationalError as exc:
             raise _unavailable(exc) from exc
 
-    def _rows(self, statement: Any) -> List[Dict[str, Any]]:
+    def _execute(self, statement: Any, values: Dict[str, Any]) -> None:
+        """A prepared statement (the steps' hot path: built once, not per call)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(statement, values)
+        except OperationalError as exc:
+            raise _unavailable(exc) from exc
+
+    def _rows(self, statement: Any,
+              values: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
         try:
             with self.engine.connect() as conn:
-                return [dict(row._mapping) for row in conn.execute(statement)]
+                return [dict(row._mapping) for row in conn.execute(statement, values)]
         except OperationalError as exc:
             raise _unavailable(exc) from exc
 
     def is_deleted(self, instance_uuid: str) -> bool:
-        rows = self._rows(select(instances.c.deleted_at).where(instances.c.uuid == instance_uuid))
+        rows = self._rows(_IS_DELETED, {"uuid": instance_uuid})
         return bool(rows and rows[0]["deleted_at"])
 
     def tombstone(self, instance_uuid: str, hostname: Optional[str]) -> None:
@@ -200,54 +234,35 @@ class Ledger(object):
         One upsert, so two steps of one instance noting the same key at once (the
         policy note, written before the instance lock is taken) cannot collide.
         """
-        statement = self._upsert()(records).values(instance_uuid=instance_uuid, step=step,
-                                           detail=json.dumps(detail, sort_keys=True),
-                                           created_at=time.time())
-        self._write(statement.on_conflict_do_update(
-            index_elements=[records.c.instance_uuid, records.c.step],
-            set_={"detail": statement.excluded.detail,
-                  "created_at": statement.excluded.created_at}))
+        self._execute(_REMEMBER, {"instance_uuid": instance_uuid, "step": step,
+                                  "detail": json.dumps(detail, sort_keys=True),
+                                  "created_at": time.time()})
 
     def forget(self, instance_uuid: str, step: str) -> None:
         self._write(delete(records).where(records.c.instance_uuid == instance_uuid)
                     .where(records.c.step == step))
 
     def made(self, instance_uuid: str) -> Dict[str, Dict[str, Any]]:
-        rows = self._rows(select(records).where(records.c.instance_uuid == instance_uuid))
+        rows = self._rows(_MADE, {"uuid": instance_uuid})
         return {row["step"]: json.loads(row["detail"]) for row in rows}
-
-    def _upsert(self) -> Any:
-        """This dialect's INSERT with ON CONFLICT (both spell it alike in SQLAlchemy)."""
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects import postgresql
-            return postgresql.insert
-        from sqlalchemy.dialects import sqlite
-        return sqlite.insert
 
     def step_done(self, event: Dict[str, Any], step: str, last: bool) -> None:
         """Add ``step`` to the event's finished steps: one statement, one commit.
 
         The row may be new (an event the relay did not publish: replay, undo) or
-        opened by the relay or an earlier step; the set of steps only grows.
+        opened by the relay or an earlier step; the set of steps only grows, and a
+        finished chain stays finished.
         """
         now = time.time()
         event_id = str(event.get("event_id") or "")
         if not event_id:
             return
-        statement = self._upsert()(progress).values(
-            event_id=event_id, instance_uuid=str(event.get("uuid")),
-            kind=str(event.get("kind")), event=json.dumps(event, sort_keys=True),
-            done_steps=step, started_at=now, updated_at=now,
-            finished_at=now if last else None)
-        done = progress.c.done_steps
-        listed = literal(",") + done + literal(",")
-        self._write(statement.on_conflict_do_update(
-            index_elements=[progress.c.event_id],
-            set_={"done_steps": case((done == "", literal(step)),
-                                     (listed.contains("," + step + ","), done),
-                                     else_=done + literal("," + step)),
-                  "updated_at": now,
-                  "finished_at": literal(now) if last else progress.c.finished_at}))
+        pattern = "%%,%s,%%" % step.replace("\\", "\\\\").replace("%", "\\%") \
+            .replace("_", "\\_")
+        self._execute(_STEP_DONE, {
+            "event_id": event_id, "instance_uuid": str(event.get("uuid")),
+            "kind": str(event.get("kind")), "event": json.dumps(event, sort_keys=True),
+            "step": step, "pattern": pattern, "now": now, "finished_at": now if last else None})
 
     def published(self, events: List[Dict[str, Any]]) -> None:
         """Open a progress row, with no step done, for each event the relay handed over.
