@@ -14,7 +14,10 @@ the relay) and measures, side by side in one run:
    the worker pools' RSS at start and end.
 
 Prints a table and ``throughput_ratio=R`` (end-to-end VMs/s over the slowest
-backend's VMs/s; target >= 0.8). Run with the project's .venv::
+backend's VMs/s; target >= 0.8). IPAM and inventory are one NetBox here, so the
+physical limit is that server doing both jobs at once: 1b. measures it (both
+backends' calls from both pools' processes together) and ``server_ratio=R`` compares
+with it. Run with the project's .venv::
 
     .venv/bin/python bench/throughput.py --vms 1000
 """
@@ -96,6 +99,21 @@ def backends_alone(vms: Sequence[Any], pools: Dict[str, int],
             % (backend, len(mine), wall, procs, len(mine) / wall,
                results[backend]["p50_ms"]))
     return results
+
+
+def shared_server(vms: Sequence[Any], pools: Dict[str, int],
+                  queues: Sequence[str] = ("ipam", "inventory")) -> Dict[str, Any]:
+    """One server behind several backends (NetBox: IPAM and inventory): VMs/s it takes
+    when every VM gets all of those backends' calls, from all their pools at once."""
+    jobs = []
+    for queue in queues:
+        procs = pools[queue]
+        jobs += [(QUEUE_BACKEND[queue], list(vms[i::procs])) for i in range(procs)]
+    with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = list(pool.map(inline.lifecycle, [b for b, _ in jobs], [c for _, c in jobs]))
+    wall = max(sum(part) for part in parts)
+    return dict(vms=len(vms), processes=len(jobs), seconds=wall, vm_per_s=len(vms) / wall,
+                backends=[QUEUE_BACKEND[q] for q in queues])
 
 
 def single_vms(stack: Any, vms: Sequence[Any], timeout: float) -> Dict[str, Any]:
@@ -184,10 +202,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     ok = False
     try:
         alone_vms = chaos_vms(args.alone, prefix="alone", first_octet=200)
+        shared_vms = chaos_vms(max(args.alone // len(QUEUE_BACKEND), 4), prefix="shared",
+                               first_octet=198)
         single = chaos_vms(args.single, prefix="single", first_octet=199)
         vms = chaos_vms(args.vms, prefix="tp", first_octet=60)
         log("backends alone (the pipeline's driver calls, no Celery):")
         alone = backends_alone(alone_vms, POOLS)
+        netbox = shared_server(shared_vms, POOLS)
+        log("  netbox for ipam and inventory at once: %d VMs in %.1f s with %d processes: "
+            "%.2f VM/s" % (netbox["vms"], netbox["seconds"], netbox["processes"],
+                           netbox["vm_per_s"]))
         procs = Processes(stack, progress=lambda line: log("  " + line))
         procs.start_workers()
         procs.start_relay()
@@ -206,6 +230,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = [("pipeline end to end (%d VMs)" % args.vms, result["vm_per_s"], 1.0)]
     rows += [("%s alone x%d" % (b, alone[b]["processes"]), alone[b]["vm_per_s"],
               ratio(result["vm_per_s"], alone[b]["vm_per_s"])) for b in alone]
+    server_ratio = ratio(result["vm_per_s"], netbox["vm_per_s"])
+    rows.append(("netbox: ipam + inventory x%d" % netbox["processes"], netbox["vm_per_s"],
+                 server_ratio))
     print(table(("VMs created then deleted", "VM/s", "pipeline/this"), rows))
     print()
     for title, steps in (("step (single VMs, idle)", one["steps"]),
@@ -231,8 +258,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     max_overhead = max([s["overhead_ms"] for s in one["steps"]] or [0.0])
     print("max_step_overhead_ms=%.2f" % max_overhead)
     print("throughput_ratio=%.2f" % tp_ratio)
-    path = save("throughput", {"alone": alone, "single": one, "pipeline": result,
-                               "slowest_backend": slowest, "throughput_ratio": tp_ratio},
+    print("server_ratio=%.2f" % server_ratio)
+    path = save("throughput", {"alone": alone, "netbox": netbox, "single": one,
+                               "pipeline": result, "slowest_backend": slowest,
+                               "throughput_ratio": tp_ratio, "server_ratio": server_ratio},
                 args.json)
     log("results in %s" % path)
     return 0

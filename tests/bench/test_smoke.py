@@ -92,6 +92,9 @@ def test_throughput_functions_on_the_session_pipeline(stack: Stack,
                                       queues=("dns", "ldap"))
     assert set(alone) == {"dns", "directory"}
     assert all(result["vm_per_s"] > 0 and result["vms"] == 1 for result in alone.values())
+    shared = throughput.shared_server(chaos_vms(1, prefix="smoke-shared", first_octet=222),
+                                      {"dns": 1, "ldap": 1}, queues=("dns", "ldap"))
+    assert shared["processes"] == 2 and shared["vm_per_s"] > 0
     result = throughput.pipeline(stack, processes, chaos_vms(1, prefix="smoke", first_octet=220),
                                  timeout=240)
     assert result["vms"] == 1 and result["vm_per_s"] > 0
