@@ -5,7 +5,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator, List
+from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
 
@@ -55,18 +55,23 @@ def _note(url: str, key: str, worker: int, start: "multiprocessing.Event") -> No
         book.remember(key, "policy", {"worker": worker, "i": i})
 
 
-def test_concurrent_notes_of_one_key_never_collide(ledger_url: str) -> None:
-    """Register steps of one instance note the policy decision before its lock."""
-    Ledger(ledger_url).made("warm")  # tables exist before the race starts
+def _race(target: Callable[..., None], argument_lists: List[Tuple[Any, ...]]) -> None:
+    """One process per argument list, released at once (each gets the start event last)."""
     start = multiprocessing.Event()
-    procs = [multiprocessing.Process(target=_note, args=(ledger_url, "u-race", w, start))
-             for w in range(4)]
+    procs = [multiprocessing.Process(target=target, args=args + (start,))
+             for args in argument_lists]
     for proc in procs:
         proc.start()
     start.set()
     for proc in procs:
         proc.join(60)
         assert proc.exitcode == 0
+
+
+def test_concurrent_notes_of_one_key_never_collide(ledger_url: str) -> None:
+    """Register steps of one instance note the policy decision before its lock."""
+    Ledger(ledger_url).made("warm")  # tables exist before the race starts
+    _race(_note, [(ledger_url, "u-race", w) for w in range(4)])
     made = Ledger(ledger_url).made("u-race")
     assert list(made) == ["policy"] and made["policy"]["i"] == 29
 
@@ -127,16 +132,8 @@ def test_step_done_grows_one_set_of_steps(ledger_url: str) -> None:
                                 "WHERE event_id = 'e-open'")).one()
     assert row.done_steps == "audit.record,ldap.deregister,dns.deregister"
     assert row.finished_at is not None, "a later step must not reopen a finished chain"
-    start = multiprocessing.Event()
     names = [["s%d-%d" % (w, i) for i in range(10)] for w in range(4)]
-    procs = [multiprocessing.Process(target=_steps, args=(ledger_url, "e-race", steps, start))
-             for steps in names]
-    for proc in procs:
-        proc.start()
-    start.set()
-    for proc in procs:
-        proc.join(60)
-        assert proc.exitcode == 0
+    _race(_steps, [(ledger_url, "e-race", steps) for steps in names])
     with book.engine.connect() as conn:
         done = conn.execute(text("SELECT done_steps FROM progress "
                                  "WHERE event_id = 'e-race'")).scalar_one()
