@@ -103,6 +103,16 @@ _STEP_DONE = text("""
 """)
 _IS_DELETED = select(instances.c.deleted_at).where(instances.c.uuid == bindparam("uuid"))
 _MADE = select(records).where(records.c.instance_uuid == bindparam("uuid"))
+_FORGET = delete(records).where(records.c.instance_uuid == bindparam("uuid")) \
+    .where(records.c.step == bindparam("step"))
+_TOMBSTONE = text("""
+    INSERT INTO instances (uuid, hostname, deleted_at, updated_at)
+    VALUES (:uuid, :hostname, :now, :now)
+    ON CONFLICT (uuid) DO UPDATE SET
+        deleted_at = COALESCE(instances.deleted_at, excluded.deleted_at),
+        updated_at = CASE WHEN instances.deleted_at IS NULL THEN excluded.updated_at
+                          ELSE instances.updated_at END
+""")
 _REMEMBER = text("""
     INSERT INTO records (instance_uuid, step, detail, created_at)
     VALUES (:instance_uuid, :step, :detail, :created_at)
@@ -219,14 +229,9 @@ class Ledger(object):
         return bool(rows and rows[0]["deleted_at"])
 
     def tombstone(self, instance_uuid: str, hostname: Optional[str]) -> None:
-        now = time.time()
-        try:
-            self._write(insert(instances).values(uuid=instance_uuid, hostname=hostname,
-                                                 deleted_at=now, updated_at=now))
-        except IntegrityError:
-            self._write(update(instances).where(instances.c.uuid == instance_uuid)
-                        .where(instances.c.deleted_at.is_(None))
-                        .values(deleted_at=now, updated_at=now))
+        """Mark the instance deleted; the first delete's time stays (one upsert)."""
+        self._execute(_TOMBSTONE, {"uuid": instance_uuid, "hostname": hostname,
+                                   "now": time.time()})
 
     def remember(self, instance_uuid: str, step: str, detail: Dict[str, Any]) -> None:
         """What a register step made; replaced on every run so it is always current.
@@ -239,8 +244,7 @@ class Ledger(object):
                                   "created_at": time.time()})
 
     def forget(self, instance_uuid: str, step: str) -> None:
-        self._write(delete(records).where(records.c.instance_uuid == instance_uuid)
-                    .where(records.c.step == step))
+        self._execute(_FORGET, {"uuid": instance_uuid, "step": step})
 
     def made(self, instance_uuid: str) -> Dict[str, Dict[str, Any]]:
         rows = self._rows(_MADE, {"uuid": instance_uuid})

@@ -80,8 +80,14 @@ def test_tombstone_records_progress_and_dead_letters(ledger_url: str) -> None:
     book = Ledger(ledger_url)
     assert not book.is_deleted("u1")
     book.tombstone("u1", "web-1")
+    with book.engine.connect() as conn:
+        first = conn.execute(text("SELECT deleted_at FROM instances WHERE uuid = 'u1'")).one()
+    time.sleep(0.01)
     book.tombstone("u1", "web-1")
     assert book.is_deleted("u1")
+    with book.engine.connect() as conn:
+        again = conn.execute(text("SELECT deleted_at FROM instances WHERE uuid = 'u1'")).one()
+    assert again == first, "a second delete must keep the first one's time"
     book.remember("u2", "dns", {"addresses": ["10.0.0.1"]})
     book.remember("u2", "dns", {"addresses": ["10.0.0.2"]})
     assert book.made("u2") == {"dns": {"addresses": ["10.0.0.2"]}}
