@@ -74,7 +74,13 @@ def throughput_panel(ax: Any, data: Optional[Dict[str, Any]]) -> None:
     names = ["pipeline\n(%d VMs)" % data["pipeline"]["vms"]] + \
         ["%s alone\nx%d" % (b, r["processes"]) for b, r in data["alone"].items()]
     rates = [data["pipeline"]["vm_per_s"]] + [r["vm_per_s"] for r in data["alone"].values()]
-    bars = ax.bar(range(len(rates)), rates, color=["C3"] + ["C0"] * (len(rates) - 1))
+    colors = ["C3"] + ["C0"] * (len(rates) - 1)
+    if data.get("netbox"):  # IPAM and inventory on one NetBox: the server's own limit
+        names.append("netbox:\n%s\nat once x%d" % ("+".join(data["netbox"]["backends"]),
+                                                   data["netbox"]["processes"]))
+        rates.append(data["netbox"]["vm_per_s"])
+        colors.append("C2")
+    bars = ax.bar(range(len(rates)), rates, color=colors)
     for bar, rate in zip(bars, rates):
         ax.annotate("%.2f" % rate, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     ha="center", va="bottom", fontsize=7)
@@ -86,10 +92,11 @@ def throughput_panel(ax: Any, data: Optional[Dict[str, Any]]) -> None:
 
 
 def steps_panel(ax: Any, data: Optional[Dict[str, Any]]) -> None:
-    title = "Per step: backend call, lock wait and the rest (single VMs, idle workers)"
+    title = "Per step: backend call, lock wait and the rest (%d-VM run, mean)" % (
+        data["pipeline"]["vms"] if data else 0)
     if data is None:
         return empty(ax, title, "throughput")
-    steps = data["single"]["steps"]
+    steps = data["pipeline"]["steps"]
     names = [s["step"] for s in steps]
     bottom = [0.0] * len(steps)
     for key, label in (("backend_ms", "backend calls"), ("lock_wait_ms", "per-instance lock"),

@@ -92,7 +92,7 @@ class StepTask(Task):
         """Run a register action unless the instance was deleted meanwhile."""
         ledger_ = book()
         waited = time.monotonic()
-        with ledger_.lock(event.uuid):
+        with ledger_.lock(event.uuid, self.backend_kind):
             self._lock_seconds = time.monotonic() - waited
             if ledger_.is_deleted(event.uuid):
                 return {"skipped": "instance %s was deleted" % event.uuid}

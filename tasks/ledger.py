@@ -121,6 +121,20 @@ _REMEMBER = text("""
 """)
 
 
+def _lock_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def _flocked(path: str, mode: int) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _unavailable(exc: Exception) -> BackendUnavailable:
     return BackendUnavailable("ledger database unavailable: %s" % str(exc).splitlines()[0],
                               backend="ledger")
@@ -174,29 +188,38 @@ class Ledger(object):
                 time.sleep(0.1)
 
     @contextlib.contextmanager
-    def lock(self, instance_uuid: str) -> Iterator[None]:
-        """Serialise the steps of one instance across every worker process.
+    def lock(self, instance_uuid: str, step: Optional[str] = None) -> Iterator[None]:
+        """Order a step against the instance's delete, across every worker process.
 
-        PostgreSQL: a transaction-scoped advisory lock; SQLite (one host): a lock
-        file per instance beside the database. Both lock processes, not threads:
-        workers run Celery's prefork pool.
+        Without ``step`` (a removal): the instance alone. With ``step`` (a register
+        step): the instance shared with the other register steps, and the step's own
+        key alone. So a delete excludes every register, two runs of one step (the
+        create and build chains both run ldap and inventory) exclude each other, and
+        different steps of one VM no longer queue behind each other (an LDAP entry
+        waited on NetBox's IPAM call before).
+
+        PostgreSQL: transaction-scoped advisory locks; SQLite (one host): flock on
+        lock files beside the database. Both lock processes, not threads: workers run
+        Celery's prefork pool.
         """
         if self.sqlite:
             directory = self.url.split("///", 1)[-1] + ".locks"
             os.makedirs(directory, exist_ok=True)
-            path = os.path.join(directory, instance_uuid.replace("/", "_"))
-            with open(path, "a") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+            base = os.path.join(directory, instance_uuid.replace("/", "_"))
+            with contextlib.ExitStack() as held:
+                if step is not None:
+                    held.enter_context(_flocked(base + "." + step, fcntl.LOCK_EX))
+                held.enter_context(_flocked(base, fcntl.LOCK_SH if step else fcntl.LOCK_EX))
+                yield
             return
-        key = int.from_bytes(hashlib.sha256(instance_uuid.encode()).digest()[:8], "big",
-                             signed=True)
         try:
             with self.engine.begin() as conn:
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+                if step is not None:
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                 {"key": _lock_key(instance_uuid + "." + step)})
+                conn.execute(text("SELECT pg_advisory_xact_lock%s(:key)"
+                                  % ("_shared" if step else "")),
+                             {"key": _lock_key(instance_uuid)})
                 yield
         except OperationalError as exc:
             raise _unavailable(exc) from exc

@@ -5,7 +5,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -28,24 +28,38 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
                        check=True)
 
 
-def _hold(url: str, key: str, seconds: float, started: "multiprocessing.Event") -> None:
-    with Ledger(url).lock(key):
+def _hold(url: str, key: str, step: Optional[str], seconds: float,
+          started: "multiprocessing.Event") -> None:
+    with Ledger(url).lock(key, step):
         started.set()
         time.sleep(seconds)
 
 
-def test_lock_serialises_processes(ledger_url: str) -> None:
-    started = multiprocessing.Event()
-    holder = multiprocessing.Process(target=_hold, args=(ledger_url, "i-1", 1.0, started))
-    holder.start()
-    assert started.wait(20)
+def _waited(url: str, key: str, step: Optional[str]) -> float:
     t0 = time.monotonic()
-    with Ledger(ledger_url).lock("i-1"):
-        waited = time.monotonic() - t0
-    with Ledger(ledger_url).lock("i-2"):
-        pass
-    holder.join()
-    assert waited > 0.5, "second locker did not wait for the first"
+    with Ledger(url).lock(key, step):
+        return time.monotonic() - t0
+
+
+@pytest.mark.parametrize("holder,other,waits", [
+    (None, None, True),               # two removals of one instance
+    ("ldap", None, True),             # a removal waits for a register step
+    (None, "ldap", True),             # a register step waits for a removal
+    ("ldap", "ldap", True),           # the create and build chains' runs of one step
+    ("ipam", "ldap", False),          # different steps of one VM run side by side
+])
+def test_lock_orders_steps_and_removals_across_processes(
+        ledger_url: str, holder: Optional[str], other: Optional[str], waits: bool) -> None:
+    started = multiprocessing.Event()
+    proc = multiprocessing.Process(target=_hold, args=(ledger_url, "i-1", holder, 1.0, started))
+    proc.start()
+    try:
+        assert started.wait(20)
+        waited = _waited(ledger_url, "i-1", other)
+        assert _waited(ledger_url, "i-2", None) < 0.5, "another instance is not held"
+    finally:
+        proc.join()
+    assert (waited > 0.5) == waits, waited
 
 
 def _note(url: str, key: str, worker: int, start: "multiprocessing.Event") -> None:
