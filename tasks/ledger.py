@@ -224,15 +224,8 @@ class Ledger(object):
         except OperationalError as exc:
             raise _unavailable(exc) from exc
 
-    def _write(self, statement: Any) -> None:
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(statement)
-        except OperationalError as exc:
-            raise _unavailable(exc) from exc
-
-    def _execute(self, statement: Any, values: Dict[str, Any]) -> None:
-        """A prepared statement (the steps' hot path: built once, not per call)."""
+    def _write(self, statement: Any, values: Optional[Dict[str, Any]] = None) -> None:
+        """One statement in a transaction of its own; ``values`` bind a prepared one."""
         try:
             with self.engine.begin() as conn:
                 conn.execute(statement, values)
@@ -253,7 +246,7 @@ class Ledger(object):
 
     def tombstone(self, instance_uuid: str, hostname: Optional[str]) -> None:
         """Mark the instance deleted; the first delete's time stays (one upsert)."""
-        self._execute(_TOMBSTONE, {"uuid": instance_uuid, "hostname": hostname,
+        self._write(_TOMBSTONE, {"uuid": instance_uuid, "hostname": hostname,
                                    "now": time.time()})
 
     def remember(self, instance_uuid: str, step: str, detail: Dict[str, Any]) -> None:
@@ -262,12 +255,12 @@ class Ledger(object):
         One upsert, so two steps of one instance noting the same key at once (the
         policy note, written before the instance lock is taken) cannot collide.
         """
-        self._execute(_REMEMBER, {"instance_uuid": instance_uuid, "step": step,
+        self._write(_REMEMBER, {"instance_uuid": instance_uuid, "step": step,
                                   "detail": json.dumps(detail, sort_keys=True),
                                   "created_at": time.time()})
 
     def forget(self, instance_uuid: str, step: str) -> None:
-        self._execute(_FORGET, {"uuid": instance_uuid, "step": step})
+        self._write(_FORGET, {"uuid": instance_uuid, "step": step})
 
     def made(self, instance_uuid: str) -> Dict[str, Dict[str, Any]]:
         rows = self._rows(_MADE, {"uuid": instance_uuid})
@@ -286,7 +279,7 @@ class Ledger(object):
             return
         pattern = "%%,%s,%%" % step.replace("\\", "\\\\").replace("%", "\\%") \
             .replace("_", "\\_")
-        self._execute(_STEP_DONE, {
+        self._write(_STEP_DONE, {
             "event_id": event_id, "instance_uuid": str(event.get("uuid")),
             "kind": str(event.get("kind")), "event": json.dumps(event, sort_keys=True),
             "step": step, "pattern": pattern, "now": now, "finished_at": now if last else None})
