@@ -87,12 +87,12 @@ def check(settings: Settings) -> List[Dict[str, Any]]:
             conn.execute(text("SELECT 1"))
         return "%s reachable" % settings.ledger.url.split("@")[-1]
 
-    checks: List[Tuple[str, Callable[[], str]]] = [("broker", broker), ("ledger", ledger_)]
-    if settings.gate.steps:
-        checks.append(("gate", lambda: _gate_answer(settings)))
     def backend(kind: str, driver: str, section: Any) -> str:
         return load(kind, driver, section).check()
 
+    checks: List[Tuple[str, Callable[[], str]]] = [("broker", broker), ("ledger", ledger_)]
+    if settings.gate.steps:
+        checks.append(("gate", functools.partial(_gate_answer, settings)))
     for kind, section in (("ipam", settings.ipam), ("dns", settings.dns),
                           ("directory", settings.directory),
                           ("inventory", settings.inventory)):
