@@ -21,7 +21,7 @@ Actions:
 
 import time
 import uuid as uuidlib
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 from novahooks.nova.event import Address, Flavor, InstanceEvent
 from novahooks.notifications.message import Malformed, Notification
@@ -181,23 +181,38 @@ def _metadata(data: Dict[str, Any]) -> Dict[str, str]:
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
+def _addresses(data: Dict[str, Any], key: str,
+               parse: Callable[[Any, str], Address]) -> Optional[List[Address]]:
+    """``payload.<key>``: None when absent (not known yet), each item parsed and named."""
+    items = _list(data, key, "payload." + key)
+    if items is None:
+        return None
+    return [parse(item, "payload.%s[%d]" % (key, i)) for i, item in enumerate(items)]
+
+
+def _plain_object(item: Any, field: str) -> Dict[str, Any]:
+    if not isinstance(item, dict):
+        raise Malformed(field, "expected an object")
+    return item
+
+
+def _hostname(data: Dict[str, Any], key: str, action: str) -> Optional[str]:
+    """Every event but a delete needs the name it registers."""
+    hostname = _optional_text(data, key)
+    if hostname is None and action != "delete":
+        raise Malformed("payload." + key, "missing or empty (%r)" % (data.get(key),))
+    return hostname
+
+
 def _versioned(note: Notification, action: str) -> Change:
     data = _object(note.payload, "payload", PAYLOADS)
     instance = _required_text(data, "uuid", "payload.uuid")
-    addresses = None  # type: Optional[List[Address]]
-    items = _list(data, "ip_addresses", "payload.ip_addresses")
-    if items is not None:
-        addresses = []
-        for i, item in enumerate(items):
-            field = "payload.ip_addresses[%d]" % i
-            addresses.append(_address(_object(item, field, NESTED), field, "mac", "port_uuid",
-                                      "label"))
+    addresses = _addresses(data, "ip_addresses", lambda item, field: _address(
+        _object(item, field, NESTED), field, "mac", "port_uuid", "label"))
     flavor = None
     if data.get("flavor") is not None:
         flavor = _flavor(_object(data["flavor"], "payload.flavor", NESTED))
-    hostname = _optional_text(data, "host_name")
-    if hostname is None and action != "delete":
-        raise Malformed("payload.host_name", "missing or empty (%r)" % (data.get("host_name"),))
+    hostname = _hostname(data, "host_name", action)
     event = InstanceEvent(
         kind=KIND[action], uuid=instance, hostname=hostname,
         display_name=_optional_text(data, "display_name"),
@@ -215,18 +230,9 @@ def _versioned(note: Notification, action: str) -> Change:
 def _legacy(note: Notification, action: str) -> Change:
     data = note.payload
     instance = _required_text(data, "instance_id", "payload.instance_id")
-    addresses = None  # type: Optional[List[Address]]
-    items = _list(data, "fixed_ips", "payload.fixed_ips")
-    if items is not None:
-        addresses = []
-        for i, item in enumerate(items):
-            field = "payload.fixed_ips[%d]" % i
-            if not isinstance(item, dict):
-                raise Malformed(field, "expected an object")
-            addresses.append(_address(item, field, "vif_mac", None, "label"))
-    hostname = _optional_text(data, "hostname")
-    if hostname is None and action != "delete":
-        raise Malformed("payload.hostname", "missing or empty (%r)" % (data.get("hostname"),))
+    addresses = _addresses(data, "fixed_ips", lambda item, field: _address(
+        _plain_object(item, field), field, "vif_mac", None, "label"))
+    hostname = _hostname(data, "hostname", action)
     flavor = Flavor(name=_optional_text(data, "instance_type"), vcpus=_number(data, "vcpus"),
                     memory_mb=_number(data, "memory_mb"), root_gb=_number(data, "root_gb"),
                     ephemeral_gb=_number(data, "ephemeral_gb"))
