@@ -8,6 +8,7 @@ worker side (Celery, psutil, the stack) is imported inside the function using it
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set
@@ -229,6 +230,33 @@ def queue_depths(client: Any, queues: Sequence[str] = STEP_QUEUES) -> Dict[str, 
     depths = dict(zip(queues, counts[:-1]))
     depths["unacked"] = counts[-1]
     return depths
+
+
+class DepthSampler(threading.Thread):
+    """Queue depths and the outbox's depth every ``interval`` seconds, for the plot."""
+
+    def __init__(self, client: Any, outbox: Any, interval: float = 1.0) -> None:
+        super().__init__(name="depth-sampler", daemon=True)
+        self.client, self.outbox, self.interval = client, outbox, interval
+        self.samples: List[Dict[str, Any]] = []
+        self.started = time.time()
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            sample: Dict[str, Any] = {"t": round(time.time() - self.started, 3)}
+            try:
+                sample.update(queue_depths(self.client))
+                sample["outbox"] = self.outbox.depth()[0]
+            except Exception as exc:  # noqa: BLE001 - a missed sample is not a failure
+                sample["error"] = str(exc)
+            self.samples.append(sample)
+            self._halt.wait(self.interval)
+
+    def stop(self) -> List[Dict[str, Any]]:
+        self._halt.set()
+        self.join(10)
+        return self.samples
 
 
 def step_log_lines(logs: Path) -> List[Dict[str, Any]]:

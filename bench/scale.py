@@ -26,7 +26,6 @@ Prints ``rss_growth=P%`` and ``result_keys=K``. Run with the project's .venv::
 
 import argparse
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -35,30 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.broker_down import fire, queued_uuids  # noqa: E402
 from bench.chaos import chaos_vms  # noqa: E402
-from bench.common import (cleanup, exit_on_sigterm, latency, log, pool_rss_mb,  # noqa: E402
-                          queue_depths, ratio, save, start_stack, table)
-
-
-class DepthSampler(threading.Thread):
-    def __init__(self, client: Any, outbox: Any, interval: float) -> None:
-        super().__init__(name="depth-sampler", daemon=True)
-        self.client, self.outbox, self.interval = client, outbox, interval
-        self.samples = []  # type: List[Dict[str, Any]]
-        self.started = time.time()
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            sample = {"t": round(time.time() - self.started, 3)}  # type: Dict[str, Any]
-            sample.update(queue_depths(self.client))
-            sample["outbox"] = self.outbox.depth()[0]
-            self.samples.append(sample)
-            self._halt.wait(self.interval)
-
-    def stop(self) -> List[Dict[str, Any]]:
-        self._halt.set()
-        self.join(10)
-        return self.samples
+from bench.common import (DepthSampler, cleanup, exit_on_sigterm, latency, log,  # noqa: E402
+                          pool_rss_mb, queue_depths, ratio, save, start_stack, table)
 
 
 def until(check: Any, timeout: float, what: str) -> None:

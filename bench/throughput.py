@@ -25,7 +25,6 @@ with it. Run with the project's .venv::
 import argparse
 import multiprocessing
 import sys
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -35,44 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import inline  # noqa: E402
 from bench.chaos import chaos_vms  # noqa: E402
-from bench.common import (cleanup, exit_on_sigterm, hop_overhead, latency, log,  # noqa: E402
-                          pool_rss_mb, queue_depths, ratio, save, start_stack, step_log_lines,
+from bench.common import (DepthSampler, cleanup, exit_on_sigterm, hop_overhead,  # noqa: E402
+                          latency, log, pool_rss_mb, ratio, save, start_stack, step_log_lines,
                           step_overhead, table, wait_done)
 
 #: worker queue -> the backend kind its step calls
 QUEUE_BACKEND = {"ipam": "ipam", "dns": "dns", "ldap": "directory", "inventory": "inventory",
                  "audit": "audit"}
-
-
-class Sampler(threading.Thread):
-    """Queue depths and outbox depth every ``interval`` seconds, for the plot."""
-
-    def __init__(self, redis_url: str, outbox_path: Path, interval: float = 1.0) -> None:
-        super().__init__(name="depth-sampler", daemon=True)
-        import redis
-        from novahooks.nova.outbox import Outbox
-        self.client = redis.Redis.from_url(redis_url)
-        self.outbox = Outbox(str(outbox_path))
-        self.interval = interval
-        self.samples = []  # type: List[Dict[str, Any]]
-        self.started = time.time()
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            sample = {"t": round(time.time() - self.started, 2)}  # type: Dict[str, Any]
-            try:
-                sample.update(queue_depths(self.client))
-                sample["outbox"] = self.outbox.depth()[0]
-            except Exception as exc:  # noqa: BLE001 - a missed sample is not a failure
-                sample["error"] = str(exc)
-            self.samples.append(sample)
-            self._stop_event.wait(self.interval)
-
-    def stop(self) -> List[Dict[str, Any]]:
-        self._stop_event.set()
-        self.join(10)
-        return self.samples
 
 
 def backends_alone(vms: Sequence[Any], pools: Dict[str, int],
@@ -139,7 +107,9 @@ def single_vms(stack: Any, vms: Sequence[Any], timeout: float) -> Dict[str, Any]
 def pipeline(stack: Any, procs: Any, vms: Sequence[Any], timeout: float) -> Dict[str, Any]:
     from novahooks import simulate
     uuids = {vm.uuid for vm in vms}
-    sampler = Sampler(stack.redis.url, stack.outbox_path)
+    import redis
+    from novahooks.nova.outbox import Outbox
+    sampler = DepthSampler(redis.Redis.from_url(stack.redis.url), Outbox(str(stack.outbox_path)))
     rss_start = pool_rss_mb(procs)
     sampler.start()
     started = time.time()
