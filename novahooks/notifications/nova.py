@@ -204,6 +204,22 @@ def _hostname(data: Dict[str, Any], key: str, action: str) -> Optional[str]:
     return hostname
 
 
+def _event(note: Notification, action: str, data: Dict[str, Any], instance: str,
+           hostname: Optional[str], flavor: Optional[Flavor], image: Optional[str],
+           addresses: Optional[List[Address]]) -> InstanceEvent:
+    """The event, from the fields both payload formats name alike and those they do not."""
+    return InstanceEvent(
+        kind=KIND[action], uuid=instance, hostname=hostname,
+        display_name=_optional_text(data, "display_name"),
+        project_id=_optional_text(data, "tenant_id"), user_id=_optional_text(data, "user_id"),
+        availability_zone=_optional_text(data, "availability_zone"),
+        host=_optional_text(data, "host"), vm_state=_optional_text(data, "state"),
+        flavor=flavor, image=image, os_type=_optional_text(data, "os_type"),
+        metadata=_metadata(data), addresses=addresses,
+        source="notification:%s" % note.event_type, event_id=event_id(note),
+        emitted_at=time.time())
+
+
 def _versioned(note: Notification, action: str) -> Change:
     data = _object(note.payload, "payload", PAYLOADS)
     instance = _required_text(data, "uuid", "payload.uuid")
@@ -213,16 +229,8 @@ def _versioned(note: Notification, action: str) -> Change:
     if data.get("flavor") is not None:
         flavor = _flavor(_object(data["flavor"], "payload.flavor", NESTED))
     hostname = _hostname(data, "host_name", action)
-    event = InstanceEvent(
-        kind=KIND[action], uuid=instance, hostname=hostname,
-        display_name=_optional_text(data, "display_name"),
-        project_id=_optional_text(data, "tenant_id"), user_id=_optional_text(data, "user_id"),
-        availability_zone=_optional_text(data, "availability_zone"),
-        host=_optional_text(data, "host"), vm_state=_optional_text(data, "state"),
-        flavor=flavor, image=_optional_text(data, "image_uuid"),
-        os_type=_optional_text(data, "os_type"), metadata=_metadata(data),
-        addresses=addresses, source="notification:%s" % note.event_type,
-        event_id=event_id(note), emitted_at=time.time())
+    event = _event(note, action, data, instance, hostname, flavor,
+                   _optional_text(data, "image_uuid"), addresses)
     return Change(action, event, renamed=bool(data.get("old_display_name")),
                   settled=data.get("task_state") is None)
 
@@ -237,17 +245,9 @@ def _legacy(note: Notification, action: str) -> Change:
                     memory_mb=_number(data, "memory_mb"), root_gb=_number(data, "root_gb"),
                     ephemeral_gb=_number(data, "ephemeral_gb"))
     image = _optional_text(data, "image_ref_url")
-    event = InstanceEvent(
-        kind=KIND[action], uuid=instance, hostname=hostname,
-        display_name=_optional_text(data, "display_name"),
-        project_id=_optional_text(data, "tenant_id"), user_id=_optional_text(data, "user_id"),
-        availability_zone=_optional_text(data, "availability_zone"),
-        host=_optional_text(data, "host"), vm_state=_optional_text(data, "state"),
-        flavor=flavor if any(v is not None for v in flavor) else None,
-        image=image.rstrip("/").rsplit("/", 1)[-1] if image else None,
-        os_type=_optional_text(data, "os_type"), metadata=_metadata(data),
-        addresses=addresses, source="notification:%s" % note.event_type,
-        event_id=event_id(note), emitted_at=time.time())
+    event = _event(note, action, data, instance, hostname,
+                   flavor if any(v is not None for v in flavor) else None,
+                   image.rstrip("/").rsplit("/", 1)[-1] if image else None, addresses)
     return Change(action, event, renamed=bool(data.get("old_display_name")),
                   settled=not data.get("state_description"))
 
