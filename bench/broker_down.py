@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.chaos import chaos_vms  # noqa: E402
 from bench.common import cleanup, exit_on_sigterm, latency, log, ratio, save, table  # noqa: E402
-from novahooks.servers.base import Process, free_port, wait_for  # noqa: E402
+from tests.servers.base import Process, free_port, wait_for  # noqa: E402
 
 
 class Broker(object):

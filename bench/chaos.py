@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common  # noqa: E402
 from novahooks import simulate  # noqa: E402
-from novahooks.servers.stack import FORWARD_ZONE, POOLS, Processes, Stack  # noqa: E402
+from tests.servers.stack import FORWARD_ZONE, POOLS, Processes, Stack  # noqa: E402
 from novahooks.simulate import Vm, with_uuid  # noqa: E402
 
 BACKENDS = ("netbox_vm", "netbox_ip", "ldap", "dns")
@@ -283,7 +283,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     broker_url = None
     if args.broker == "rabbitmq":
         try:
-            from novahooks.servers.rabbitmq import private_vhost
+            from tests.servers.rabbitmq import private_vhost
             vhost = private_vhost("novahooks-chaos")
         except Exception as exc:  # noqa: BLE001 - any reason RabbitMQ cannot be used
             print("error: --broker rabbitmq is not usable here: %s: %s"

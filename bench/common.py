@@ -161,7 +161,7 @@ def start_stack(prefix: str, with_netbox: bool = True, **config: Dict[str, str])
     """A private stack (Redis, slapd, BIND, NetBox) in a fresh directory, this process
     pointed at it; ``config`` overrides sections of its configuration file."""
     import tempfile
-    from novahooks.servers.stack import Stack
+    from tests.servers.stack import Stack
     workdir = Path(tempfile.mkdtemp(prefix="novahooks-bench-%s-" % prefix))
     stack = Stack(workdir, with_netbox=with_netbox, progress=lambda line: log("  " + line)).start()
     try:

@@ -99,7 +99,7 @@ def main():
         parser.error("--calls must be >= 100")
     workdir = Path(tempfile.mkdtemp(prefix="novahooks-bench-"))
     os.environ["NOVAHOOKS_OUTBOX_PATH"] = str(workdir / "outbox.sqlite")
-    from novahooks.servers.redis import start_redis
+    from tests.servers.redis import start_redis
     import redis
     from novahooks.nova import hooks
     from novahooks.nova.extract import cached_addresses, instance_fields

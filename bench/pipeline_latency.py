@@ -20,8 +20,8 @@ from typing import List
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import audit_done  # noqa: E402
-from novahooks.demo import demo_vms  # noqa: E402
-from novahooks.servers.stack import Processes, Stack  # noqa: E402
+from tests.demo import demo_vms  # noqa: E402
+from tests.servers.stack import Processes, Stack  # noqa: E402
 from novahooks.simulate import create, delete  # noqa: E402
 
 

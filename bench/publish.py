@@ -130,7 +130,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.events < 10 or args.block < 1:
         parser.error("--events must be >= 10 and --block >= 1")
     exit_on_sigterm()
-    from novahooks.servers.redis import start_redis
+    from tests.servers.redis import start_redis
     workdir = Path(tempfile.mkdtemp(prefix="novahooks-bench-publish-"))
     server = start_redis(workdir / "redis")
     ok = False

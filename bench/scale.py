@@ -72,8 +72,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     timeout = args.timeout or 120.0 + 0.2 * args.events
     exit_on_sigterm()
     import redis
-    from novahooks.servers.base import wait_for
-    from novahooks.servers.stack import Processes
+    from tests.servers.base import wait_for
+    from tests.servers.stack import Processes
     stack = start_stack("scale", with_netbox=False)
     procs = None  # type: Optional[Processes]
     ok = False

@@ -165,7 +165,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--vms and --single must be >= 1, --alone >= %d" % len(QUEUE_BACKEND))
     timeout = args.timeout or 300.0 + 6.0 * args.vms
     exit_on_sigterm()
-    from novahooks.servers.stack import POOLS, Processes
+    from tests.servers.stack import POOLS, Processes
     log("throughput: %d VMs; starting the stack" % args.vms)
     stack = start_stack("throughput")
     procs = None

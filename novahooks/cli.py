@@ -1,4 +1,4 @@
-"""The ``novahooks`` command: relay, audit verification, demo.
+"""The ``novahooks`` command: relay, listener, audit verification, operations.
 
 Exit codes scripts can rely on: 0 success, 1 the check or operation failed,
 2 usage or configuration error.
@@ -236,11 +236,6 @@ def _explain(args: argparse.Namespace) -> int:
     return 1 if answer["malformed"] else 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from novahooks.demo import run
-    return run(keep=args.keep, count=args.count)
-
-
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="novahooks", description=__doc__.splitlines()[0])
     top.add_argument("--config", help="INI file (default: $NOVAHOOKS_CONFIG or "
@@ -308,10 +303,6 @@ def parser() -> argparse.ArgumentParser:
     explain.add_argument("--no-state", action="store_true", help="ignore what the listener "
                          "recorded (captured addresses, ports, floating IPs)")
     explain.set_defaults(func=_explain)
-    demo = sub.add_parser("demo", help="run the whole pipeline on local real servers")
-    demo.add_argument("--keep", action="store_true", help="leave servers running at the end")
-    demo.add_argument("--count", type=int, default=4, help="number of VMs (default 4)")
-    demo.set_defaults(func=_demo)
     return top
 
 

@@ -19,9 +19,9 @@ import pytest
 import requests
 
 from novahooks.nova.event import Address, Flavor, InstanceEvent, new_event
-from novahooks.servers.base import wait_for
-from novahooks.servers.samba import SambaServer, start_samba
-from novahooks.servers.stack import Processes, Stack
+from tests.servers.base import wait_for
+from tests.servers.samba import SambaServer, start_samba
+from tests.servers.stack import Processes, Stack
 from tests.helpers import until
 from novahooks.settings import Settings, load_settings
 
@@ -149,7 +149,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def samba(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaServer]:
     """A Samba AD DC on a loopback address of its own, started only for the tests that
-    ask for it (novahooks/servers/samba.py)."""
+    ask for it (tests/servers/samba.py)."""
     server = start_samba(tmp_path_factory.mktemp("samba") / "dc")
     print("\nSamba AD DC on %s in %s" % (server.address, server.workdir))
     try:

@@ -14,8 +14,8 @@ import dns.reversename
 import pytest
 
 from novahooks.nova import hooks
-from novahooks.servers.samba import SambaServer
-from novahooks.servers.stack import Stack
+from tests.servers.samba import SambaServer
+from tests.servers.stack import Stack
 from novahooks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import mac, pipeline, unique_v4
 from tests.helpers import audit_lines, until

@@ -1,7 +1,7 @@
 """The container deployment agrees with the code it deploys; checked without Docker.
 
 docker-compose.yml, the Dockerfile, .dockerignore and deploy/ are parsed and compared
-with celeryconfig.STEPS, novahooks.servers.stack (POOLS, Processes.start_worker) and
+with celeryconfig.STEPS, tests.servers.stack (POOLS, Processes.start_worker) and
 novahooks.settings. deploy/healthcheck.py, the image's HEALTHCHECK, runs against a real
 socket, a real outbox and a real HTTP server. Nothing here needs the session's servers.
 """
@@ -30,7 +30,7 @@ import yaml
 
 import celeryconfig
 from novahooks.nova.outbox import Outbox
-from novahooks.servers import stack
+from tests.servers import stack
 from novahooks.settings import SECRET_KEYS, SECTIONS, Secret, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -33,9 +33,9 @@ from bench import common
 from novahooks import simulate
 from novahooks.nova import hooks
 from novahooks.nova.outbox import Outbox
-from novahooks.servers.base import Process, wait_for
-from novahooks.servers.redis import RedisServer, _pong, start_redis
-from novahooks.servers.stack import Processes, Stack
+from tests.servers.base import Process, wait_for
+from tests.servers.redis import RedisServer, _pong, start_redis
+from tests.servers.stack import Processes, Stack
 from novahooks.simulate import Vm, with_uuid
 from tests import helpers
 from tests.conftest import ROOT, mac, unique_v4

@@ -11,7 +11,7 @@ from typing import Any, Dict, List
 import pytest
 
 from novahooks.nova.event import Address
-from novahooks.servers.stack import Processes, Stack
+from tests.servers.stack import Processes, Stack
 from novahooks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import mac, make_event, unique_v4, unique_v6
 from tests.helpers import audit_lines, until
@@ -29,13 +29,13 @@ def failures(stack: Stack, instance_uuid: str) -> List[Dict[str, Any]]:
 
 
 def held(vm: Vm) -> Dict[str, Any]:
-    from novahooks.demo import holdings
+    from tests.demo import holdings
     return holdings(vm)
 
 
 def test_linux_and_windows_vms_dual_stack_register_and_go_away(
         stack: Stack, processes: Processes) -> None:
-    from novahooks.demo import gone, registered
+    from tests.demo import gone, registered
     vms = [with_uuid(Vm("e2e-lin", ((unique_v4(), mac()), (unique_v6(), mac())))),
            with_uuid(Vm("e2e-win", ((unique_v4(), mac()),), os_type="windows"))]
     for vm in vms:
@@ -60,7 +60,7 @@ def test_linux_and_windows_vms_dual_stack_register_and_go_away(
 
 def test_running_the_chain_twice_leaves_exactly_one_record(stack: Stack,
                                                            processes: Processes) -> None:
-    from novahooks.demo import registered
+    from tests.demo import registered
     from tasks import chains
     from tasks.app import app
     ev = make_event(addresses=[Address(unique_v4(), 4, mac(), "private")])
@@ -84,7 +84,7 @@ def test_running_the_chain_twice_leaves_exactly_one_record(stack: Stack,
     ("cn=evil,ou=x", "hostname")])
 def test_bad_input_is_audited_with_the_field_and_writes_nothing(
         stack: Stack, processes: Processes, hostname: str, field: str) -> None:
-    from novahooks.demo import gone
+    from tests.demo import gone
     from tasks import chains
     from tasks.app import app
     ev = make_event(hostname=hostname, addresses=[Address(unique_v4(), 4, mac())])
@@ -98,7 +98,7 @@ def test_bad_input_is_audited_with_the_field_and_writes_nothing(
 
 def test_address_outside_every_prefix_fails_before_any_write(stack: Stack,
                                                              processes: Processes) -> None:
-    from novahooks.demo import gone
+    from tests.demo import gone
     from tasks import chains
     from tasks.app import app
     ev = make_event(addresses=[Address(unique_v4(), 4, mac()), Address("172.31.9.9", 4, mac())])
@@ -121,7 +121,7 @@ def test_unknown_flavor_stops_at_inventory_with_a_clear_error(stack: Stack,
 
 def test_directory_that_hangs_is_retried_until_it_answers(stack: Stack,
                                                           processes: Processes) -> None:
-    from novahooks.demo import registered
+    from tests.demo import registered
     vm = with_uuid(Vm("e2e-slow-ldap", ((unique_v4(), mac()),)))
     os.kill(stack.slapd.process.proc.pid, signal.SIGSTOP)
     try:

@@ -30,7 +30,7 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from novahooks.servers.stack import Processes, Stack
+from tests.servers.stack import Processes, Stack
 from novahooks.simulate import Vm, create, with_uuid
 from tests.conftest import ROOT, mac, unique_v4
 from tests.helpers import audit_lines, until
@@ -215,7 +215,7 @@ def _names(rows: List[Dict[str, str]]) -> List[str]:
 def test_flower_tasks_page_lists_the_chain_in_a_real_browser(
         stack: Stack, processes: Processes, flower: str, browser: Browser,
         tmp_path: Path) -> None:
-    from novahooks.demo import holdings, registered
+    from tests.demo import holdings, registered
     vm = with_uuid(Vm("flower-web-1", ((unique_v4(), mac()),)))
     create(vm)
     until(lambda: registered(vm, holdings(vm)), 90, "%s registered" % vm.hostname)

@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 from novahooks.nova import gate, hooks
-from novahooks.servers.stack import Processes, Stack
+from tests.servers.stack import Processes, Stack
 from novahooks.settings import Settings
 from novahooks.simulate import Vm
 from tests.conftest import ROOT

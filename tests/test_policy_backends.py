@@ -23,7 +23,7 @@ import pytest
 
 from novahooks import simulate
 from novahooks.nova import hooks
-from novahooks.servers.stack import FORWARD_ZONE, Stack
+from tests.servers.stack import FORWARD_ZONE, Stack
 from novahooks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import mac, pipeline, unique_v4, unique_v6
 from tests.helpers import audit_lines, until
@@ -112,7 +112,7 @@ def test_a_project_template_names_the_vm_in_bind_netbox_and_the_audit(named: Sta
 @pytest.mark.usefixtures("fire")
 def test_an_opted_out_vm_leaves_nothing_but_its_audit_and_its_delete_removes_nothing(
         named: Stack) -> None:
-    from novahooks.demo import gone, holdings
+    from tests.demo import gone, holdings
     v4 = unique_v4()
     vm = with_uuid(Vm("pol-out-" + uuid.uuid4().hex[:8], ((v4, mac()),),
                       metadata=(("novahooks:register", "false"),)))

@@ -23,9 +23,9 @@ import pytest
 
 from novahooks.nova import hooks
 from novahooks.nova.event import Address
-from novahooks.servers.base import Process, free_port
-from novahooks.servers.rabbitmq import RabbitVhost, private_vhost
-from novahooks.servers.stack import POOLS, Processes, Stack
+from tests.servers.base import Process, free_port
+from tests.servers.rabbitmq import RabbitVhost, private_vhost
+from tests.servers.stack import POOLS, Processes, Stack
 from novahooks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import ROOT, mac, make_event, unique_v4, unique_v6
 from tests.helpers import audit_lines, until
@@ -91,7 +91,7 @@ def hooks_to_rabbit(rabbit: Rabbit, monkeypatch: pytest.MonkeyPatch) -> Iterator
 
 
 def held(vm: Vm) -> Dict[str, Any]:
-    from novahooks.demo import holdings
+    from tests.demo import holdings
     return holdings(vm)
 
 
@@ -159,7 +159,7 @@ def test_consumers_ack_late_with_prefetch_one_per_process(rabbit: Rabbit) -> Non
 
 def test_linux_and_windows_vms_dual_stack_register_and_go_away_over_rabbitmq(
         rabbit: Rabbit, hooks_to_rabbit: None) -> None:
-    from novahooks.demo import gone, registered
+    from tests.demo import gone, registered
     audit = rabbit.stack.audit_path
     vms = [with_uuid(Vm("rmq-lin", ((unique_v4(), mac()), (unique_v6(), mac())))),
            with_uuid(Vm("rmq-win", ((unique_v4(), mac()), (unique_v6(), mac())),

@@ -27,8 +27,8 @@ import redis
 import requests
 
 from novahooks.nova.event import Address
-from novahooks.servers.base import Process
-from novahooks.servers.stack import Processes, Stack
+from tests.servers.base import Process
+from tests.servers.stack import Processes, Stack
 from novahooks.settings import load_settings
 from novahooks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import mac, make_event, unique_v4, unique_v6
@@ -232,7 +232,7 @@ def _leaks(places: Dict[str, str], secrets_: Dict[str, str]) -> List[Tuple[str, 
 
 def test_secrets_never_leak_through_a_full_create_and_delete(
         stack: Stack, processes: Processes, flower: str) -> None:
-    from novahooks.demo import gone, holdings, registered
+    from tests.demo import gone, holdings, registered
     configured = {"tsig": stack.bind.key_secret, "ldap bind": stack.slapd.bind_password,
                   "ldap admin": stack.slapd.admin_password, "netbox token": stack.netbox.token,
                   "flower": processes.flower_auth[1]}
@@ -335,7 +335,7 @@ def test_wrong_tsig_key_fails_the_chain_at_dns_register_as_a_dead_letter(
         assert restored.proc.poll() is None, _log_after(restored.log, offset)[-3000:]
 
     # Clean up what ipam.reserve made, which also proves the real key works again.
-    from novahooks.demo import gone, holdings
+    from tests.demo import gone, holdings
     vm = Vm(ev.hostname, tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
     delete(vm)
     until(lambda: gone(vm, holdings(vm)), 60, "the failed VM's leftovers removed")

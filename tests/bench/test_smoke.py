@@ -15,7 +15,7 @@ from typing import Dict, List
 
 import pytest
 
-from novahooks.servers.stack import Processes, Stack
+from tests.servers.stack import Processes, Stack
 from tests.conftest import ROOT
 
 

@@ -8,8 +8,8 @@ from typing import Any, Dict, Iterator
 
 import pytest
 
-from novahooks.demo import gone, holdings, registered
-from novahooks.servers.stack import Processes, Stack
+from tests.demo import gone, holdings, registered
+from tests.servers.stack import Processes, Stack
 from novahooks.simulate import Vm
 from tests.conftest import ROOT
 from tests.nova.venv import ensure_nova_venv, install_novahooks, venv_python

@@ -17,7 +17,6 @@ Environment overrides: ``NOVAHOOKS_PYTHON38`` (the base interpreter),
 """
 
 import fcntl
-import glob
 import hashlib
 import json
 import os
@@ -30,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional
 
-from novahooks.servers.base import CACHE_DIR, ServerError
+from tests.servers.base import CACHE_DIR, ServerError, find_python
 
 NOVA_VERSION = "21.2.4"
 VENV_NAME = "nova-%s-py38" % NOVA_VERSION
@@ -62,27 +61,7 @@ def nova_constraints(venv: Path) -> Path:
 
 
 def _find_python38() -> str:
-    candidates: List[str] = []
-    if os.environ.get("NOVAHOOKS_PYTHON38"):
-        candidates.append(os.environ["NOVAHOOKS_PYTHON38"])
-    which = shutil.which("python3.8")
-    if which:
-        candidates.append(which)
-    candidates += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.8*/bin/python3.8")),
-                         reverse=True)
-    candidates += ["/usr/bin/python3.8", "/usr/local/bin/python3.8"]
-    for cand in candidates:
-        if not Path(cand).exists():
-            continue
-        try:
-            out = subprocess.run([cand, "-c", "import sys, venv; print(sys.version_info[:2])"],
-                                 capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if out.returncode == 0 and out.stdout.strip() == "(3, 8)":
-            return cand
-    raise ServerError("no Python 3.8 with venv found (tried %s); set NOVAHOOKS_PYTHON38"
-                      % ", ".join(candidates))
+    return find_python("3.8", "NOVAHOOKS_PYTHON38")
 
 
 def _find_constraints() -> Path:
@@ -92,9 +71,6 @@ def _find_constraints() -> Path:
         candidates.append(Path(os.environ["NOVAHOOKS_NOVA_CONSTRAINTS"]))
     candidates += [
         here.parent / CONSTRAINTS_NAME,                    # vendored beside this file
-        here.parents[2] / "shared" / CONSTRAINTS_NAME,     # <repo>/shared
-        here.parents[3] / "shared" / CONSTRAINTS_NAME,     # shared/ beside the clone (CI)
-        Path("/work/shared") / CONSTRAINTS_NAME,
     ]
     for cand in candidates:
         if cand.is_file():

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional
 
-from novahooks.servers.base import free_port
-from novahooks.servers.stack import Processes, Stack
+from tests.servers.base import free_port
+from tests.servers.stack import Processes, Stack
 
 
 def run(stack: Stack, *args: str,
@@ -98,7 +98,7 @@ def test_audit_verify_detects_an_edited_line(stack: Stack, processes: Processes,
 
 def test_simulate_create_resize_delete_through_the_installed_hooks(
         stack: Stack, processes: Processes) -> None:
-    from novahooks.demo import gone, holdings, registered
+    from tests.demo import gone, holdings, registered
     from novahooks.simulate import Vm
     from tests.conftest import mac, unique_v4, unique_v6
     from tests.helpers import until

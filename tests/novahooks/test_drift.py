@@ -8,8 +8,8 @@ from typing import Any, Dict, List
 
 import pytest
 
-from novahooks.demo import gone, holdings, registered
-from novahooks.servers.stack import Processes, Stack
+from tests.demo import gone, holdings, registered
+from tests.servers.stack import Processes, Stack
 from novahooks.simulate import Vm, create, with_uuid
 from tests.conftest import mac, unique_v4
 from tests.fixtures.compute_api import ComputeApi, server_body

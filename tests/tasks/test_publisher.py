@@ -10,8 +10,8 @@ import pytest
 import redis
 from celery import Celery
 
-from novahooks.servers.redis import RedisServer, start_redis
-from novahooks.servers.stack import Processes, Stack
+from tests.servers.redis import RedisServer, start_redis
+from tests.servers.stack import Processes, Stack
 from novahooks.simulate import Vm, with_uuid
 from bench.inline import event_of
 from tasks import chains
@@ -100,7 +100,7 @@ def test_template_messages_are_the_ones_celery_sends(broker: RedisServer, kind: 
 
 def test_a_chain_from_a_template_runs_every_step_on_real_workers(
         stack: Stack, processes: Processes) -> None:
-    from novahooks.demo import holdings, registered
+    from tests.demo import holdings, registered
     from tasks.app import app
     vm = with_uuid(Vm("tmpl-" + mac().replace(":", "")[-6:], ((unique_v4(), mac()),)))
     event = event_of(vm)

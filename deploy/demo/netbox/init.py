@@ -5,7 +5,7 @@ Run once NetBox is up, inside NetBox's own image:
 
 Creates the web UI user "admin" (SUPERUSER_PASSWORD, deploy/demo.env), gives it the API
 token novahooks uses (NOVAHOOKS_IPAM_TOKEN, deploy/secrets.env) and the prefixes an
-operator would already have, as novahooks/servers/stack.py does for the test suite.
+operator would already have, as tests/servers/stack.py does for the test suite.
 Idempotent. The token is a v1 token, like the test suite's: from NetBox 4.6 the image's
 SUPERUSER_API_TOKEN creates v2 tokens, whose key NetBox picks itself.
 """

@@ -1,6 +1,7 @@
 """Nova's documented notification samples, expanded and varied for tests.
 
-The files in ``shared/nova-notification-samples`` reference shared payload
+The files in ``tests/data/nova-notification-samples`` (vendored from Nova's
+``doc/notification_samples/``; origin and licence in that folder's README) reference shared payload
 fragments with ``$ref``; :func:`load` expands them as that folder's README
 (and Nova's ``nova/tests/json_ref.py``) describes: whole-file refs relative to
 the referring file, referenced document expanded first, then the other keys of
@@ -15,9 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from tests.conftest import ROOT
 
-SAMPLES = ROOT.parent / "shared" / "nova-notification-samples"
-if not SAMPLES.is_dir():  # CI lays shared/ beside the clone
-    SAMPLES = Path("/work/shared/nova-notification-samples")
+SAMPLES = ROOT / "tests" / "data" / "nova-notification-samples"
 
 
 def _merge(base: Any, override: Any) -> Any:

@@ -19,9 +19,9 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from novahooks.servers.base import Process
-from novahooks.servers.rabbitmq import RabbitVhost, private_vhost
-from novahooks.servers.stack import Processes, Stack
+from tests.servers.base import Process
+from tests.servers.rabbitmq import RabbitVhost, private_vhost
+from tests.servers.stack import Processes, Stack
 from novahooks.simulate import Vm
 from tests.conftest import ROOT, mac, unique_v4, unique_v6
 from tests.helpers import audit_lines, until
@@ -181,17 +181,17 @@ def healthcheck() -> Any:
 
 
 def held(vm: Vm) -> Dict[str, Any]:
-    from novahooks.demo import holdings
+    from tests.demo import holdings
     return holdings(vm)
 
 
 def registered(vm: Vm) -> bool:
-    from novahooks.demo import registered as complete
+    from tests.demo import registered as complete
     return complete(vm, held(vm))
 
 
 def gone(vm: Vm) -> bool:
-    from novahooks.demo import gone as absent
+    from tests.demo import gone as absent
     return absent(vm, held(vm))
 
 

@@ -38,7 +38,7 @@ from ldap3.utils.conv import escape_filter_chars
 
 from novahooks.nova.event import (Address, EventFormatError, InstanceEvent, event_from_dict,
                                   new_event)
-from novahooks.servers.stack import Stack
+from tests.servers.stack import Stack
 from novahooks.settings import Settings
 from tasks import validate
 from tasks.backends.directory.ldap import LdapDirectory

@@ -9,7 +9,7 @@ import pytest
 from ldap3 import BASE, SUBTREE, Connection, Server, Tls
 
 from novahooks.nova.event import Address
-from novahooks.servers.samba import SambaServer
+from tests.servers.samba import SambaServer
 from novahooks.settings import DirectorySettings, Secret
 from tasks.backends.directory.ad import AdDirectory
 from tasks.errors import AuthFailed, Conflict, InvalidEvent, Misconfigured
@@ -217,7 +217,7 @@ def test_ldaps_works_too(samba: SambaServer) -> None:
 @pytest.mark.parametrize("url_kind", ["starttls", "ldaps"])
 def test_untrusted_certificate_is_refused(samba: SambaServer, tmp_path: Any,
                                           url_kind: str) -> None:
-    from novahooks.servers.tls import make_ca_and_cert
+    from tests.servers.tls import make_ca_and_cert
     other = make_ca_and_cert(tmp_path, hostname=samba.dc_fqdn)
     url = samba.url if url_kind == "starttls" else samba.ldaps_url
     untrusted = AdDirectory(ad_settings(samba, url=url, ca_file=str(other.ca_file)))

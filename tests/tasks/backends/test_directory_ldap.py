@@ -7,7 +7,7 @@ import pytest
 from ldap3 import SUBTREE, Connection, Server, Tls
 
 from novahooks.nova.event import Address
-from novahooks.servers.stack import Stack
+from tests.servers.stack import Stack
 from novahooks.settings import Settings, load_settings
 from tasks.backends.directory.ldap import LdapDirectory
 from tasks.errors import AuthFailed, BackendUnavailable, Conflict, Misconfigured
@@ -98,7 +98,7 @@ def test_wrong_password_is_auth_failure(stack: Stack) -> None:
 
 
 def test_untrusted_certificate_is_refused(stack: Stack, tmp_path) -> None:
-    from novahooks.servers.tls import make_ca_and_cert
+    from tests.servers.tls import make_ca_and_cert
     other = make_ca_and_cert(tmp_path)
     settings = load_settings(str(stack.config_path),
                              {"NOVAHOOKS_DIRECTORY_CA_FILE": str(other.ca_file)})
@@ -113,7 +113,7 @@ def test_clear_text_bind_is_refused(stack: Stack) -> None:
 
 
 def test_unreachable_directory_is_transient(stack: Stack) -> None:
-    from novahooks.servers.base import free_port
+    from tests.servers.base import free_port
     settings = load_settings(str(stack.config_path), {
         "NOVAHOOKS_DIRECTORY_URL": "ldap://127.0.0.1:%d" % free_port(),
         "NOVAHOOKS_DIRECTORY_TIMEOUT": "1"})

@@ -9,7 +9,7 @@ import dns.reversename
 import pytest
 
 from novahooks.nova.event import Address
-from novahooks.servers.stack import Stack
+from tests.servers.stack import Stack
 from novahooks.settings import Settings, load_settings
 from tasks.backends.dns.rfc2136 import Rfc2136Dns
 from tasks.errors import AuthFailed, BackendUnavailable, Conflict, Misconfigured, OutOfScope
@@ -118,7 +118,7 @@ def test_unsigned_configuration_is_refused(stack: Stack) -> None:
 
 
 def test_unreachable_server_is_transient(stack: Stack) -> None:
-    from novahooks.servers.base import free_port
+    from tests.servers.base import free_port
     settings = load_settings(str(stack.config_path),
                              {"NOVAHOOKS_DNS_PORT": str(free_port()), "NOVAHOOKS_DNS_TIMEOUT": "1"})
     with pytest.raises(BackendUnavailable):

@@ -17,7 +17,7 @@ import dns.reversename
 import pytest
 
 from novahooks.nova.event import Address
-from novahooks.servers.samba import SambaServer
+from tests.servers.samba import SambaServer
 from novahooks.settings import DnsSettings, Secret
 from tasks.backends.dns.rfc2136 import Rfc2136Dns
 from tasks.errors import AuthFailed, Conflict, Misconfigured, OutOfScope

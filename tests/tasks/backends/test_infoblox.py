@@ -1,6 +1,6 @@
 """Infoblox IPAM and DNS drivers against the local WAPI stand-in, checked over WAPI directly.
 
-No NIOS appliance runs here: novahooks/servers/wapi.py answers the documented
+No NIOS appliance runs here: tests/servers/wapi.py answers the documented
 WAPI calls as a real process on loopback. The grid is seeded the way an admin
 would seed it (networks, zones) through WAPI, and every assertion reads what the
 grid holds with plain requests, never through the driver under test. The IPAM
@@ -15,8 +15,8 @@ import pytest
 import requests
 
 from novahooks.nova.event import Address
-from novahooks.servers.base import free_port
-from novahooks.servers.wapi import WapiServer, start_wapi
+from tests.servers.base import free_port
+from tests.servers.wapi import WapiServer, start_wapi
 from novahooks.settings import Settings, load_settings
 from tasks.backends.dns.infoblox import InfobloxDns
 from tasks.backends.infoblox.client import UUID_ATTR

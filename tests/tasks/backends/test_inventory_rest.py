@@ -7,8 +7,8 @@ import pytest
 import requests
 
 from novahooks.nova.event import Address
-from novahooks.servers.base import free_port
-from novahooks.servers.cmdb import CmdbServer, start_cmdb
+from tests.servers.base import free_port
+from tests.servers.cmdb import CmdbServer, start_cmdb
 from novahooks.settings import load_settings
 from tasks.backends.inventory.rest import RestInventory
 from tasks.errors import AuthFailed, BackendUnavailable, Misconfigured, PermanentError

@@ -10,8 +10,8 @@ import pynetbox
 import pytest
 
 from novahooks.nova.event import Address
-from novahooks.servers.base import free_port
-from novahooks.servers.stack import Stack
+from tests.servers.base import free_port
+from tests.servers.stack import Stack
 from novahooks.settings import Settings, load_settings
 from tasks.backends.inventory.netbox import NetBoxInventory
 from tasks.backends.ipam.netbox import NetBoxIpam

@@ -5,7 +5,7 @@ from typing import Any, Dict, Iterator
 import pytest
 import requests
 
-from novahooks.servers.wapi import WapiServer, start_wapi
+from tests.servers.wapi import WapiServer, start_wapi
 
 
 @pytest.fixture(scope="module")

@@ -20,14 +20,13 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from novahooks.servers.base import CACHE_DIR, Process, ServerError, free_port, wait_for
+from tests.servers.base import CACHE_DIR, Process, ServerError, find_python, free_port, wait_for
 
 NETBOX_VERSION = "4.7.3"
 HOME = CACHE_DIR / f"netbox-{NETBOX_VERSION}"
 VENV = HOME / "venv"
 DUMP = HOME / "netbox.dump"
 TOKEN_FILE = HOME / "netbox-token.json"
-PYENV_PYTHON = Path("/root/.pyenv/versions/3.12.1/bin/python")
 # Cache and task queues of every launched NetBox share these Redis DBs, far
 # from DB 0 where the project's own Celery broker lives.
 REDIS_TASKS_DB, REDIS_CACHE_DB = 14, 15
@@ -46,15 +45,7 @@ Token(version=1, user=user, token=os.environ["NB_TOKEN"], description="novahooks
 
 def _python312() -> str:
     """NetBox 4.7 needs Python >= 3.12, which is not the project's own interpreter."""
-    override = os.environ.get("NOVAHOOKS_NETBOX_PYTHON")
-    if override:
-        return override
-    if PYENV_PYTHON.exists():
-        return str(PYENV_PYTHON)
-    found = shutil.which("python3.12")
-    if found is None:
-        raise ServerError("NetBox needs Python 3.12: set NOVAHOOKS_NETBOX_PYTHON")
-    return found
+    return find_python("3.12", "NOVAHOOKS_NETBOX_PYTHON")
 
 
 def _run(argv: List[str], progress: Optional[Progress] = None,
@@ -256,7 +247,7 @@ def main(argv: List[str]) -> int:
             except KeyboardInterrupt:
                 pass
         return 0
-    print("usage: python -m novahooks.servers.netbox prepare | serve DIR", file=sys.stderr)
+    print("usage: python -m tests.servers.netbox prepare | serve DIR", file=sys.stderr)
     return 2
 
 

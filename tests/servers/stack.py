@@ -1,6 +1,6 @@
 """The whole product on one machine: real backends, worker pools, relay, Flower.
 
-Used by the demo (``novahooks demo``) and by the test suite, so both run what
+Used by the demo (``./run demo``) and by the test suite, so both run what
 an operator runs. Configuration is written the way an operator would write it:
 an INI file without secrets, secrets in files of their own (mode 0600).
 """
@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from novahooks.servers.base import Process, ServerError, free_port, port_open, tail, wait_for
-from novahooks.servers.bind import start_bind
-from novahooks.servers.redis import start_redis
-from novahooks.servers.slapd import start_slapd
+from tests.servers.base import Process, ServerError, free_port, port_open, tail, wait_for
+from tests.servers.bind import start_bind
+from tests.servers.redis import start_redis
+from tests.servers.slapd import start_slapd
 
 Progress = Callable[[str], None]
 
@@ -59,7 +59,7 @@ class Stack(object):
             self.bind = self._keep(start_bind(self.workdir / "bind", FORWARD_ZONE,
                                               REVERSE_ZONES))
             if self.with_netbox:
-                from novahooks.servers import netbox
+                from tests.servers import netbox
                 self.progress("starting NetBox (first run on a machine: a one-time setup of "
                               "several minutes) ...")
                 self.netbox = self._keep(netbox.start(self.workdir / "netbox",

@@ -19,7 +19,7 @@ import subprocess
 from typing import Any, Dict, List, Optional
 from urllib.parse import quote
 
-from novahooks.servers.base import ServerError, port_open, wait_for
+from tests.servers.base import ServerError, port_open, wait_for
 
 HOST = "127.0.0.1"
 PORT = 5672

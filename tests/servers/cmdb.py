@@ -16,7 +16,7 @@ default) so two creates racing for one instance cannot both win:
 * ``GET|PUT|PATCH|DELETE /api/cis/<id>`` -> the item (PUT replaces, PATCH merges), 204, or 404
 * 401 ``{"detail": ...}`` without the right ``Authorization: Bearer <token>``
 
-Run: ``python -m novahooks.servers.cmdb --port N --token-file F``;
+Run: ``python -m tests.servers.cmdb --port N --token-file F``;
 :func:`start_cmdb` does that and waits until it answers.
 """
 
@@ -33,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from novahooks.servers.base import Process, free_port, wait_for
+from tests.servers.base import Process, free_port, wait_for
 
 
 class Store(object):
@@ -207,7 +207,7 @@ def start_cmdb(workdir: Path, timeout: float = 20.0, page_size: int = 50,
     token_file.chmod(0o600)
     port = free_port()
     log = workdir / "cmdb.log"
-    process = Process("cmdb", [sys.executable, "-m", "novahooks.servers.cmdb", "--port",
+    process = Process("cmdb", [sys.executable, "-m", "tests.servers.cmdb", "--port",
                                str(port), "--token-file", str(token_file), "--page-size",
                                str(page_size), "--public-url", public_url], log, cwd=workdir)
     server = CmdbServer(process, port, token)

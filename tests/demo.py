@@ -1,4 +1,7 @@
-"""``novahooks demo``: the whole product on real servers, started and stopped here.
+"""``./run demo``: the whole product on real servers, started and stopped here.
+
+Part of the test bench, not of the wheel: it needs the server launchers of
+``tests/servers``, which a Nova host has no use for.
 
 Starts Redis, slapd, BIND and NetBox on loopback, a Celery worker pool per
 step, the relay and Flower; fires Nova's hooks for Linux and Windows VMs
@@ -7,6 +10,7 @@ every backend holds; deletes the VMs; shows that everything is gone; stops
 all it started.
 """
 
+import argparse
 import json
 import os
 import subprocess
@@ -16,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
-from novahooks.servers.stack import Processes, Stack
+from tests.servers.stack import Processes, Stack
 from novahooks.simulate import Vm, create, delete, with_uuid
 
 DEMO_VMS = (
@@ -157,3 +161,15 @@ def run(keep: bool = False, count: int = 4) -> int:
         if procs is not None:
             procs.stop()
         stack.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="./run demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="leave servers running at the end")
+    parser.add_argument("--count", type=int, default=4, help="number of VMs (default 4)")
+    args = parser.parse_args()
+    return run(keep=args.keep, count=args.count)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

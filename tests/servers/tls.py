@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import List, NamedTuple, Optional, Sequence
 
-from novahooks.servers.base import ServerError
+from tests.servers.base import ServerError
 
 _KEY_ARGS = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 

@@ -16,6 +16,42 @@ class ServerError(RuntimeError):
     """A local server could not be installed, started or reached."""
 
 
+def find_python(version: str, override: str = "") -> str:
+    """An interpreter of ``version`` ("3.12"), from an override variable, PATH or pyenv.
+
+    The suite runs other Pythons than its own (NetBox and Nova 34 need 3.12, Nova 21 needs
+    3.8); no machine's absolute path is written down, so ask PATH, then pyenv.
+    """
+    candidates: List[str] = []
+    if override and os.environ.get(override):
+        candidates.append(os.environ[override])
+    found = shutil.which("python" + version)
+    if found:
+        candidates.append(found)
+    try:
+        prefix = subprocess.run(["pyenv", "prefix", version], capture_output=True, text=True,
+                                timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        prefix = ""
+    if prefix:
+        candidates.append(os.path.join(prefix, "bin", "python" + version))
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates += [str(p / "bin" / ("python" + version))
+                   for p in sorted(root.glob(version + ".*"), reverse=True)]
+    for cand in candidates:
+        try:
+            out = subprocess.run([cand, "-c", "import sys, venv; print('%d.%d' % "
+                                  "sys.version_info[:2])"], capture_output=True, text=True,
+                                 timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if out.returncode == 0 and out.stdout.strip() == version:
+            return cand
+    raise ServerError("no Python %s with venv found (tried %s)%s" % (
+        version, ", ".join(candidates) or "PATH and pyenv",
+        "; set %s" % override if override else ""))
+
+
 def free_port() -> int:
     """Ask the kernel for a free TCP port on loopback (and hope UDP is free too)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

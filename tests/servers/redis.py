@@ -7,7 +7,7 @@ non-persistent server keeps that away from anything else on the machine.
 import socket
 from pathlib import Path
 
-from novahooks.servers.base import Process, free_port, wait_for
+from tests.servers.base import Process, free_port, wait_for
 
 
 def _pong(port: int) -> bool:

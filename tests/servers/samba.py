@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import IO, List, Sequence, Tuple
 
-from novahooks.servers.base import Process, ServerError, tail, wait_for
+from tests.servers.base import Process, ServerError, tail, wait_for
 
 REALM = "NOVA.TEST"
 DOMAIN = "NOVA"
@@ -230,7 +230,7 @@ def _tcp_open(address: str, port: int) -> bool:
 
 
 def main(argv: List[str]) -> int:
-    """``python -m novahooks.servers.samba DIR``: run a DC until Ctrl-C (for trying things)."""
+    """``python -m tests.servers.samba DIR``: run a DC until Ctrl-C (for trying things)."""
     workdir = Path(argv[0]) if argv else Path(os.environ.get("TMPDIR", "/tmp")) / "novahooks-dc"
     with start_samba(workdir) as server:
         print(f"Samba AD DC {samba_version()} on {server.address}: realm {server.realm}, "

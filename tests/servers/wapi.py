@@ -34,7 +34,7 @@ Nothing is looser than the real WAPI: unknown or unsearchable fields, undefined
 extensible attributes, records outside every zone and oversized result sets
 are refused as NIOS refuses them.
 
-Run: ``python -m novahooks.servers.wapi --port N --credentials-file F`` (F holds
+Run: ``python -m tests.servers.wapi --port N --credentials-file F`` (F holds
 ``user:password``); :func:`start_wapi` does that and waits until it answers.
 """
 
@@ -53,7 +53,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
-from novahooks.servers.base import Process, free_port, wait_for
+from tests.servers.base import Process, free_port, wait_for
 
 WAPI_VERSION = "2.12"
 DEFAULT_MAX_RESULTS = 1000
@@ -703,7 +703,7 @@ def start_wapi(workdir: Path, username: str = "novahooks", timeout: float = 20.0
     credentials.chmod(0o600)
     port = free_port()
     log = workdir / "wapi.log"
-    process = Process("wapi", [sys.executable, "-m", "novahooks.servers.wapi", "--port",
+    process = Process("wapi", [sys.executable, "-m", "tests.servers.wapi", "--port",
                                str(port), "--credentials-file", str(credentials)], log,
                       cwd=workdir)
     server = WapiServer(process, port, username, password)

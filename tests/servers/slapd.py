@@ -14,8 +14,8 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
-from novahooks.servers.base import Process, ServerError, free_port, tail, wait_for
-from novahooks.servers.tls import make_ca_and_cert
+from tests.servers.base import Process, ServerError, free_port, tail, wait_for
+from tests.servers.tls import make_ca_and_cert
 
 SCHEMAS = ("core", "cosine", "nis", "inetorgperson")
 

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Sequence, Tuple
 
-from novahooks.servers.base import Process, ServerError, free_port, wait_for
+from tests.servers.base import Process, ServerError, free_port, wait_for
 
 KEY_ALGORITHM = "hmac-sha256"
 
