@@ -69,7 +69,7 @@ class Broker(object):
 
 def fire(hook: Any, vms: List[Any]) -> List[float]:
     """One build_instance post-hook call per VM, as nova-compute makes it; seconds each."""
-    from novahooks.simulate import instance, network_info
+    from tasks.simulate import instance, network_info
     times = []
     for vm in vms:
         inst = instance(vm, "active", nw=network_info(vm))

@@ -47,9 +47,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common  # noqa: E402
-from novahooks import simulate  # noqa: E402
+from tasks import simulate  # noqa: E402
 from tests.servers.stack import FORWARD_ZONE, POOLS, Processes, Stack  # noqa: E402
-from novahooks.simulate import Vm, with_uuid  # noqa: E402
+from tasks.simulate import Vm, with_uuid  # noqa: E402
 
 BACKENDS = ("netbox_vm", "netbox_ip", "ldap", "dns")
 
@@ -225,7 +225,7 @@ def drain(stack: Stack, settings: Any, vms: Sequence[Vm], kinds: Sequence[str],
           log: Callable[[str], None]) -> Dict[str, Any]:
     """Wait for every VM's chains of `kinds`; stop the killer when they are done or at half
     the timeout; reconcile chains that made no progress for `stalled_after` seconds."""
-    from novahooks.operations import reconcile_stalled
+    from tasks.operations import reconcile_stalled
     uuids = {vm.uuid for vm in vms}
     started = time.monotonic()
     last_count, last_change, reconciled, last_reconcile = -1, started, 0, started

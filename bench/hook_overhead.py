@@ -103,7 +103,7 @@ def main():
     import redis
     from novahooks.nova import hooks
     from novahooks.nova.extract import cached_addresses, instance_fields
-    from novahooks.nova.event import new_event
+    from novahooks.event import new_event
 
     server = start_redis(workdir / "redis")
     ok = False

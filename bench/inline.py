@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from novahooks.nova.event import InstanceEvent, new_event
+from novahooks.event import InstanceEvent, new_event
 from novahooks.nova.extract import addresses, instance_fields
-from novahooks.simulate import Vm, instance, network_info
+from tasks.simulate import Vm, instance, network_info
 
 #: backend -> what the pipeline asks of it per VM created then deleted (the create
 #: event's chain registers the directory entry and the planned inventory record, the

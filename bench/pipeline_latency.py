@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import audit_done  # noqa: E402
 from tests.demo import demo_vms  # noqa: E402
 from tests.servers.stack import Processes, Stack  # noqa: E402
-from novahooks.simulate import create, delete  # noqa: E402
+from tasks.simulate import create, delete  # noqa: E402
 
 
 def run_burst(stack: Stack, count: int, offset: int) -> List[float]:

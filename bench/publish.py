@@ -87,7 +87,7 @@ def profile(call: Callable[[], None], count: int, top: int = 12) -> str:
 def relay_drain(workdir: Path, text: str, count: int, raw_client: Any) -> Dict[str, float]:
     """events/s: the relay draining ``count`` events vs read-LPUSH-delete of the same outbox."""
     from novahooks.nova.outbox import Outbox
-    from novahooks.relay import Relay
+    from tasks.relay import Relay
     from novahooks.settings import load_settings
     settings = load_settings()
     rates = {}

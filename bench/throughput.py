@@ -86,7 +86,7 @@ def shared_server(vms: Sequence[Any], pools: Dict[str, int],
 
 def single_vms(stack: Any, vms: Sequence[Any], timeout: float) -> Dict[str, Any]:
     """VMs one at a time on idle workers: chain latency and per-step overhead."""
-    from novahooks import simulate
+    from tasks import simulate
     uuids = set()
     chains = {}  # type: Dict[str, Dict[str, Any]]
     for vm in vms:
@@ -105,7 +105,7 @@ def single_vms(stack: Any, vms: Sequence[Any], timeout: float) -> Dict[str, Any]
 
 
 def pipeline(stack: Any, procs: Any, vms: Sequence[Any], timeout: float) -> Dict[str, Any]:
-    from novahooks import simulate
+    from tasks import simulate
     uuids = {vm.uuid for vm in vms}
     import redis
     from novahooks.nova.outbox import Outbox

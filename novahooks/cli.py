@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 
 def _relay(args: argparse.Namespace) -> int:
-    from novahooks.relay import Relay, main_loop
+    from tasks.relay import Relay, main_loop
     from novahooks.settings import load_settings
     settings = load_settings(args.config)
     if args.once:
@@ -53,7 +53,7 @@ def _print(rows: List[Dict[str, Any]], as_json: bool, columns: List[str]) -> Non
 
 
 def _dead_letters(args: argparse.Namespace) -> int:
-    from novahooks import operations
+    from tasks import operations
     from novahooks.settings import load_settings
     settings = load_settings(args.config)
     if args.dl_command == "list":
@@ -67,7 +67,7 @@ def _dead_letters(args: argparse.Namespace) -> int:
                                  "attempts", "error"])
         return 0
     if args.dl_command == "show":
-        from novahooks.operations import dead_letter
+        from tasks.operations import dead_letter
         found = dead_letter(settings, args.id)
         if found is None:
             print("no dead letter %d" % args.id, file=sys.stderr)
@@ -86,7 +86,7 @@ def _dead_letters(args: argparse.Namespace) -> int:
 
 def _drift(args: argparse.Namespace) -> int:
     import os
-    from novahooks import drift
+    from tasks import drift
     if args.config:
         os.environ["NOVAHOOKS_CONFIG"] = args.config
     from tasks import drivers, naming
@@ -124,7 +124,7 @@ def _drift(args: argparse.Namespace) -> int:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    from novahooks import operations
+    from tasks import operations
     from novahooks.settings import load_settings
     if args.nova:
         return _drift(args)
@@ -135,7 +135,7 @@ def _reconcile(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from novahooks import operations
+    from tasks import operations
     from novahooks.settings import load_settings
     settings = load_settings(args.config)
     results = operations.check(settings)
@@ -149,7 +149,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from novahooks import operations
+    from tasks import operations
     from novahooks.settings import load_settings
     try:
         report = operations.status(load_settings(args.config))
@@ -176,7 +176,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     import os
-    from novahooks import simulate
+    from tasks import simulate
     from novahooks.settings import load_settings
     if args.config:
         os.environ["NOVAHOOKS_CONFIG"] = args.config
@@ -211,15 +211,16 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _listen(args: argparse.Namespace) -> int:
-    from novahooks.notifications.listener import main_loop
+    from tasks.notifications.listener import main_loop
     from novahooks.settings import load_settings
     main_loop(load_settings(args.config))
     return 0
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from novahooks.notifications.explain import explain
-    from novahooks.notifications.state import EmptyState, State
+    from tasks.notifications.explain import explain
+    from novahooks.notifications.state import EmptyState
+    from tasks.notifications.store import State
     from novahooks.settings import load_settings
     try:
         raw = sys.stdin.buffer.read() if args.path == "-" else open(args.path, "rb").read()

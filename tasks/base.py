@@ -17,7 +17,7 @@ from celery import Task
 from celery.exceptions import Reject, Retry
 
 from novahooks.logs import FIELDS
-from novahooks.nova.event import EventFormatError, InstanceEvent, event_from_dict
+from novahooks.event import EventFormatError, InstanceEvent, event_from_dict
 from tasks import drivers, metrics, policy, validate
 from tasks.chains import step_key
 from tasks.config import settings

@@ -2,7 +2,7 @@
 
 from typing import Any, Dict, List
 
-from novahooks.nova.event import Address
+from novahooks.event import Address
 from tasks import drivers, naming
 from tasks.app import app
 from tasks.base import StepTask, book

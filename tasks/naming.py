@@ -6,7 +6,7 @@ the same policy decision (register steps through StepTask.admit).
 
 from typing import Optional
 
-from novahooks.nova.event import InstanceEvent
+from novahooks.event import InstanceEvent
 from tasks import policy
 from tasks.config import settings
 from tasks.errors import InvalidEvent, Misconfigured, OutOfScope

@@ -12,7 +12,7 @@ import ipaddress
 import string
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from novahooks.nova.event import EventFormatError, InstanceEvent, event_from_dict
+from novahooks.event import EventFormatError, InstanceEvent, event_from_dict
 from novahooks.settings import Settings
 from tasks import validate
 from tasks.errors import InvalidEvent, Misconfigured, OutOfScope, StepError

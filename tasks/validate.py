@@ -8,7 +8,7 @@ import ipaddress
 import re
 from typing import Any, List, Optional
 
-from novahooks.nova.event import Address, InstanceEvent
+from novahooks.event import Address, InstanceEvent
 from tasks.errors import InvalidEvent
 
 # fullmatch, not match with "$" (which also matches before a trailing newline), and

@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import pytest
 import requests
 
-from novahooks.nova.event import Address, Flavor, InstanceEvent, new_event
+from novahooks.event import Address, Flavor, InstanceEvent, new_event
 from tests.servers.base import wait_for
 from tests.servers.samba import SambaServer, start_samba
 from tests.servers.stack import Processes, Stack

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 from tests.servers.stack import Processes, Stack
-from novahooks.simulate import Vm, create, delete, with_uuid
+from tasks.simulate import Vm, create, delete, with_uuid
 
 DEMO_VMS = (
     Vm("web-1", (("10.20.0.11", "fa:16:3e:00:00:11"), ("2001:db8:20::11", "fa:16:3e:00:00:11"))),

@@ -16,7 +16,7 @@ import pytest
 from novahooks.nova import hooks
 from tests.servers.samba import SambaServer
 from tests.servers.stack import Stack
-from novahooks.simulate import Vm, create, delete, with_uuid
+from tasks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import mac, pipeline, unique_v4
 from tests.helpers import audit_lines, until
 from tests.tasks.backends.test_directory_ad import show as computer

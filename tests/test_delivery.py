@@ -30,13 +30,13 @@ import pytest
 import redis
 
 from bench import common
-from novahooks import simulate
+from tasks import simulate
 from novahooks.nova import hooks
 from novahooks.nova.outbox import Outbox
 from tests.servers.base import Process, wait_for
 from tests.servers.redis import RedisServer, _pong, start_redis
 from tests.servers.stack import Processes, Stack
-from novahooks.simulate import Vm, with_uuid
+from tasks.simulate import Vm, with_uuid
 from tests import helpers
 from tests.conftest import ROOT, mac, unique_v4
 
@@ -291,7 +291,7 @@ def test_relay_sigkilled_mid_burst_loses_nothing_and_duplicates_are_harmless(
 
 CHILD = r"""
 import json, os, sys
-from novahooks.simulate import Vm, create
+from tasks.simulate import Vm, create
 for hostname, uuid, address, mac in json.loads(sys.argv[1]):
     create(Vm(hostname, ((address, mac),), uuid=uuid))
 sys.stdout.write("fired\n")
@@ -372,7 +372,7 @@ def test_reconcile_finishes_a_delete_chain_killed_before_its_closing_audit(
     """A worker killed after every removal but before the closing audit record (seen in
     a chaos run): reconcile must publish that last step."""
     from tests.conftest import make_event
-    from novahooks.nova.event import Address
+    from novahooks.event import Address
     ev = make_event("delete", addresses=[Address(unique_v4(), 4, mac(), "private")])
     event = ev.to_dict()
     published = subprocess.run([sys.executable, "-c", PUBLISH_ALL_BUT_LAST, json.dumps(event)],

@@ -10,9 +10,9 @@ from typing import Any, Dict, List
 
 import pytest
 
-from novahooks.nova.event import Address
+from novahooks.event import Address
 from tests.servers.stack import Processes, Stack
-from novahooks.simulate import Vm, create, delete, with_uuid
+from tasks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import mac, make_event, unique_v4, unique_v6
 from tests.helpers import audit_lines, until
 
@@ -147,7 +147,7 @@ def held_without_ldap(vm: Vm) -> Dict[str, Any]:
 
 def test_resize_event_updates_the_inventory_and_audits(stack: Stack,
                                                        processes: Processes) -> None:
-    from novahooks.nova.event import Flavor
+    from novahooks.event import Flavor
     from tasks import chains
     from tasks.app import app
     ev = make_event(addresses=[Address(unique_v4(), 4, mac(), "private")])

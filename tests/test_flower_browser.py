@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 from tests.servers.stack import Processes, Stack
-from novahooks.simulate import Vm, create, with_uuid
+from tasks.simulate import Vm, create, with_uuid
 from tests.conftest import ROOT, mac, unique_v4
 from tests.helpers import audit_lines, until
 

@@ -21,7 +21,7 @@ import pytest
 from novahooks.nova import gate, hooks
 from tests.servers.stack import Processes, Stack
 from novahooks.settings import Settings
-from novahooks.simulate import Vm
+from tasks.simulate import Vm
 from tests.conftest import ROOT
 from tests.helpers import audit_lines, until
 from tests.novahooks.nova.fakes import instance
@@ -91,7 +91,7 @@ def gate_audit(stack: Stack, vm: Vm) -> List[Dict[str, Any]]:
 
 def remove(vm: Vm) -> None:
     """What a delete of the VM would do, so the session's backends stay clean."""
-    from novahooks.nova.event import new_event
+    from novahooks.event import new_event
     from tasks import chains
     from tasks.app import app
     event = new_event("delete", vm.uuid, vm.hostname, source="test")

@@ -7,7 +7,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers.stack import Processes, Stack
-from novahooks.simulate import Vm, create, with_uuid
+from tasks.simulate import Vm, create, with_uuid
 from tests.conftest import mac, unique_v4
 from tests.helpers import audit_lines, until
 

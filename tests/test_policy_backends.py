@@ -21,10 +21,10 @@ import dns.tsigkeyring
 import dns.update
 import pytest
 
-from novahooks import simulate
+from tasks import simulate
 from novahooks.nova import hooks
 from tests.servers.stack import FORWARD_ZONE, Stack
-from novahooks.simulate import Vm, create, delete, with_uuid
+from tasks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import mac, pipeline, unique_v4, unique_v6
 from tests.helpers import audit_lines, until
 

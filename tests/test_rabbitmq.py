@@ -22,11 +22,11 @@ from typing import Any, Dict, Iterator, List, NamedTuple
 import pytest
 
 from novahooks.nova import hooks
-from novahooks.nova.event import Address
+from novahooks.event import Address
 from tests.servers.base import Process, free_port
 from tests.servers.rabbitmq import RabbitVhost, private_vhost
 from tests.servers.stack import POOLS, Processes, Stack
-from novahooks.simulate import Vm, create, delete, with_uuid
+from tasks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import ROOT, mac, make_event, unique_v4, unique_v6
 from tests.helpers import audit_lines, until
 

@@ -11,9 +11,9 @@ import pytest
 from ldap3 import Connection, Server, Tls
 
 from tests.demo import gone, holdings, registered
-from novahooks.nova.event import Address
+from novahooks.event import Address
 from tests.servers.stack import Processes, Stack
-from novahooks.simulate import Vm, create, delete, with_uuid
+from tasks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import mac, make_event, unique_v4, unique_v6
 from tests.helpers import audit_lines, until
 

@@ -26,11 +26,11 @@ import pytest
 import redis
 import requests
 
-from novahooks.nova.event import Address
+from novahooks.event import Address
 from tests.servers.base import Process
 from tests.servers.stack import Processes, Stack
 from novahooks.settings import load_settings
-from novahooks.simulate import Vm, create, delete, with_uuid
+from tasks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import mac, make_event, unique_v4, unique_v6
 from tests.helpers import audit_lines, until
 

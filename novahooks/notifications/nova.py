@@ -23,7 +23,7 @@ import time
 import uuid as uuidlib
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
-from novahooks.nova.event import Address, Flavor, InstanceEvent
+from novahooks.event import Address, Flavor, InstanceEvent
 from novahooks.notifications.message import Malformed, Notification
 
 #: Nova payload classes this code reads -> the major versions it understands. Minor

@@ -12,7 +12,7 @@ import time
 import uuid as uuidlib
 from typing import List, NamedTuple, Optional, Tuple
 
-from novahooks.nova.event import Address, InstanceEvent
+from novahooks.event import Address, InstanceEvent
 from novahooks.notifications import neutron, nova
 from novahooks.notifications.message import Notification
 from novahooks.notifications.state import Effect, EmptyState, Floating

@@ -8,7 +8,7 @@ helpers accept plain dicts, which older releases and our own tests pass.
 
 from typing import Any, Dict, List, Optional
 
-from novahooks.nova.event import Address, Flavor
+from novahooks.event import Address, Flavor
 
 _MISSING = object()
 

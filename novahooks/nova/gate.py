@@ -6,7 +6,7 @@ up). With ``[gate] steps`` set, ``build_instance``'s pre-hook appends a
 ``create`` event for the instance to the outbox, like any other event, and
 then waits, at most ``[gate] timeout`` seconds, until the relay says those
 steps of that very event finished. The relay answers from the ledger's
-progress and dead letters on a Unix socket (``novahooks/gate_service.py``);
+progress and dead letters on a Unix socket (``tasks/gate_service.py``);
 this side needs only the standard library and runs on Python 3.6 to 3.8.
 
 Which hook point. The issue names ``create_instance``'s pre-hook, but there

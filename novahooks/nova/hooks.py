@@ -21,7 +21,7 @@ import threading
 from typing import Any, Callable, Dict, Optional
 
 from novahooks.nova import extract, gate
-from novahooks.nova.event import InstanceEvent, new_event
+from novahooks.event import InstanceEvent, new_event
 from novahooks.nova.outbox import HOOK_CHECKPOINT_PAGES, Outbox
 
 LOG = logging.getLogger("novahooks.hooks")

@@ -10,7 +10,7 @@ import pytest
 
 from tests.demo import gone, holdings, registered
 from tests.servers.stack import Processes, Stack
-from novahooks.simulate import Vm
+from tasks.simulate import Vm
 from tests.conftest import ROOT
 from tests.nova.venv import ensure_nova_venv, install_novahooks, venv_python
 from tests.helpers import until

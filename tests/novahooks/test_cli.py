@@ -99,7 +99,7 @@ def test_audit_verify_detects_an_edited_line(stack: Stack, processes: Processes,
 def test_simulate_create_resize_delete_through_the_installed_hooks(
         stack: Stack, processes: Processes) -> None:
     from tests.demo import gone, holdings, registered
-    from novahooks.simulate import Vm
+    from tasks.simulate import Vm
     from tests.conftest import mac, unique_v4, unique_v6
     from tests.helpers import until
     v4, v6, m = unique_v4(), unique_v6(), mac()

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from novahooks.nova.event import Address, InstanceEvent, new_event
+from novahooks.event import Address, InstanceEvent, new_event
 from novahooks.nova.extract import instance_fields
 from novahooks.settings import Settings, SettingsError, load_settings
 from tasks import policy
@@ -319,7 +319,7 @@ def test_explain_gives_the_decision_or_the_error_as_json(conf: Any) -> None:
 
 
 def test_novahooks_explain_shows_the_rule_and_name_of_a_notification(conf: Any) -> None:
-    from novahooks.notifications.explain import explain
+    from tasks.notifications.explain import explain
     from tests.novahooks.notifications import samples
     body = samples.vary("instance-create-end", "0f3c2a1b-1111-4222-8333-944445555666", "web-1")
     project = body["payload"]["nova_object.data"]["tenant_id"]

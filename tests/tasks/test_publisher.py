@@ -12,7 +12,7 @@ from celery import Celery
 
 from tests.servers.redis import RedisServer, start_redis
 from tests.servers.stack import Processes, Stack
-from novahooks.simulate import Vm, with_uuid
+from tasks.simulate import Vm, with_uuid
 from bench.inline import event_of
 from tasks import chains
 from tasks.publisher import ChainPublisher

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import event as note_event
 from hypothesis import strategies as st
 
-from novahooks.nova.event import (KINDS, SCHEMA_VERSION, Address, EventFormatError, Flavor,
+from novahooks.event import (KINDS, SCHEMA_VERSION, Address, EventFormatError, Flavor,
                                   InstanceEvent, event_from_dict, event_from_json)
 from tasks import validate
 from tasks.errors import InvalidEvent, PermanentError

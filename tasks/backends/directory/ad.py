@@ -34,7 +34,7 @@ from ldap3 import BASE, MODIFY_ADD, MODIFY_REPLACE, SUBTREE, Connection
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
-from novahooks.nova.event import InstanceEvent
+from novahooks.event import InstanceEvent
 from tasks.backends.directory.ldap import LdapDirectory
 from tasks.errors import Conflict, InvalidEvent, Misconfigured
 

@@ -3,7 +3,7 @@
 import abc
 from typing import Any, Dict
 
-from novahooks.nova.event import InstanceEvent
+from novahooks.event import InstanceEvent
 
 
 class DirectoryDriver(abc.ABC):

@@ -18,7 +18,7 @@ from ldap3.core.exceptions import (LDAPException, LDAPSocketOpenError, LDAPSocke
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
-from novahooks.nova.event import InstanceEvent
+from novahooks.event import InstanceEvent
 from tasks.backends.directory.base import DirectoryDriver
 from tasks.errors import (AuthFailed, BackendUnavailable, Conflict, InvalidEvent, Misconfigured,
                           PermanentError, TransientError)

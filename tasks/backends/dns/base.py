@@ -9,7 +9,7 @@ instead of overwriting it.
 import abc
 from typing import Any, Dict, Sequence, Tuple
 
-from novahooks.nova.event import Address
+from novahooks.event import Address
 
 
 def owner_marker(instance_uuid: str) -> str:

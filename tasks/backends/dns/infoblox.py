@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import dns.name
 import dns.reversename
 
-from novahooks.nova.event import Address
+from novahooks.event import Address
 from tasks.backends.dns.base import DnsDriver
 from tasks.backends.infoblox import client
 from tasks.errors import Conflict, Misconfigured, OutOfScope

@@ -28,7 +28,7 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 
-from novahooks.nova.event import Address
+from novahooks.event import Address
 from tasks.backends.dns.base import DnsDriver, owner_marker
 from tasks.policy import reverse_zone
 from tasks.errors import (AuthFailed, BackendUnavailable, Conflict, Misconfigured, OutOfScope,

@@ -3,7 +3,7 @@
 import abc
 from typing import Any, Dict
 
-from novahooks.nova.event import InstanceEvent
+from novahooks.event import InstanceEvent
 
 #: Nova vm_state -> the lifecycle word inventories use.
 STATUS = {"building": "planned", "active": "active", "stopped": "offline",

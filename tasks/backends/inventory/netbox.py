@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 
 import pynetbox
 
-from novahooks.nova.event import Address, InstanceEvent
+from novahooks.event import Address, InstanceEvent
 from tasks.backends.inventory.base import InventoryDriver, status_of
 from tasks.backends.netbox import client
 from tasks.errors import Conflict, Misconfigured

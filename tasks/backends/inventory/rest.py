@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import requests
 
-from novahooks.nova.event import InstanceEvent
+from novahooks.event import InstanceEvent
 from tasks.backends.inventory.base import InventoryDriver, status_of
 from tasks.errors import (AuthFailed, BackendUnavailable, Misconfigured, PermanentError,
                           TransientError)

@@ -3,7 +3,7 @@
 import abc
 from typing import Any, Dict, Sequence
 
-from novahooks.nova.event import Address
+from novahooks.event import Address
 
 
 class IpamDriver(abc.ABC):

@@ -14,7 +14,7 @@ DNS driver's A/AAAA/PTR records are separate objects with the same tag.
 import ipaddress
 from typing import Any, Dict, List, Sequence, Set
 
-from novahooks.nova.event import Address
+from novahooks.event import Address
 from tasks.backends.infoblox import client
 from tasks.backends.ipam.base import IpamDriver
 from tasks.errors import Conflict, OutOfScope

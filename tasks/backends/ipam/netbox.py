@@ -3,7 +3,7 @@
 import ipaddress
 from typing import Any, Dict, List, Sequence, Tuple
 
-from novahooks.nova.event import Address
+from novahooks.event import Address
 from tasks.backends.ipam.base import IpamDriver
 from tasks.backends.netbox import client
 from tasks.errors import Conflict, OutOfScope

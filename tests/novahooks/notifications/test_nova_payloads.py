@@ -10,7 +10,7 @@ import uuid as uuidlib
 import pytest
 
 from novahooks.notifications import message, nova
-from novahooks.notifications.explain import explain
+from tasks.notifications.explain import explain
 from novahooks.notifications.message import Malformed
 from novahooks.notifications.plan import decide
 from tests.novahooks.notifications import samples

@@ -12,7 +12,7 @@ import pytest
 
 from novahooks.notifications import message
 from novahooks.notifications.plan import Plan, decide
-from novahooks.notifications.state import State
+from tasks.notifications.store import State
 from tests.novahooks.notifications import samples
 
 

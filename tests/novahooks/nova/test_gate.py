@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 from stevedore.hook import HookManager
 
-from novahooks.gate_service import GateService
+from tasks.gate_service import GateService
 from novahooks.nova import gate, hooks
 from novahooks.settings import GATE_STEPS, SettingsError, load_settings
 from tasks.ledger import Ledger

@@ -12,7 +12,7 @@ from typing import Any, List
 
 import pytest
 
-from novahooks.nova.event import Address
+from novahooks.event import Address
 from tasks.errors import AuthFailed, BackendUnavailable, Conflict, OutOfScope
 from tests.conftest import mac, make_event, unique_v4, unique_v6
 

@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 from ldap3 import SUBTREE, Connection, Server, Tls
 from ldap3.utils.conv import escape_filter_chars
 
-from novahooks.nova.event import (Address, EventFormatError, InstanceEvent, event_from_dict,
+from novahooks.event import (Address, EventFormatError, InstanceEvent, event_from_dict,
                                   new_event)
 from tests.servers.stack import Stack
 from novahooks.settings import Settings

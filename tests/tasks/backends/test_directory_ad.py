@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 from ldap3 import BASE, SUBTREE, Connection, Server, Tls
 
-from novahooks.nova.event import Address
+from novahooks.event import Address
 from tests.servers.samba import SambaServer
 from novahooks.settings import DirectorySettings, Secret
 from tasks.backends.directory.ad import AdDirectory

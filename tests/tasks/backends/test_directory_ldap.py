@@ -6,7 +6,7 @@ from typing import Any, List
 import pytest
 from ldap3 import SUBTREE, Connection, Server, Tls
 
-from novahooks.nova.event import Address
+from novahooks.event import Address
 from tests.servers.stack import Stack
 from novahooks.settings import Settings, load_settings
 from tasks.backends.directory.ldap import LdapDirectory

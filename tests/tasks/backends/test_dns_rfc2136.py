@@ -8,7 +8,7 @@ import dns.rdatatype
 import dns.reversename
 import pytest
 
-from novahooks.nova.event import Address
+from novahooks.event import Address
 from tests.servers.stack import Stack
 from novahooks.settings import Settings, load_settings
 from tasks.backends.dns.rfc2136 import Rfc2136Dns

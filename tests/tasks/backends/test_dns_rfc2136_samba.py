@@ -16,7 +16,7 @@ import dns.rdatatype
 import dns.reversename
 import pytest
 
-from novahooks.nova.event import Address
+from novahooks.event import Address
 from tests.servers.samba import SambaServer
 from novahooks.settings import DnsSettings, Secret
 from tasks.backends.dns.rfc2136 import Rfc2136Dns

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 import requests
 
-from novahooks.nova.event import Address
+from novahooks.event import Address
 from tests.servers.base import free_port
 from tests.servers.wapi import WapiServer, start_wapi
 from novahooks.settings import Settings, load_settings

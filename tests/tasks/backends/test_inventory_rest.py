@@ -6,7 +6,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 import requests
 
-from novahooks.nova.event import Address
+from novahooks.event import Address
 from tests.servers.base import free_port
 from tests.servers.cmdb import CmdbServer, start_cmdb
 from novahooks.settings import load_settings

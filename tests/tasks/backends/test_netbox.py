@@ -9,7 +9,7 @@ from typing import List
 import pynetbox
 import pytest
 
-from novahooks.nova.event import Address
+from novahooks.event import Address
 from tests.servers.base import free_port
 from tests.servers.stack import Stack
 from novahooks.settings import Settings, load_settings

@@ -22,7 +22,7 @@ import pytest
 from tests.servers.base import Process
 from tests.servers.rabbitmq import RabbitVhost, private_vhost
 from tests.servers.stack import Processes, Stack
-from novahooks.simulate import Vm
+from tasks.simulate import Vm
 from tests.conftest import ROOT, mac, unique_v4, unique_v6
 from tests.helpers import audit_lines, until
 from tests.novahooks.notifications import samples

@@ -10,7 +10,7 @@ import pytest
 
 from tests.demo import gone, holdings, registered
 from tests.servers.stack import Processes, Stack
-from novahooks.simulate import Vm, create, with_uuid
+from tasks.simulate import Vm, create, with_uuid
 from tests.conftest import mac, unique_v4
 from tests.fixtures.compute_api import ComputeApi, server_body
 from tests.helpers import until

@@ -13,14 +13,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
-from novahooks.nova.event import EventFormatError, event_from_json
+from novahooks.event import EventFormatError, event_from_json
 from novahooks.nova.outbox import Outbox
 from novahooks.settings import Settings
 
 if TYPE_CHECKING:
-    from novahooks.gate_service import GateService
+    from tasks.gate_service import GateService
 
-LOG = logging.getLogger("novahooks.relay")
+LOG = logging.getLogger("tasks.relay")
 
 
 class _Metrics(object):
@@ -177,7 +177,7 @@ def start_gate(relay: Relay) -> "Optional[GateService]":
     """With ``[gate] steps`` set, serve the endpoint the build_instance hook polls."""
     if not relay.settings.gate.steps:
         return None
-    from novahooks import gate_service
+    from tasks import gate_service
 
     def audit(event: dict, error: str) -> None:
         relay.app.send_task("audit.record", args=[event, "failed"], queue="audit",

@@ -7,7 +7,7 @@ import uuid as uuidlib
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from novahooks.notifications.listener import redacted, transport_url
+from tasks.notifications.listener import redacted, transport_url
 from novahooks.settings import load_settings
 from tests.conftest import ROOT
 from tests.novahooks.notifications import samples
@@ -48,7 +48,7 @@ def test_explain_reads_the_listener_state(tmp_path: Path) -> None:
     delete.start; explain itself records and forgets nothing."""
     from novahooks.notifications import message
     from novahooks.notifications.plan import decide
-    from novahooks.notifications.state import State
+    from tasks.notifications.store import State
     config = tmp_path / "novahooks.conf"
     config.write_text("[ledger]\nurl = sqlite:///%s\n" % (tmp_path / "ledger.sqlite"))
     uuid = str(uuidlib.uuid4())

@@ -14,7 +14,7 @@ for missing and mismatched ones, a delete chain for stale ones.
 
 from typing import Any, Callable, Dict, List, Optional
 
-from novahooks.nova.event import Address, Flavor, InstanceEvent, new_event
+from novahooks.event import Address, Flavor, InstanceEvent, new_event
 
 
 def nova_events(cloud: Optional[str] = None) -> List[InstanceEvent]:

@@ -12,7 +12,7 @@ RabbitMQ delivers the notification again and the idempotent steps absorb the
 duplicate. Run ``novahooks relay`` beside the listener, on the same outbox.
 
 One notification at a time (one executor thread, and a lock): the listener's
-own state (:mod:`novahooks.notifications.state`) must see ``delete.start``
+own state (:mod:`tasks.notifications.store`) must see ``delete.start``
 before ``delete.end`` and ``create.end`` before a floating IP of that VM, as
 the bus delivered them.
 
@@ -36,7 +36,8 @@ from novahooks.nova.outbox import Outbox
 from novahooks.notifications import message
 from novahooks.notifications.message import Malformed
 from novahooks.notifications.plan import decide
-from novahooks.notifications.state import EmptyState, State
+from novahooks.notifications.state import EmptyState
+from tasks.notifications.store import State
 from novahooks.settings import Settings
 
 LOG = logging.getLogger("novahooks.listener")

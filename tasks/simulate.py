@@ -117,7 +117,7 @@ def delete(vm: Vm) -> None:
 def resize(vm: Vm) -> None:
     """Nova has no resize hook: a resize reaches novahooks as a notification would,
     straight into the outbox as a ``resize`` event with the new flavor."""
-    from novahooks.nova.event import new_event
+    from novahooks.event import new_event
     from novahooks.nova.extract import flavor as flavor_of, instance_fields
     from novahooks.nova.hooks import emit
     inst = instance(vm, "active", nw=network_info(vm))

@@ -1,0 +1,1 @@
+"""The notification path's worker side: the listener, its store, ``explain``."""
