@@ -317,6 +317,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     except SettingsError as exc:
         print("configuration error: %s" % exc, file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        # A base install (the hook side, as on a Nova host) has the command but not the
+        # worker side most subcommands need: one line that says what to install.
+        missing = (exc.name or "").split(".")[0]
+        if not missing or missing == "novahooks":
+            raise
+        print("novahooks %s needs the worker side (module %r is not installed): pip install "
+              "novahooks-worker" % (args.command, missing), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
