@@ -14,9 +14,10 @@ import os
 import re
 import string
 from typing import Any, Dict, List, Mapping, Optional, Tuple, cast
+from urllib.parse import quote
 
 DEFAULT_PATH = "/etc/novahooks/novahooks.conf"
-SECRET_KEYS = ("token", "password", "tsig_secret")
+SECRET_KEYS = ("token", "password", "tsig_secret", "signing_key")
 
 
 class SettingsError(ValueError):
@@ -43,6 +44,19 @@ class Secret(object):
     __str__ = __repr__
 
 
+def _kind(owner: str, key: str, annotation: Any) -> Any:
+    """How a key's text is read, from its annotation (see :func:`_coerce`)."""
+    for kind in (str, int, float, bool, Secret):
+        if annotation is kind:
+            return kind
+    if annotation == List[str]:
+        return list
+    if annotation == Optional[str]:
+        return None
+    raise TypeError("%s.%s: settings keys are str, int, float, bool, List[str], Secret or "
+                    "Optional[str], not %r" % (owner, key, annotation))
+
+
 class Section(object):
     """A group of typed settings; subclasses declare fields as class attributes.
 
@@ -51,9 +65,20 @@ class Section(object):
     """
 
     NAME = ""
+    #: key -> (kind, default), built from the annotated class attributes of each subclass
+    #: (``key: type = default``: one declaration per key) by ``__init_subclass__``.
     FIELDS = {}  # type: Dict[str, Tuple[Any, Any]]
     #: Named sub-sections ``[<NAME> <kind> <value>]`` (file only): kind -> their Section class.
     SUBSECTIONS = {}  # type: Dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "FIELDS" in cls.__dict__:
+            return
+        fields = {}  # type: Dict[str, Tuple[Any, Any]]
+        for key, annotation in cls.__dict__.get("__annotations__", {}).items():
+            fields[key] = (_kind(cls.__name__, key, annotation), getattr(cls, key, None))
+        cls.FIELDS = fields
 
     def __init__(self, values: Mapping[str, Any],
                  rules: Optional[Mapping[Tuple[str, str], "Section"]] = None) -> None:
@@ -75,252 +100,174 @@ class Section(object):
 
 class OutboxSettings(Section):
     NAME = "outbox"
-    FIELDS = {
-        "path": (str, "/var/lib/novahooks/outbox.sqlite"),
-        "busy_timeout_ms": (int, 2000),
-    }
-
-    path: str
-    busy_timeout_ms: int
+    path: str = "/var/lib/novahooks/outbox.sqlite"
+    busy_timeout_ms: int = 2000
 
 
 class BrokerSettings(Section):
     NAME = "broker"
-    FIELDS = {
-        "url": (str, "redis://127.0.0.1:6379/0"),
-        # Redis: a message taken by a worker that died comes back after this long. Keep
-        # it above the longest task plus [retry] backoff_max (a retry waits on its worker).
-        "visibility_timeout": (int, 1800),
-        "connect_timeout": (float, 5.0),
-    }
+    url: str = "redis://127.0.0.1:6379/0"
+    # Redis: a message taken by a worker that died comes back after this long. Keep
+    # it above the longest task plus [retry] backoff_max (a retry waits on its worker).
+    visibility_timeout: int = 1800
+    connect_timeout: float = 5.0
+    # The broker's password (Redis requirepass / ACL, RabbitMQ user), put into url's
+    # user part when the workers, relay and CLI connect; keep it out of url itself.
+    password: Secret = Secret("")
+    # HMAC-SHA256 key every task message is signed with (tasks/signing.py): relays,
+    # workers and the CLI share it, Nova's hooks never read it. At least 32 characters.
+    signing_key: Secret = Secret("")
+    # A task message (body) larger than this is refused unread by the workers.
+    max_message_bytes: int = 1048576
 
-    url: str
-    visibility_timeout: int
-    connect_timeout: float
+    def problems(self) -> List[str]:
+        found = []
+        if self.signing_key and len(self.signing_key.reveal()) < 32:
+            found.append("[broker] signing_key: shorter than 32 characters")
+        userinfo = self.url.split("://", 1)[-1].split("@")[0] if "@" in self.url else ""
+        if self.password and ":" in userinfo:
+            found.append("[broker] url carries a password and password is set too: keep it "
+                         "in password_file only")
+        if self.max_message_bytes < 4096:
+            found.append("[broker] max_message_bytes: %r is below 4096"
+                         % self.max_message_bytes)
+        return found
+
+    def connection_url(self) -> str:
+        """``url`` with ``password`` in its user part, for clients; never log it."""
+        if not self.password or "://" not in self.url:
+            return self.url
+        scheme, rest = self.url.split("://", 1)
+        user, _, host = rest.rpartition("@")
+        return "%s://%s:%s@%s" % (scheme, user, quote(self.password.reveal(), safe=""), host)
 
 
 class RelaySettings(Section):
     NAME = "relay"
-    FIELDS = {
-        "poll_interval": (float, 0.2),
-        "batch": (int, 200),
-    }
-
-    poll_interval: float
-    batch: int
+    poll_interval: float = 0.2
+    batch: int = 200
 
 
 class RetrySettings(Section):
     NAME = "retry"
-    FIELDS = {
-        "max_retries": (int, 8),
-        "backoff_max": (int, 600),
-        # A message delivered this often without finishing (its worker died each
-        # time) is parked as a dead letter instead of killing workers forever.
-        "max_deliveries": (int, 3),
-    }
-
-    max_retries: int
-    backoff_max: int
-    max_deliveries: int
+    max_retries: int = 8
+    backoff_max: int = 600
+    # A message delivered this often without finishing (its worker died each
+    # time) is parked as a dead letter instead of killing workers forever.
+    max_deliveries: int = 3
 
 
 class IpamSettings(Section):
     NAME = "ipam"
-    FIELDS = {
-        "driver": (str, "netbox"),
-        "url": (None, None),
-        "token": (Secret, Secret("")),
-        "verify_tls": (bool, True),
-        "timeout": (float, 10.0),
-        # driver = infoblox: url is the WAPI base (https://gm.example.com/wapi/v2.12),
-        # basic auth with username and password (or password_file).
-        "username": (None, None),
-        "password": (Secret, Secret("")),
-        "network_view": (str, "default"),
-    }
-
-    driver: str
-    url: Optional[str]
-    token: Secret
-    verify_tls: bool
-    timeout: float
-    username: Optional[str]
-    password: Secret
-    network_view: str
+    driver: str = "netbox"
+    url: Optional[str] = None
+    token: Secret = Secret("")
+    verify_tls: bool = True
+    timeout: float = 10.0
+    # driver = infoblox: url is the WAPI base (https://gm.example.com/wapi/v2.12),
+    # basic auth with username and password (or password_file).
+    username: Optional[str] = None
+    password: Secret = Secret("")
+    network_view: str = "default"
 
 
 class InventorySettings(Section):
     NAME = "inventory"
-    FIELDS = {
-        "driver": (str, "netbox"),
-        "url": (None, None),
-        "token": (Secret, Secret("")),
-        "verify_tls": (bool, True),
-        "timeout": (float, 10.0),
-        "cluster_type": (str, "OpenStack Nova"),
-        "cluster": (str, "nova"),
-        "on_delete": (str, "delete"),
-        # driver = rest: a CMDB's REST API. Paths are relative to url; {uuid} and {id}
-        # are filled in (URL-quoted). field_map: cmdb_field=event_field pairs.
-        "auth_header": (str, "Authorization"),
-        "auth_scheme": (str, "Bearer"),
-        "find_url": (str, "/api/cis?uuid={uuid}"),
-        "list_url": (str, "/api/cis"),
-        "create_url": (str, "/api/cis"),
-        "update_url": (str, "/api/cis/{id}"),
-        "delete_url": (str, "/api/cis/{id}"),
-        "update_method": (str, "PUT"),
-        "id_field": (str, "id"),
-        "results_key": (str, ""),
-        # where a list answer names its next page (dotted); a Link: rel="next" header
-        # is followed too
-        "next_key": (str, "next"),
-        "field_map": (list, ["uuid=uuid", "name=hostname", "status=status",
-                             "project=project_id", "vcpus=flavor.vcpus",
-                             "memory_mb=flavor.memory_mb", "addresses=addresses"]),
-    }
-
-    driver: str
-    url: Optional[str]
-    token: Secret
-    verify_tls: bool
-    timeout: float
-    cluster_type: str
-    cluster: str
-    on_delete: str
-    auth_header: str
-    auth_scheme: str
-    find_url: str
-    list_url: str
-    create_url: str
-    update_url: str
-    delete_url: str
-    update_method: str
-    id_field: str
-    results_key: str
-    next_key: str
-    field_map: List[str]
+    driver: str = "netbox"
+    url: Optional[str] = None
+    token: Secret = Secret("")
+    verify_tls: bool = True
+    timeout: float = 10.0
+    cluster_type: str = "OpenStack Nova"
+    cluster: str = "nova"
+    on_delete: str = "delete"
+    # driver = rest: a CMDB's REST API. Paths are relative to url; {uuid} and {id}
+    # are filled in (URL-quoted). field_map: cmdb_field=event_field pairs.
+    auth_header: str = "Authorization"
+    auth_scheme: str = "Bearer"
+    find_url: str = "/api/cis?uuid={uuid}"
+    list_url: str = "/api/cis"
+    create_url: str = "/api/cis"
+    update_url: str = "/api/cis/{id}"
+    delete_url: str = "/api/cis/{id}"
+    update_method: str = "PUT"
+    id_field: str = "id"
+    results_key: str = ""
+    # where a list answer names its next page (dotted); a Link: rel="next" header
+    # is followed too
+    next_key: str = "next"
+    field_map: List[str] = ["uuid=uuid", "name=hostname", "status=status",
+                            "project=project_id", "vcpus=flavor.vcpus",
+                            "memory_mb=flavor.memory_mb", "addresses=addresses"]
 
 
 class DnsSettings(Section):
     NAME = "dns"
-    FIELDS = {
-        "driver": (str, "rfc2136"),
-        "server": (str, "127.0.0.1"),
-        "port": (int, 53),
-        "zone": (None, None),
-        "reverse_zones": (list, []),
-        "tsig_key_name": (None, None),
-        "tsig_secret": (Secret, Secret("")),
-        "tsig_algorithm": (str, "hmac-sha256"),
-        "ttl": (int, 300),
-        "timeout": (float, 5.0),
-        # Without a TSIG key, updates are refused unless this is true: only for a server
-        # that restricts updates by address (AD DNS without GSS-TSIG, "nonsecure" zones).
-        "allow_unsigned": (bool, False),
-        # driver = infoblox: WAPI base url, basic auth, the DNS view records go in.
-        "url": (None, None),
-        "username": (None, None),
-        "password": (Secret, Secret("")),
-        "verify_tls": (bool, True),
-        "view": (str, "default"),
-    }
-
-    driver: str
-    server: str
-    port: int
-    zone: Optional[str]
-    reverse_zones: List[str]
-    tsig_key_name: Optional[str]
-    tsig_secret: Secret
-    tsig_algorithm: str
-    ttl: int
-    timeout: float
-    allow_unsigned: bool
-    url: Optional[str]
-    username: Optional[str]
-    password: Secret
-    verify_tls: bool
-    view: str
+    driver: str = "rfc2136"
+    server: str = "127.0.0.1"
+    port: int = 53
+    zone: Optional[str] = None
+    reverse_zones: List[str] = []
+    tsig_key_name: Optional[str] = None
+    tsig_secret: Secret = Secret("")
+    tsig_algorithm: str = "hmac-sha256"
+    ttl: int = 300
+    timeout: float = 5.0
+    # Without a TSIG key, updates are refused unless this is true: only for a server
+    # that restricts updates by address (AD DNS without GSS-TSIG, "nonsecure" zones).
+    allow_unsigned: bool = False
+    # driver = infoblox: WAPI base url, basic auth, the DNS view records go in.
+    url: Optional[str] = None
+    username: Optional[str] = None
+    password: Secret = Secret("")
+    verify_tls: bool = True
+    view: str = "default"
 
 
 class DirectorySettings(Section):
     NAME = "directory"
-    FIELDS = {
-        "driver": (str, "ldap"),
-        "url": (None, None),
-        "bind_dn": (None, None),
-        "password": (Secret, Secret("")),
-        "base_dn": (None, None),
-        "starttls": (bool, True),
-        "ca_file": (None, None),
-        "verify_tls": (bool, True),
-        "timeout": (float, 10.0),
-        # The name the server's certificate carries, when url names an address.
-        "tls_server_name": (None, None),
-        # driver = ad: computer objects go to ou (default: base_dn) as <hostname>.<dns_domain>;
-        # uac 4098 = workstation trust account, disabled until the domain join sets its
-        # password. linux = host (a device entry as the ldap driver makes, under base_dn),
-        # computer (a computer object too, for realmd/sssd joins) or skip.
-        "ou": (None, None),
-        "dns_domain": (None, None),
-        "uac": (int, 4098),
-        "linux": (str, "host"),
-    }
-
-    driver: str
-    url: Optional[str]
-    bind_dn: Optional[str]
-    password: Secret
-    base_dn: Optional[str]
-    starttls: bool
-    ca_file: Optional[str]
-    verify_tls: bool
-    timeout: float
-    tls_server_name: Optional[str]
-    ou: Optional[str]
-    dns_domain: Optional[str]
-    uac: int
-    linux: str
+    driver: str = "ldap"
+    url: Optional[str] = None
+    bind_dn: Optional[str] = None
+    password: Secret = Secret("")
+    base_dn: Optional[str] = None
+    starttls: bool = True
+    ca_file: Optional[str] = None
+    verify_tls: bool = True
+    timeout: float = 10.0
+    # The name the server's certificate carries, when url names an address.
+    tls_server_name: Optional[str] = None
+    # driver = ad: computer objects go to ou (default: base_dn) as <hostname>.<dns_domain>;
+    # uac 4098 = workstation trust account, disabled until the domain join sets its
+    # password. linux = host (a device entry as the ldap driver makes, under base_dn),
+    # computer (a computer object too, for realmd/sssd joins) or skip.
+    ou: Optional[str] = None
+    dns_domain: Optional[str] = None
+    uac: int = 4098
+    linux: str = "host"
 
 
 class AuditSettings(Section):
     NAME = "audit"
-    FIELDS = {
-        "drivers": (list, ["jsonl"]),
-        "path": (str, "/var/lib/novahooks/audit.jsonl"),
-        "syslog_host": (None, None),
-        "syslog_port": (int, 514),
-        "app_name": (str, "novahooks"),
-    }
-
-    drivers: List[str]
-    path: str
-    syslog_host: Optional[str]
-    syslog_port: int
-    app_name: str
+    drivers: List[str] = ["jsonl"]
+    path: str = "/var/lib/novahooks/audit.jsonl"
+    syslog_host: Optional[str] = None
+    syslog_port: int = 514
+    app_name: str = "novahooks"
 
 
 class LedgerSettings(Section):
     NAME = "ledger"
-    FIELDS = {
-        # SQLite on one worker host; postgresql://... when workers run on several hosts.
-        "url": (str, "sqlite:////var/lib/novahooks/ledger.sqlite"),
-        # keep: a failed create leaves earlier steps' records (the dead letter says what is
-        # missing); undo: remove what the earlier steps made.
-        "on_permanent_failure": (str, "keep"),
-        "stalled_after": (int, 900),
-        # SQLite only. normal: a commit survives any crash of a worker process but may be
-        # rolled back by a power loss or kernel crash (a redelivered step then redoes its
-        # idempotent work); full: fsync on every commit, several ms per step.
-        "sqlite_synchronous": (str, "normal"),
-    }
-
-    url: str
-    on_permanent_failure: str
-    stalled_after: int
-    sqlite_synchronous: str
+    # SQLite on one worker host; postgresql://... when workers run on several hosts.
+    url: str = "sqlite:////var/lib/novahooks/ledger.sqlite"
+    # keep: a failed create leaves earlier steps' records (the dead letter says what is
+    # missing); undo: remove what the earlier steps made.
+    on_permanent_failure: str = "keep"
+    stalled_after: int = 900
+    # SQLite only. normal: a commit survives any crash of a worker process but may be
+    # rolled back by a power loss or kernel crash (a redelivered step then redoes its
+    # idempotent work); full: fsync on every commit, several ms per step.
+    sqlite_synchronous: str = "normal"
 
     def problems(self) -> List[str]:
         found = []
@@ -335,20 +282,13 @@ class LedgerSettings(Section):
 
 class MetricsSettings(Section):
     NAME = "metrics"
-    FIELDS = {
-        # 0 = no metrics endpoint. Each worker pool (one per queue) on a host needs its
-        # own port: set NOVAHOOKS_METRICS_WORKER_PORT per worker service.
-        "worker_port": (int, 0),
-        "relay_port": (int, 0),
-        "address": (str, "127.0.0.1"),
-        # prometheus-client's multiprocess files for Celery's prefork children.
-        "multiproc_dir": (str, "/tmp/novahooks-metrics"),
-    }
-
-    worker_port: int
-    relay_port: int
-    address: str
-    multiproc_dir: str
+    # 0 = no metrics endpoint. Each worker pool (one per queue) on a host needs its
+    # own port: set NOVAHOOKS_METRICS_WORKER_PORT per worker service.
+    worker_port: int = 0
+    relay_port: int = 0
+    address: str = "127.0.0.1"
+    # prometheus-client's multiprocess files for Celery's prefork children.
+    multiproc_dir: str = "/tmp/novahooks-metrics"
 
 
 #: Steps a pre-boot gate may wait for: those of the pre-boot ("create") chain, which need
@@ -363,22 +303,14 @@ class GateSettings(Section):
     """Pre-boot gate, read by the build_instance hook and served by the relay."""
 
     NAME = "gate"
-    FIELDS = {
-        # Steps that must have finished before Nova boots the VM; empty: no gate, no wait.
-        "steps": (list, []),
-        "timeout": (float, 30.0),
-        # continue: log, audit and let the build go on; abort: undo and stop the build.
-        "on_failure": (str, "continue"),
-        "poll_interval": (float, 0.2),
-        # The relay's gate endpoint, a Unix socket; empty: gate.sock beside [outbox] path.
-        "socket": (str, ""),
-    }
-
-    steps: List[str]
-    timeout: float
-    on_failure: str
-    poll_interval: float
-    socket: str
+    # Steps that must have finished before Nova boots the VM; empty: no gate, no wait.
+    steps: List[str] = []
+    timeout: float = 30.0
+    # continue: log, audit and let the build go on; abort: undo and stop the build.
+    on_failure: str = "continue"
+    poll_interval: float = 0.2
+    # The relay's gate endpoint, a Unix socket; empty: gate.sock beside [outbox] path.
+    socket: str = ""
 
     def problems(self) -> List[str]:
         found = []
@@ -403,32 +335,21 @@ class NotificationsSettings(Section):
     """``novahooks listen``: Nova's (and Neutron's) notifications through oslo.messaging."""
 
     NAME = "notifications"
-    FIELDS = {
-        # oslo.messaging transport URL without the password: rabbit://user@host:5672/vhost
-        "transport_url": (str, "rabbit://guest@127.0.0.1:5672/"),
-        "password": (Secret, Secret("")),
-        "nova_exchange": (str, "nova"),
-        # versioned_notifications (Nova's [notifications] versioned_notifications_topics)
-        # and notifications (legacy compute.instance.*, [oslo_messaging_notifications] topics).
-        "nova_topics": (list, ["versioned_notifications", "notifications"]),
-        "neutron_exchange": (str, "neutron"),
-        "neutron_topics": (list, ["notifications"]),
-        # The listener's own queue, bound to every topic: other consumers (Ceilometer)
-        # keep getting their copy. Empty: consume the shared <topic>.<priority> queues.
-        "pool": (str, "novahooks"),
-        # Must match the deployment's [oslo_messaging_rabbit] amqp_durable_queues, or
-        # RabbitMQ refuses to redeclare the exchanges.
-        "durable_queues": (bool, False),
-    }
-
-    transport_url: str
-    password: Secret
-    nova_exchange: str
-    nova_topics: List[str]
-    neutron_exchange: str
-    neutron_topics: List[str]
-    pool: str
-    durable_queues: bool
+    # oslo.messaging transport URL without the password: rabbit://user@host:5672/vhost
+    transport_url: str = "rabbit://guest@127.0.0.1:5672/"
+    password: Secret = Secret("")
+    nova_exchange: str = "nova"
+    # versioned_notifications (Nova's [notifications] versioned_notifications_topics)
+    # and notifications (legacy compute.instance.*, [oslo_messaging_notifications] topics).
+    nova_topics: List[str] = ["versioned_notifications", "notifications"]
+    neutron_exchange: str = "neutron"
+    neutron_topics: List[str] = ["notifications"]
+    # The listener's own queue, bound to every topic: other consumers (Ceilometer)
+    # keep getting their copy. Empty: consume the shared <topic>.<priority> queues.
+    pool: str = "novahooks"
+    # Must match the deployment's [oslo_messaging_rabbit] amqp_durable_queues, or
+    # RabbitMQ refuses to redeclare the exchanges.
+    durable_queues: bool = False
 
     def problems(self) -> List[str]:
         found = []
@@ -505,10 +426,8 @@ class ProjectNamingRule(Section):
     """``[naming project <project id>]``: names for one project's VMs."""
 
     NAME = "naming project"
-    FIELDS = {"hostname": (None, None), "fqdn": (None, None)}
-
-    hostname: Optional[str]
-    fqdn: Optional[str]
+    hostname: Optional[str] = None
+    fqdn: Optional[str] = None
 
 
 class NetworkNamingRule(Section):
@@ -518,18 +437,14 @@ class NetworkNamingRule(Section):
     """
 
     NAME = "naming network"
-    FIELDS = {"fqdn": (None, None)}
-
-    fqdn: Optional[str]
+    fqdn: Optional[str] = None
 
 
 class PrefixNamingRule(Section):
     """``[naming prefix <cidr>]``: the reverse zone that takes its PTR records."""
 
     NAME = "naming prefix"
-    FIELDS = {"reverse_zone": (None, None)}
-
-    reverse_zone: Optional[str]
+    reverse_zone: Optional[str] = None
 
 
 class NamingSettings(Section):
@@ -541,15 +456,11 @@ class NamingSettings(Section):
     """
 
     NAME = "naming"
-    FIELDS = {
-        # The host name every backend uses (directory cn / AD computer, inventory name).
-        "hostname": (str, "{hostname}"),
-        # The DNS name; empty: {hostname}.<[dns] zone>.
-        "fqdn": (str, ""),
-    }
+    # The host name every backend uses (directory cn / AD computer, inventory name).
+    hostname: str = "{hostname}"
+    # The DNS name; empty: {hostname}.<[dns] zone>.
+    fqdn: str = ""
 
-    hostname: str
-    fqdn: str
     SUBSECTIONS = {"project": ProjectNamingRule, "network": NetworkNamingRule,
                    "prefix": PrefixNamingRule}
 
@@ -611,21 +522,13 @@ class RegisterSettings(Section):
     """
 
     NAME = "register"
-    FIELDS = {
-        "default": (bool, True),
-        "projects_allow": (list, []),
-        "projects_deny": (list, []),
-        # true/false in the image's properties (Nova copies them to the instance) ...
-        "image_property": (str, "novahooks_register"),
-        # ... and in the instance's metadata (openstack server create --property).
-        "metadata_key": (str, "novahooks:register"),
-    }
-
-    default: bool
-    projects_allow: List[str]
-    projects_deny: List[str]
-    image_property: str
-    metadata_key: str
+    default: bool = True
+    projects_allow: List[str] = []
+    projects_deny: List[str] = []
+    # true/false in the image's properties (Nova copies them to the instance) ...
+    image_property: str = "novahooks_register"
+    # ... and in the instance's metadata (openstack server create --property).
+    metadata_key: str = "novahooks:register"
 
     def problems(self) -> List[str]:
         both = sorted(set(self.projects_allow) & set(self.projects_deny))
