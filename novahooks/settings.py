@@ -254,6 +254,62 @@ class AuditSettings(Section):
     syslog_host: Optional[str] = None
     syslog_port: int = 514
     app_name: str = "novahooks"
+    # The Merkle log's checkpoints (tasks/audit_signer.py). The log's public key,
+    # name+id+base64 as `novahooks audit keygen` prints it; its name is the log's origin.
+    verifier_key: Optional[str] = None
+    # The private key: read by `novahooks audit signer` alone, which runs as a user of its
+    # own; the file must be readable by that user only (mode 0600 or 0400).
+    signer_key_path: Optional[str] = None
+    signer_socket: str = "/run/novahooks-audit/signer.sock"
+    # A checkpoint once this many records were appended since the last one, or once
+    # checkpoint_interval seconds passed and at least one was.
+    checkpoint_every: int = 1000
+    checkpoint_interval: float = 60.0
+    # The latest checkpoint, written by the signer (default: <path>.checkpoint).
+    checkpoint_path: Optional[str] = None
+    # Anchors outside the writer: a directory meant to be WORM or another host's mount (one
+    # file per checkpoint, never overwritten), checkpoints to syslog_host, a witness.
+    anchor_dir: Optional[str] = None
+    anchor_syslog: bool = False
+    witness_url: Optional[str] = None
+    # The witness's cosignature key (name+id+base64, type 0x04), to check its answers.
+    witness_key: Optional[str] = None
+    # The signer re-reads the whole log this often and stops signing if it was changed.
+    verify_every: float = 3600.0
+    # strict: at least one anchor must be configured, and check fails while none holds
+    # the latest checkpoint.
+    strict: bool = False
+    # The signer's Prometheus endpoint (0 = none).
+    metrics_port: int = 0
+    # `novahooks audit witness`: its private key (type 0x04), state file and address.
+    witness_key_path: Optional[str] = None
+    witness_state: str = "/var/lib/novahooks-witness/state.json"
+    witness_listen: str = "127.0.0.1:8470"
+
+    def latest_checkpoint(self) -> str:
+        return self.checkpoint_path or self.path + ".checkpoint"
+
+    def anchors(self) -> List[str]:
+        """The anchors outside the writer that are configured."""
+        return [name for name, on in (("worm", self.anchor_dir),
+                                      ("syslog", self.anchor_syslog and self.syslog_host),
+                                      ("witness", self.witness_url)) if on]
+
+    def problems(self) -> List[str]:
+        found = []
+        if self.checkpoint_every < 1:
+            found.append("[audit] checkpoint_every: %d is not a positive number of records"
+                         % self.checkpoint_every)
+        if self.checkpoint_interval <= 0:
+            found.append("[audit] checkpoint_interval: must be more than 0 seconds")
+        if self.strict and not self.anchors():
+            found.append("[audit] strict: no anchor outside the writer is configured "
+                         "(anchor_dir, anchor_syslog with syslog_host, or witness_url)")
+        if self.anchor_syslog and not self.syslog_host:
+            found.append("[audit] anchor_syslog: syslog_host is not set")
+        if self.witness_url and not self.witness_key:
+            found.append("[audit] witness_url: witness_key is needed to check its cosignature")
+        return found
 
 
 class LedgerSettings(Section):
