@@ -220,6 +220,32 @@ class AdDirectory(LdapDirectory):
                                backend=BACKEND)
             self._fail(conn, "modify %s" % dn)
 
+    def set_machine_password(self, event: InstanceEvent, password: str) -> Dict[str, Any]:
+        """Give this instance's computer object a password and enable it: a one-time join.
+
+        ``adcli join --one-time-password`` and Windows' UnsecureJoin authenticate as the
+        machine account with a password set beforehand, then change it themselves. Only
+        the object this instance made (``description`` = its UUID) is touched; AD takes
+        ``unicodePwd`` only over an encrypted connection, which every bind here is. The
+        password never reaches a log or an error message: errors quote the server only.
+        """
+        name = computer_name(event.hostname)
+        dn = self.computer_dn(name)
+        conn = self._connect()
+        try:
+            if not any(entry.entry_dn.lower() == dn.lower()
+                       for entry in self._computers_of(conn, event.uuid)):
+                raise Conflict("computer %s is not instance %s's own (register it first)"
+                               % (dn, event.uuid), backend=BACKEND)
+            value = ('"%s"' % password).encode("utf-16-le")
+            uac = str(self.settings.uac & ~ACCOUNTDISABLE)
+            if not conn.modify(dn, {"unicodePwd": [(MODIFY_REPLACE, [value])],
+                                    "userAccountControl": [(MODIFY_REPLACE, [uac])]}):
+                self._fail(conn, "set the password of %s" % dn)
+            return {"dn": dn, "sAMAccountName": name + "$", "userAccountControl": int(uac)}
+        finally:
+            conn.unbind()
+
     def deregister(self, event: InstanceEvent) -> Dict[str, Any]:
         removed = super().deregister(event)["removed"]  # host entries of Linux VMs
         conn = self._connect()
