@@ -593,10 +593,78 @@ class RegisterSettings(Section):
         return []
 
 
+#: Pre-boot steps ``novahooks vendordata`` may run: those that need no address.
+VENDORDATA_STEPS = ("directory", "inventory")
+#: Nova's default [api] vendordata_dynamic_read_timeout: an answer later than this is lost.
+NOVA_VENDORDATA_TIMEOUT = 5.0
+
+
+class VendordataSettings(Section):
+    """``novahooks vendordata``: the service Nova's DynamicJSON vendordata provider calls."""
+
+    NAME = "vendordata"
+    address: str = "127.0.0.1"
+    port: int = 9443
+    # TLS is required: the answer carries a join credential. Nova verifies the certificate
+    # against [api] vendordata_dynamic_ssl_certfile.
+    tls_cert_file: Optional[str] = None
+    tls_key_file: Optional[str] = None
+    # What Nova's [vendordata_dynamic_auth] (auth_type = http_basic) sends.
+    username: str = "nova"
+    password: Secret = Secret("")
+    # Fernet keys (one per line, the first encrypts) for the credentials kept at rest in
+    # the [ledger] database: novahooks vendordata --generate-key PATH makes one.
+    secret_key_file: Optional[str] = None
+    # Seconds a credential is handed out again; after that no new one is issued for the
+    # instance (a joined machine has changed its password by then).
+    credential_ttl: int = 86400
+    # Seconds an answer may take, below Nova's 5 s read timeout; the directory and
+    # inventory calls share it.
+    budget: float = 4.0
+    steps: List[str] = list(VENDORDATA_STEPS)
+    # Windows VMs with [directory] driver = ad: odj (an offline domain-join blob from
+    # Samba's net offlinejoin provision, for djoin /requestODJ) or password (a one-time
+    # machine password for an unsecure join).
+    windows_join: str = "odj"
+    # Nova sends no os_type: the instance metadata key that names it (windows/linux),
+    # or images known to be Windows.
+    os_metadata_key: str = "os_type"
+    windows_images: List[str] = []
+    # net offlinejoin provision: the DC to ask (default: found by DNS) and the net command.
+    odj_dc: Optional[str] = None
+    net_command: str = "net"
+    threads: int = 16
+    # For novahooks check: the URL Nova calls (default https://address:port/) and the CA
+    # file that verifies it (Nova's vendordata_dynamic_ssl_certfile).
+    url: Optional[str] = None
+    ca_file: Optional[str] = None
+
+    def problems(self) -> List[str]:
+        found = []
+        unknown = [step for step in self.steps if step not in VENDORDATA_STEPS]
+        if unknown:
+            found.append("[vendordata] steps: %s (choose from %s)"
+                         % (", ".join(unknown), ", ".join(VENDORDATA_STEPS)))
+        if not 0 < self.budget < NOVA_VENDORDATA_TIMEOUT:
+            found.append("[vendordata] budget: %r must be above 0 and below Nova's %g s "
+                         "read timeout" % (self.budget, NOVA_VENDORDATA_TIMEOUT))
+        if self.windows_join not in ("odj", "password"):
+            found.append("[vendordata] windows_join: %r is not odj or password"
+                         % self.windows_join)
+        if self.credential_ttl <= 0:
+            found.append("[vendordata] credential_ttl: %r must be above 0"
+                         % self.credential_ttl)
+        if not 0 < self.port < 65536:
+            found.append("[vendordata] port: %r is not a TCP port" % self.port)
+        if self.threads < 1:
+            found.append("[vendordata] threads: %r must be at least 1" % self.threads)
+        return found
+
+
 SECTIONS = (OutboxSettings, LedgerSettings, MetricsSettings, BrokerSettings, RelaySettings,
             RetrySettings, IpamSettings, InventorySettings, DnsSettings, DirectorySettings,
             AuditSettings, GateSettings, NotificationsSettings,
-            NamingSettings, RegisterSettings)
+            NamingSettings, RegisterSettings, VendordataSettings)
 
 
 class Settings(object):
@@ -619,6 +687,7 @@ class Settings(object):
         self.notifications = cast(NotificationsSettings, sections["notifications"])
         self.naming = cast(NamingSettings, sections["naming"])
         self.register = cast(RegisterSettings, sections["register"])
+        self.vendordata = cast(VendordataSettings, sections["vendordata"])
 
 
 def _coerce(section: str, key: str, kind: Any, raw: str) -> Any:
