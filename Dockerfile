@@ -26,10 +26,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # Only what the package needs (.dockerignore lets nothing else into the context).
 COPY pyproject.toml README.md celeryconfig.py /usr/src/novahooks/
+COPY worker/pyproject.toml /usr/src/novahooks/worker/pyproject.toml
 COPY novahooks /usr/src/novahooks/novahooks
 COPY tasks /usr/src/novahooks/tasks
 RUN cd /usr/src/novahooks \
-    && pip install ".[worker]" \
+    && pip install . ./worker \
     && cd / && rm -rf /usr/src/novahooks
 
 COPY --chmod=0755 deploy/healthcheck.py /usr/local/bin/novahooks-healthcheck
