@@ -7,7 +7,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, List, Mapping, Optional
+from typing import Callable, List, Mapping, Optional, TypeVar
 
 CACHE_DIR = Path(os.environ.get("NOVAHOOKS_CACHE", Path.home() / ".cache" / "novahooks"))
 
@@ -87,6 +87,25 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
+
+
+class Server:
+    """What every launcher's handle shares: its ``process``, stopped by ``stop()`` or by
+    leaving a ``with`` block. Subclasses add their connection facts."""
+
+    process: "Process"
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def __enter__(self: "S") -> "S":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+S = TypeVar("S", bound=Server)
 
 
 class Process:

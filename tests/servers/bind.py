@@ -11,12 +11,12 @@ import subprocess
 from pathlib import Path
 from typing import Sequence, Tuple
 
-from tests.servers.base import Process, ServerError, free_port, wait_for
+from tests.servers.base import Process, Server, ServerError, free_port, wait_for
 
 KEY_ALGORITHM = "hmac-sha256"
 
 
-class BindServer:
+class BindServer(Server):
     """Connection facts of a running named; `stop()` or a `with` block ends it."""
 
     host = "127.0.0.1"
@@ -34,15 +34,6 @@ class BindServer:
     @property
     def zones(self) -> Tuple[str, ...]:
         return (self.forward_zone,) + self.reverse_zones
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def __enter__(self) -> "BindServer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def free_udp_tcp_port(attempts: int = 50) -> int:

@@ -33,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from tests.servers.base import Process, free_port, wait_for
+from tests.servers.base import Process, Server, free_port, wait_for
 
 
 class Store(object):
@@ -170,7 +170,7 @@ class Handler(BaseHTTPRequestHandler):
         self._handle("DELETE")
 
 
-class CmdbServer(object):
+class CmdbServer(Server):
     """A running CMDB: ``url`` (no trailing slash) and ``token`` for clients."""
 
     def __init__(self, process: Process, port: int, token: str) -> None:
@@ -178,15 +178,6 @@ class CmdbServer(object):
         self.port = port
         self.url = "http://127.0.0.1:%d" % port
         self.token = token
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def __enter__(self) -> "CmdbServer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _answers(url: str, token: str) -> bool:

@@ -19,7 +19,7 @@ import subprocess
 from typing import Any, Dict, List, Optional
 from urllib.parse import quote
 
-from tests.servers.base import ServerError, port_open, wait_for
+from tests.servers.base import Server, ServerError, port_open, wait_for
 
 HOST = "127.0.0.1"
 PORT = 5672
@@ -69,7 +69,7 @@ def ensure_running(port: int = PORT, timeout: float = 120.0) -> bool:
     return started
 
 
-class RabbitVhost(object):
+class RabbitVhost(Server):
     """A vhost the guest user may use; ``stop()`` (or leaving ``with``) deletes it."""
 
     def __init__(self, name: str, host: str = HOST, port: int = PORT,
@@ -110,12 +110,6 @@ class RabbitVhost(object):
             if self.name in vhost_names():
                 raise
         self.stopped = True
-
-    def __enter__(self) -> "RabbitVhost":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return "RabbitVhost(%r)" % self.name

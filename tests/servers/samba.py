@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import IO, List, Sequence, Tuple
 
-from tests.servers.base import Process, ServerError, tail, wait_for
+from tests.servers.base import Process, Server, ServerError, tail, wait_for
 
 REALM = "NOVA.TEST"
 DOMAIN = "NOVA"
@@ -55,7 +55,7 @@ def samba_version() -> str:
     return result.stdout.strip().split()[-1]
 
 
-class SambaServer:
+class SambaServer(Server):
     """Connection facts of a running Samba AD DC; `stop()` or a `with` block ends it."""
 
     def __init__(self, process: Process, workdir: Path, address: str, lock: IO[str],
@@ -99,12 +99,6 @@ class SambaServer:
             self.process.stop()
         finally:
             self._lock.close()
-
-    def __enter__(self) -> "SambaServer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _free_on(address: str) -> bool:

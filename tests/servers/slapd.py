@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
-from tests.servers.base import Process, ServerError, free_port, tail, wait_for
+from tests.servers.base import Process, Server, ServerError, free_port, tail, wait_for
 from tests.servers.tls import make_ca_and_cert
 
 SCHEMAS = ("core", "cosine", "nis", "inetorgperson")
@@ -27,7 +27,7 @@ def ssha(password: str) -> str:
     return "{SSHA}" + base64.b64encode(digest + salt).decode()
 
 
-class SlapdServer:
+class SlapdServer(Server):
     """Connection facts of a running slapd; `stop()` or a `with` block ends it."""
 
     def __init__(self, process: Process, port: int, ldaps_port: Optional[int], suffix: str,
@@ -43,15 +43,6 @@ class SlapdServer:
         self.bind_password = bind_password
         self.hosts_base = f"ou=hosts,{suffix}"
         self.ca_file = ca_file
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def __enter__(self) -> "SlapdServer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _config(workdir: Path, suffix: str, admin_password: str, tls: bool) -> str:

@@ -53,7 +53,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
-from tests.servers.base import Process, free_port, wait_for
+from tests.servers.base import Process, Server, free_port, wait_for
 
 WAPI_VERSION = "2.12"
 DEFAULT_MAX_RESULTS = 1000
@@ -666,7 +666,7 @@ class Handler(BaseHTTPRequestHandler):
         self._handle("DELETE")
 
 
-class WapiServer(object):
+class WapiServer(Server):
     """A running stand-in: ``url`` is the WAPI base a driver's [ipam]/[dns] url takes."""
 
     def __init__(self, process: Process, port: int, username: str, password: str) -> None:
@@ -674,15 +674,6 @@ class WapiServer(object):
         self.port = port
         self.url = "http://127.0.0.1:%d/wapi/v%s" % (port, WAPI_VERSION)
         self.username, self.password = username, password
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def __enter__(self) -> "WapiServer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _answers(url: str, username: str, password: str) -> bool:
