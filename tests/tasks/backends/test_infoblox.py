@@ -1,6 +1,6 @@
 """Infoblox IPAM and DNS drivers against the local WAPI stand-in, checked over WAPI directly.
 
-No NIOS appliance runs here: tests/servers/wapi.py answers the documented
+No NIOS appliance runs here: tests/servers/wapi/ answers the documented
 WAPI calls as a real process on loopback. The grid is seeded the way an admin
 would seed it (networks, zones) through WAPI, and every assertion reads what the
 grid holds with plain requests, never through the driver under test. The IPAM
