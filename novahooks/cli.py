@@ -23,20 +23,51 @@ def _relay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _audit_verify(args: argparse.Namespace) -> int:
-    from tasks.backends.audit.jsonl import verify
-    try:
-        problems = verify(args.path)
-    except OSError as exc:
-        print("cannot read %s: %s" % (args.path, exc.strerror), file=sys.stderr)
-        return 2
-    for problem in problems:
-        print(problem)
-    if problems:
-        print("audit chain BROKEN: %d problem(s)" % len(problems))
-        return 1
-    print("audit chain intact")
-    return 0
+def _audit(args: argparse.Namespace) -> int:
+    from tasks import audit_cli
+    return audit_cli.run(args)
+
+
+def _audit_parser(sub: Any) -> None:
+    audit = sub.add_parser("audit", help="audit trail: verify, prove, sign, witness")
+    audit.set_defaults(func=_audit)
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    key_help = "the log's verifier key NAME+ID+BASE64, or a file holding it (default: " \
+               "[audit] verifier_key)"
+    verify = audit_sub.add_parser("verify", help="check an audit file: its hash chain, and "
+                                  "with --checkpoint its Merkle root, size and signature")
+    verify.add_argument("path")
+    verify.add_argument("--checkpoint", action="append", default=[], help="a signed "
+                        "checkpoint file, or a directory of them (an anchor); repeatable")
+    verify.add_argument("--key", help=key_help)
+    verify.add_argument("--witness-key", action="append", help="a witness's cosignature key "
+                        "to report (repeatable; default: [audit] witness_key)")
+    prove = audit_sub.add_parser("prove", help="every record of one VM with its inclusion "
+                                 "proof against the latest checkpoint")
+    prove.add_argument("instance_uuid")
+    prove.add_argument("--checkpoint", help="default: [audit] checkpoint_path")
+    prove.add_argument("--log", help="default: [audit] path")
+    prove.add_argument("--key", help=key_help)
+    prove.add_argument("--json", action="store_true")
+    consistency = audit_sub.add_parser("consistency", help="prove that one checkpoint's tree "
+                                       "extends another's")
+    consistency.add_argument("old")
+    consistency.add_argument("new")
+    consistency.add_argument("--log", help="default: [audit] path")
+    consistency.add_argument("--key", help=key_help)
+    consistency.add_argument("--json", action="store_true")
+    audit_sub.add_parser("signer", help="run the signer: checkpoints every [audit] "
+                         "checkpoint_every records or checkpoint_interval seconds, to the "
+                         "anchors; holds the key the workers cannot read")
+    ask = audit_sub.add_parser("checkpoint", help="ask the running signer for a checkpoint now")
+    ask.add_argument("--status", action="store_true", help="its status instead")
+    audit_sub.add_parser("witness", help="run a tlog-witness that cosigns only checkpoints "
+                         "consistent with the last one it saw")
+    keygen = audit_sub.add_parser("keygen", help="a new Ed25519 key: private key to --out "
+                                  "(mode 0400), verifier key printed")
+    keygen.add_argument("name", help="key name; a log key's name is the log's origin")
+    keygen.add_argument("--out", required=True)
+    keygen.add_argument("--witness", action="store_true", help="a witness cosignature key")
 
 
 def _print(rows: List[Dict[str, Any]], as_json: bool, columns: List[str]) -> None:
@@ -246,11 +277,7 @@ def parser() -> argparse.ArgumentParser:
     relay = sub.add_parser("relay", help="publish outbox events to the broker as Celery chains")
     relay.add_argument("--once", action="store_true", help="drain the outbox, then exit")
     relay.set_defaults(func=_relay)
-    audit = sub.add_parser("audit", help="audit trail tools")
-    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    verify = audit_sub.add_parser("verify", help="check the hash chain of an audit JSONL file")
-    verify.add_argument("path")
-    verify.set_defaults(func=_audit_verify)
+    _audit_parser(sub)
     check = sub.add_parser("check", help="validate configuration and reach every backend")
     check.add_argument("--json", action="store_true")
     check.set_defaults(func=_check)

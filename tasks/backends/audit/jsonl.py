@@ -1,17 +1,23 @@
-"""Append-only JSON Lines audit file whose records are hash-chained.
+"""Append-only JSON Lines audit file: a Merkle log whose records are also hash-chained.
 
-Each line carries ``seq``, the SHA-256 of the previous line (``prev``) and its
-own ``hash`` over everything else, so an edited, removed or reordered line
-breaks the chain at a point :func:`verify` names. Several worker processes may
-append at once: an exclusive ``flock`` around read-last-line + append keeps
-the chain linear, and ``fsync`` makes a returned record durable.
+Each line is one record in RFC 8785 canonical JSON and one leaf of the log's
+Merkle tree (tasks/backends/audit/log.py); the signer's checkpoints commit to
+its size and root. Each line also carries ``seq``, the SHA-256 of the previous
+line (``prev``) and its own ``hash`` over everything else, as the file did
+before it was a Merkle log: files written then keep verifying, and a break in
+the chain names the line where a checkpoint only says "different". The
+exclusive ``flock`` around read-last-line + append is the sequencer: one
+appender at a time takes the next index, however many worker processes
+append; ``fsync`` makes a returned record durable.
 """
 
 import fcntl
 import hashlib
 import json
 import os
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Tuple
+
+import rfc8785
 
 from tasks.backends.audit.base import AuditDriver
 from tasks.errors import BackendUnavailable, Misconfigured
@@ -67,7 +73,7 @@ class JsonlAudit(AuditDriver):
                     record = dict(entry, seq=seq, prev=prev)
                     record["hash"] = _digest(record)
                     handle.seek(0, os.SEEK_END)
-                    handle.write(json.dumps(record, sort_keys=True).encode() + b"\n")
+                    handle.write(rfc8785.dumps(record) + b"\n")
                     handle.flush()
                     os.fsync(handle.fileno())
                 finally:
@@ -92,9 +98,14 @@ def records(path: str) -> Iterator[Tuple[int, str]]:
 
 def verify(path: str) -> List[str]:
     """Every break in the chain, as 'line N: what is wrong'; empty when intact."""
-    problems = []  # type: List[str]
-    prev, expected_seq = GENESIS, 1
-    for number, text in records(path):
+    return verify_lines(records(path))
+
+
+def verify_lines(numbered: Iterable[Tuple[int, str]], prev: str = GENESIS,
+                 expected_seq: int = 1) -> List[str]:
+    """The chain check over some of a file's lines, from the state before the first one."""
+    problems: List[str] = []
+    for number, text in numbered:
         try:
             record = json.loads(text)
         except ValueError:
@@ -105,9 +116,15 @@ def verify(path: str) -> List[str]:
         if record.get("prev") != prev:
             problems.append("line %d: does not follow the previous line (a line was removed "
                             "or reordered before it)" % number)
-        if record.get("seq") != expected_seq:
-            problems.append("line %d: sequence %r, expected %d" % (number, record.get("seq"),
-                                                                   expected_seq))
+        seq = record.get("seq")
+        if seq != expected_seq:
+            why = ""
+            if isinstance(seq, int) and seq > expected_seq:
+                why = " (%d record(s) removed before it)" % (seq - expected_seq)
+            elif isinstance(seq, int):
+                why = " (reordered: it belongs earlier)"
+            problems.append("line %d: sequence %r, expected %d%s" % (number, seq, expected_seq,
+                                                                     why))
         prev = record.get("hash", "")
         expected_seq = (record.get("seq") if isinstance(record.get("seq"), int)
                         else expected_seq) + 1
