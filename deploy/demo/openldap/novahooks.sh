@@ -4,7 +4,7 @@
 # stopped (not executable on purpose: sourcing gives it ldap_start_bg, ldap_stop and the
 # LDAP_* variables).
 #
-# Same tree and ACLs as the slapd of the test suite (novahooks/servers/slapd.py): the
+# Same tree and ACLs as the slapd of the test suite (tests/servers/slapd.py): the
 # service account cn=novahooks,ou=services,<root> may write only under ou=hosts, bound
 # users read the rest, anonymous users may only authenticate. Its password is
 # NOVAHOOKS_DIRECTORY_PASSWORD from deploy/secrets.env, the one the ldap worker binds with.
