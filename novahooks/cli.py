@@ -268,6 +268,26 @@ def _explain(args: argparse.Namespace) -> int:
     return 1 if answer["malformed"] else 0
 
 
+def _vendordata(args: argparse.Namespace) -> int:
+    from novahooks.settings import load_settings
+    if args.generate_key:
+        import os
+        from tasks.vendordata.credentials import generate_key
+        fd = os.open(args.generate_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(generate_key() + "\n")
+        print("wrote a Fernet key to %s ([vendordata] secret_key_file)" % args.generate_key)
+        return 0
+    from tasks.vendordata.web import serve
+    from tasks.errors import StepError
+    try:
+        serve(load_settings(args.config))
+    except StepError as exc:
+        print("vendordata: %s" % exc, file=sys.stderr)
+        return 2
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="novahooks", description=__doc__.splitlines()[0])
     top.add_argument("--config", help="INI file (default: $NOVAHOOKS_CONFIG or "
@@ -331,6 +351,11 @@ def parser() -> argparse.ArgumentParser:
     explain.add_argument("--no-state", action="store_true", help="ignore what the listener "
                          "recorded (captured addresses, ports, floating IPs)")
     explain.set_defaults(func=_explain)
+    vendordata = sub.add_parser("vendordata", help="serve Nova's DynamicJSON vendordata: "
+                                "pre-boot registration and a one-time join credential")
+    vendordata.add_argument("--generate-key", metavar="PATH", help="write a new key for "
+                            "[vendordata] secret_key_file (mode 0600) and exit")
+    vendordata.set_defaults(func=_vendordata)
     return top
 
 

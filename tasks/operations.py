@@ -93,6 +93,9 @@ def check(settings: Settings) -> List[Dict[str, Any]]:
     checks: List[Tuple[str, Callable[[], str]]] = [("broker", broker), ("ledger", ledger_)]
     if settings.gate.steps:
         checks.append(("gate", functools.partial(_gate_answer, settings)))
+    if settings.vendordata.password:
+        from tasks.vendordata.probe import probe as vendordata_probe
+        checks.append(("vendordata", functools.partial(vendordata_probe, settings)))
     for kind, section in (("ipam", settings.ipam), ("dns", settings.dns),
                           ("directory", settings.directory),
                           ("inventory", settings.inventory)):

@@ -1,0 +1,217 @@
+"""One vendordata answer: policy, the pre-boot steps, the join credential, the audit.
+
+The steps run here, synchronously, through the drivers and the ledger the
+workers use, under the same per-instance locks: the directory step of a
+worker's chain and this service's never write one instance's computer object
+at once, a delete (its tombstone) excludes both, and what one made the other
+finds in the ledger and does not redo. A later read of the same instance costs
+the ledger and the credential store, not the directory.
+
+Answers about the instance are HTTP 200 with either the registration or an
+``error`` (code, message, whether to retry): under Nova's DynamicJSON a 4xx or
+5xx reaches the guest as ``{}``, and the guest's first-boot script should be
+able to say why it did not join. Requests that are Nova's fault (bad JSON) are
+400; the web layer answers 401 for a wrong or missing credential.
+"""
+
+import contextlib
+import logging
+import time
+from typing import Any, Dict, List, NamedTuple, Optional
+
+from sqlalchemy import delete, select, update
+
+from novahooks.event import InstanceEvent
+from novahooks.logs import FIELDS
+from novahooks.settings import Settings
+from tasks import drivers, ledger as ledger_module, policy
+from tasks.errors import (AuthFailed, Conflict, InvalidEvent, Misconfigured, OutOfScope,
+                          PermanentError, StepError, TransientError)
+from tasks.vendordata import join, request
+from tasks.vendordata.credentials import CredentialStore, credentials, load_keys
+
+LOG = logging.getLogger("novahooks.vendordata")
+STEP = "vendordata.answer"
+#: Seconds between sweeps that drop credentials of deleted instances and wipe expired ones.
+SWEEP_EVERY = 60.0
+
+
+class Answer(NamedTuple):
+    status: int
+    body: Dict[str, Any]
+
+
+class Deleted(PermanentError):
+    """Nova asked about an instance whose delete has begun."""
+
+
+class OverBudget(TransientError):
+    """The answer would come after Nova stopped waiting; what was done stays done."""
+
+
+def _code(exc: StepError) -> str:
+    for kind, code in ((Deleted, "deleted"), (OverBudget, "over_budget"),
+                       (Conflict, "conflict"), (InvalidEvent, "refused_name"),
+                       (OutOfScope, "out_of_scope"), (AuthFailed, "backend_refused"),
+                       (Misconfigured, "misconfigured"), (TransientError, "backend_unavailable")):
+        if isinstance(exc, kind):
+            return code
+    return "refused"
+
+
+def _bounded(section: Any, budget: float) -> Any:
+    """The section with its timeout cut to the budget: a hung backend must not outlast it."""
+    values = section.as_dict()
+    if "timeout" in values:
+        values["timeout"] = min(float(values["timeout"]), budget)
+    return type(section)(values, section.rules)
+
+
+class Vendordata(object):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.config = settings.vendordata
+        self.book = ledger_module.ledger(settings.ledger.url, settings.ledger.sqlite_synchronous)
+        self.store = CredentialStore(self.book.engine, load_keys(self.config.secret_key_file))
+        self.steps: List[str] = list(self.config.steps)
+        self.drivers: Dict[str, Any] = {}
+        budget = self.config.budget
+        if "directory" in self.steps or settings.directory.driver == "ad":
+            self.drivers["directory"] = drivers.load(
+                "directory", settings.directory.driver, _bounded(settings.directory, budget))
+        if "inventory" in self.steps:
+            self.drivers["inventory"] = drivers.load(
+                "inventory", settings.inventory.driver, _bounded(settings.inventory, budget))
+        self.audit = [drivers.load("audit", name, settings.audit)
+                      for name in settings.audit.drivers]
+        self._swept = 0.0
+
+    def answer(self, body: bytes) -> Answer:
+        """Nova's POST body -> the answer; never raises for anything a request can cause."""
+        started = time.monotonic()
+        try:
+            event = request.parse(body, self.config)
+        except InvalidEvent as exc:
+            self._log(None, "bad_request", started, str(exc))
+            return Answer(400, {"error": {"code": "bad_request", "message": str(exc),
+                                          "retry": False}})
+        record: Dict[str, Any] = {}
+        try:
+            self._sweep()
+            reply = self._register(event, started + self.config.budget, record)
+            stage, error = ("skipped" if reply.get("registered") is False else "done"), None
+        except StepError as exc:
+            error = "%s: %s" % (type(exc).__name__, exc)
+            reply = {"instance_id": event.uuid, "hostname": event.hostname,
+                     "error": {"code": _code(exc), "message": str(exc),
+                               "retry": exc.transient}}
+            stage = "failed"
+        try:
+            self._audit(event, stage, error, record)
+        except Exception as exc:  # noqa: BLE001 - no credential leaves unaudited
+            LOG.exception("vendordata: audit of %s failed", event.uuid)
+            reply = {"instance_id": event.uuid, "hostname": event.hostname,
+                     "error": {"code": "audit_unavailable", "retry": True,
+                               "message": "the answer could not be audited: %s"
+                               % type(exc).__name__}}
+            stage, error = "failed", "audit: %s" % type(exc).__name__
+        self._log(event, stage, started, error, record)
+        return Answer(200, reply)
+
+    def _register(self, event: InstanceEvent, deadline: float,
+                  record: Dict[str, Any]) -> Dict[str, Any]:
+        decision = policy.decide(event, self.settings)
+        record["policy"] = {"register": decision.register, "rule": decision.rule}
+        if not decision.register:
+            self.book.remember(event.uuid, policy.LEDGER_KEY, {"skipped": decision.rule})
+            return {"instance_id": event.uuid, "registered": False, "rule": decision.rule}
+        named = event._replace(hostname=decision.hostname)
+        directory = self.settings.directory
+        drivers.driver_class("directory", directory.driver).precheck(directory, named)
+        kind = join.method(named, self.settings)
+        with contextlib.ExitStack() as held:
+            for step in self.steps or ["directory"]:
+                held.enter_context(self.book.lock(event.uuid, step))
+            if self.book.is_deleted(event.uuid):
+                self.store.forget(event.uuid)
+                raise Deleted("instance %s is being deleted or is gone" % event.uuid,
+                              backend="vendordata")
+            made = self.book.made(event.uuid)
+            registered = {}
+            for step in self.steps:
+                if step not in made:
+                    self._within(deadline, step)
+                    made[step] = self.drivers[step].register(named)
+                    self.book.remember(event.uuid, step, made[step])
+                registered[step] = made[step]
+            record["registered"] = sorted(registered)
+            reply: Dict[str, Any] = {"instance_id": event.uuid, "hostname": named.hostname,
+                                     "fqdn": decision.fqdn, "registered": registered}
+            if kind is None:
+                record["credential"] = "none"
+                return reply
+            if "directory" not in made:
+                raise Misconfigured("a join credential needs the computer object: add "
+                                    "directory to [vendordata] steps", backend="vendordata")
+            stored = self.store.get(event.uuid)
+            if stored is None:
+                self._within(deadline, "credential")
+                secret = join.issue(kind, named, self.drivers["directory"], self.settings,
+                                    max(0.1, deadline - time.monotonic()))
+                stored = self.store.put(event.uuid, kind, secret, self.config.credential_ttl)
+                record["credential"] = "issued"
+            else:
+                record["credential"] = "reused" if stored.secret is not None else "expired"
+            record["join"] = stored.method
+            if stored.secret is None:
+                reply["join"] = {"method": stored.method, "expired": True,
+                                 "message": "the join credential expired ([vendordata] "
+                                 "credential_ttl); none is issued again"}
+            else:
+                reply["join"] = join.shown(stored.method, stored.secret, named, self.settings,
+                                           stored.expires_at)
+            return reply
+
+    @staticmethod
+    def _within(deadline: float, what: str) -> None:
+        if time.monotonic() > deadline:
+            raise OverBudget("over [vendordata] budget before %s; the next read goes on"
+                             % what, backend="vendordata")
+
+    def _sweep(self) -> None:
+        """Drop the credentials of deleted instances, wipe expired ones (once a minute)."""
+        now = time.time()
+        if now - self._swept < SWEEP_EVERY:
+            return
+        self._swept = now
+        gone = select(ledger_module.instances.c.uuid).where(
+            ledger_module.instances.c.deleted_at.is_not(None))
+        with self.book.engine.begin() as conn:
+            conn.execute(delete(credentials).where(credentials.c.instance_uuid.in_(gone)))
+            conn.execute(update(credentials).where(credentials.c.expires_at < now)
+                         .where(credentials.c.token.is_not(None)).values(token=None))
+
+    def _audit(self, event: InstanceEvent, stage: str, error: Optional[str],
+               record: Dict[str, Any]) -> None:
+        """What was decided and handed out: the credential's kind, never its value."""
+        entry = {"time": time.time(), "instance_uuid": event.uuid, "hostname": event.hostname,
+                 "kind": "vendordata", "event_id": event.event_id, "source": event.source,
+                 "emitted_at": event.emitted_at, "stage": stage, "step": STEP,
+                 "error": error, "attempts": None, "addresses": []}
+        entry.update(record)
+        for sink in self.audit:
+            sink.record(entry)
+
+    def _log(self, event: Optional[InstanceEvent], stage: str, started: float,
+             error: Optional[str], record: Optional[Dict[str, Any]] = None) -> None:
+        line: Dict[str, Any] = {"step": STEP, "outcome": stage,
+                                "duration_ms": round((time.monotonic() - started) * 1000, 2)}
+        if event is not None:
+            line.update(instance_uuid=event.uuid, hostname=event.hostname)
+        for key in ("credential", "join"):
+            if record and key in record:
+                line[key] = record[key]
+        if error:
+            line["error"] = error
+        LOG.log(logging.WARNING if error else logging.INFO, "%s %s", STEP, stage,
+                extra={FIELDS: line})
