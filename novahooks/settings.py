@@ -661,10 +661,25 @@ class VendordataSettings(Section):
         return found
 
 
+class ReconcileSettings(Section):
+    """``novahooks reconcile --nova``: how sure it must be before removing records."""
+
+    NAME = "reconcile"
+    # Seconds an instance must have been absent from Nova, across reconcile passes, before
+    # --fix removes its records (each pass notes when it first saw it missing; Nova is
+    # asked by id again right before a removal). 0: on the first pass that finds it.
+    prune_after: int = 3600
+
+    def problems(self) -> List[str]:
+        if self.prune_after < 0:
+            return ["[reconcile] prune_after: %r must be 0 or more" % self.prune_after]
+        return []
+
+
 SECTIONS = (OutboxSettings, LedgerSettings, MetricsSettings, BrokerSettings, RelaySettings,
             RetrySettings, IpamSettings, InventorySettings, DnsSettings, DirectorySettings,
             AuditSettings, GateSettings, NotificationsSettings,
-            NamingSettings, RegisterSettings, VendordataSettings)
+            NamingSettings, RegisterSettings, VendordataSettings, ReconcileSettings)
 
 
 class Settings(object):
@@ -688,6 +703,7 @@ class Settings(object):
         self.naming = cast(NamingSettings, sections["naming"])
         self.register = cast(RegisterSettings, sections["register"])
         self.vendordata = cast(VendordataSettings, sections["vendordata"])
+        self.reconcile = cast(ReconcileSettings, sections["reconcile"])
 
 
 def _coerce(section: str, key: str, kind: Any, raw: str) -> Any:
