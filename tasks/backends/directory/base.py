@@ -4,12 +4,10 @@ import abc
 from typing import Any, Dict
 
 from novahooks.event import InstanceEvent
+from tasks.backends.base import Driver
 
 
-class DirectoryDriver(abc.ABC):
-    def __init__(self, settings: Any) -> None:
-        self.settings = settings
-
+class DirectoryDriver(Driver):
     @classmethod
     def precheck(cls, settings: Any, event: InstanceEvent) -> None:
         """Raise InvalidEvent if this backend would refuse the event.
@@ -33,12 +31,5 @@ class DirectoryDriver(abc.ABC):
         """The entries that belong to the instance."""
 
     @abc.abstractmethod
-    def check(self) -> str:
-        """Reach the backend with the configured credentials; say what answered.
-
-        Raises a StepError naming the problem (unreachable, refused, misconfigured).
-        """
-
-    @abc.abstractmethod
     def managed(self) -> Dict[str, Dict[str, Any]]:
-        """Every instance this backend holds records for: uuid -> what it holds (for drift)."""
+        """Reconcile compares these with Nova (see Driver.managed)."""

@@ -10,19 +10,17 @@ import abc
 from typing import Any, Dict, Sequence, Tuple
 
 from novahooks.event import Address
+from tasks.backends.base import Driver
 
 
 def owner_marker(instance_uuid: str) -> str:
     return "novahooks:instance=%s" % instance_uuid
 
 
-class DnsDriver(abc.ABC):
+class DnsDriver(Driver):
     #: (network, reverse zone) from the ``[naming prefix]`` rules, most specific first;
     #: tasks/drivers.py sets it, a driver consults it before its own reverse zones.
     reverse_prefixes: Sequence[Tuple[Any, str]] = ()
-
-    def __init__(self, settings: Any) -> None:
-        self.settings = settings
 
     @abc.abstractmethod
     def register(self, fqdn: str, instance_uuid: str,
@@ -38,10 +36,3 @@ class DnsDriver(abc.ABC):
     def describe(self, fqdn: str, instance_uuid: str,
                  addresses: Sequence[str]) -> Dict[str, Any]:
         """What the server holds for this name and these addresses (for status and demo)."""
-
-    @abc.abstractmethod
-    def check(self) -> str:
-        """Reach the backend with the configured credentials; say what answered.
-
-        Raises a StepError naming the problem (unreachable, refused, misconfigured).
-        """

@@ -4,6 +4,7 @@ import abc
 from typing import Any, Dict
 
 from novahooks.event import InstanceEvent
+from tasks.backends.base import Driver
 
 #: Nova vm_state -> the lifecycle word inventories use.
 STATUS = {"building": "planned", "active": "active", "stopped": "offline",
@@ -16,10 +17,7 @@ def status_of(event: InstanceEvent) -> str:
     return STATUS.get(event.vm_state or "building", "active")
 
 
-class InventoryDriver(abc.ABC):
-    def __init__(self, settings: Any) -> None:
-        self.settings = settings
-
+class InventoryDriver(Driver):
     @abc.abstractmethod
     def register(self, event: InstanceEvent) -> Dict[str, Any]:
         """Create or update the VM record so it matches the event."""
@@ -33,12 +31,5 @@ class InventoryDriver(abc.ABC):
         """The instance's record, or an empty dict."""
 
     @abc.abstractmethod
-    def check(self) -> str:
-        """Reach the backend with the configured credentials; say what answered.
-
-        Raises a StepError naming the problem (unreachable, refused, misconfigured).
-        """
-
-    @abc.abstractmethod
     def managed(self) -> Dict[str, Dict[str, Any]]:
-        """Every instance this backend holds records for: uuid -> what it holds (for drift)."""
+        """Reconcile compares these with Nova (see Driver.managed)."""

@@ -4,12 +4,10 @@ import abc
 from typing import Any, Dict, Sequence
 
 from novahooks.event import Address
+from tasks.backends.base import Driver
 
 
-class IpamDriver(abc.ABC):
-    def __init__(self, settings: Any) -> None:
-        self.settings = settings
-
+class IpamDriver(Driver):
     @abc.abstractmethod
     def ensure(self, instance_uuid: str, fqdn: str,
                addresses: Sequence[Address]) -> Dict[str, Any]:
@@ -28,12 +26,5 @@ class IpamDriver(abc.ABC):
         """The addresses recorded for the instance."""
 
     @abc.abstractmethod
-    def check(self) -> str:
-        """Reach the backend with the configured credentials; say what answered.
-
-        Raises a StepError naming the problem (unreachable, refused, misconfigured).
-        """
-
-    @abc.abstractmethod
     def managed(self) -> Dict[str, Dict[str, Any]]:
-        """Every instance this backend holds records for: uuid -> what it holds (for drift)."""
+        """Reconcile compares these with Nova (see Driver.managed)."""

@@ -1,0 +1,91 @@
+"""The inventory contract as one test class; each inventory driver's tests subclass it.
+
+A subclass provides five fixtures: ``inventory`` (the driver under test, with
+``on_delete = delete``), ``inventory_decommissioning`` (the same with
+``on_delete = decommission``), ``inventory_reader`` (reads the inventory
+directly, never through the driver), ``inventory_bad_credentials`` (the driver
+with a wrong token) and ``inventory_unreachable`` (the driver pointed at a
+closed port).
+"""
+
+import abc
+from typing import Any, Dict, List
+
+import pytest
+
+from novahooks.event import Address
+from tasks.errors import AuthFailed, BackendUnavailable
+from tests.conftest import mac, make_event, unique_v4
+
+
+class InventoryReader(abc.ABC):
+    """What the inventory itself holds, read without the driver under test."""
+
+    @abc.abstractmethod
+    def records(self, instance_uuid: str) -> List[Dict[str, Any]]:
+        """The instance's records: ``{"name": ..., "status": ...}`` each."""
+
+
+class InventoryContract(object):
+    def test_register_creates_one_record_then_keeps_it_current(
+            self, inventory: Any, inventory_reader: InventoryReader) -> None:
+        planned = make_event("create", addresses=None, vm_state="building")
+        assert inventory.register(planned)["action"] == "created"
+        assert inventory_reader.records(planned.uuid) == [{"name": planned.hostname,
+                                                           "status": "planned"}]
+        built = planned._replace(kind="build", vm_state="active",
+                                 addresses=[Address(unique_v4(), 4, mac(), "private")])
+        assert inventory.register(built)["action"] in ("updated", "unchanged")
+        assert inventory.register(built)["action"] in ("updated", "unchanged")
+        inventory.register(planned)
+        assert inventory_reader.records(planned.uuid) == [{"name": planned.hostname,
+                                                           "status": "active"}], \
+            "a late pre-boot event must not make the VM planned again"
+        assert inventory.describe(planned.uuid)
+        assert inventory.managed()[planned.uuid] == {"name": planned.hostname,
+                                                     "status": "active"}
+        assert inventory.deregister(built)["action"] == "deleted"
+        assert inventory_reader.records(planned.uuid) == []
+        assert inventory.deregister(built).get("action") is None  # absent is success
+        assert inventory.describe(planned.uuid) == {}
+        assert planned.uuid not in inventory.managed()
+
+    def test_a_rename_keeps_one_record(self, inventory: Any,
+                                       inventory_reader: InventoryReader) -> None:
+        ev = make_event(addresses=[])
+        inventory.register(ev)
+        renamed = ev._replace(hostname=str(ev.hostname) + "-renamed")
+        inventory.register(renamed)
+        assert [r["name"] for r in inventory_reader.records(ev.uuid)] == [renamed.hostname]
+        inventory.deregister(renamed)
+
+    def test_decommission_keeps_the_record_marked(
+            self, inventory_decommissioning: Any, inventory_reader: InventoryReader) -> None:
+        ev = make_event(addresses=[])
+        inventory_decommissioning.register(ev)
+        assert inventory_decommissioning.deregister(ev)["action"] == "decommissioned"
+        (record,) = inventory_reader.records(ev.uuid)
+        assert record["name"] == ev.hostname and record["status"] not in ("active", "planned")
+
+    def test_a_record_of_another_instance_is_never_taken_for_ours(
+            self, inventory: Any, inventory_reader: InventoryReader) -> None:
+        other, ev = make_event(addresses=[]), make_event(addresses=[])
+        inventory.register(other)
+        assert inventory.describe(ev.uuid) == {}
+        assert inventory.deregister(ev).get("action") is None
+        assert [r["name"] for r in inventory_reader.records(other.uuid)] == [other.hostname]
+        inventory.deregister(other)
+
+    def test_check_reaches_the_inventory(self, inventory: Any) -> None:
+        assert "accepted" in inventory.check()
+
+    def test_wrong_credentials_are_an_auth_failure(
+            self, inventory_bad_credentials: Any, inventory_reader: InventoryReader) -> None:
+        ev = make_event(addresses=[])
+        with pytest.raises(AuthFailed):
+            inventory_bad_credentials.register(ev)
+        assert inventory_reader.records(ev.uuid) == []
+
+    def test_unreachable_inventory_is_transient(self, inventory_unreachable: Any) -> None:
+        with pytest.raises(BackendUnavailable):
+            inventory_unreachable.register(make_event(addresses=[]))
