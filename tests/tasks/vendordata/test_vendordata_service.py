@@ -1,0 +1,241 @@
+"""``novahooks vendordata`` as a real process over TLS with http_basic, against Samba AD.
+
+What a guest is handed must work: the computer account authenticates against
+the DC with it (an LDAP simple bind as NAME$ over LDAPS, which Samba checks
+against the account's password and its userAccountControl). Samba itself is
+asked what it holds (samba-tool on the DC's database).
+"""
+
+import json
+import ssl
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional
+
+import pytest
+import requests
+from ldap3 import Connection, Server, Tls
+
+from novahooks.settings import load_settings
+from tests.servers.samba import SambaServer
+from tests.servers.vendordata import VendordataServer, start_vendordata
+from tests.tasks.backends.test_directory_ad import show
+from tasks.ledger import Ledger
+from tasks.vendordata.credentials import CredentialStore, load_keys
+
+
+@pytest.fixture(scope="module")
+def service(samba: SambaServer,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[VendordataServer]:
+    server = start_vendordata(tmp_path_factory.mktemp("vendordata"), samba)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def body(hostname: str, os_type: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
+    """What Nova 34's DynamicJSON provider POSTs (nova/api/metadata/vendordata_dynamic.py)."""
+    data: Dict[str, Any] = {"project-id": "6f70656e737461636b20342065766572",
+                            "instance-id": str(uuid.uuid4()),
+                            "image-id": str(uuid.uuid4()), "user-data": None,
+                            "hostname": hostname,
+                            "metadata": {"os_type": os_type} if os_type else {},
+                            "boot-roles": "member,reader"}
+    data.update(extra)
+    return data
+
+
+def name(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex[:8]
+
+
+def bind_as_machine(samba: SambaServer, computer: str, password: str) -> Connection:
+    """An LDAPS simple bind as NAME$@REALM: Samba refuses a wrong password (49, 52e) and
+    a disabled account (49, 533)."""
+    tls = Tls(ca_certs_file=str(samba.ca_file), validate=ssl.CERT_REQUIRED,
+              valid_names=[samba.dc_fqdn])
+    conn = Connection(Server(samba.address, port=636, use_ssl=True, tls=tls),
+                      user="%s$@%s" % (computer, samba.realm), password=password)
+    conn.bind()
+    return conn
+
+
+def audit(service: VendordataServer, instance: str) -> list:
+    return [r for r in map(json.loads, service.audit_path.read_text().splitlines())
+            if r.get("instance_uuid") == instance]
+
+
+def store(service: VendordataServer) -> CredentialStore:
+    settings = load_settings(str(service.config_path))
+    return CredentialStore(Ledger(service.ledger_url).engine,
+                           load_keys(settings.vendordata.secret_key_file))
+
+
+def test_windows_vm_gets_a_machine_password_the_dc_accepts_and_the_same_on_every_read(
+        service: VendordataServer, samba: SambaServer) -> None:
+    host = name("win-")
+    request = body(host, "windows")
+    first = service.post(request)
+    assert first.status_code == 200, first.text
+    answer = first.json()
+    assert answer["join"]["method"] == "unsecure_join"
+    assert answer["join"]["computer_name"] == host.upper()
+    assert answer["join"]["domain"] == samba.zone
+    assert answer["fqdn"] == "%s.%s" % (host, samba.zone)
+    password = answer["join"]["machine_password"]
+    assert len(password) == 32
+
+    shown = show(samba, host.upper())
+    assert shown is not None and shown["description"] == [request["instance-id"]]
+    assert shown["userAccountControl"] == ["4096"]  # enabled: the join may authenticate
+    conn = bind_as_machine(samba, host.upper(), password)
+    assert conn.bound, conn.result
+    # Samba answers no search before a bind: reading its own object proves the session.
+    assert conn.search(samba.computers_ou, "(sAMAccountName=%s$)" % host.upper())
+    assert [e.entry_dn for e in conn.entries] == shown["dn"]
+    assert not bind_as_machine(samba, host.upper(), password[::-1]).bound
+
+    again = service.post(request)
+    assert again.status_code == 200 and again.json() == answer
+
+    records = audit(service, request["instance-id"])
+    assert [(r["stage"], r["credential"]) for r in records] == [("done", "issued"),
+                                                                 ("done", "reused")]
+    assert all(r["join"] == "password" and r["registered"] == ["directory"]
+               for r in records)
+    for where in (service.audit_path, service.log):
+        assert password not in where.read_text()
+    row = store(service).raw(request["instance-id"])
+    assert row is not None and row["method"] == "password"
+    assert password not in json.dumps(row)
+
+
+def test_linux_vm_gets_a_one_time_password_for_adcli(service: VendordataServer,
+                                                     samba: SambaServer) -> None:
+    host = name("lnx-")
+    request = body(host, "linux")
+    answer = service.post(request).json()
+    join = answer["join"]
+    assert join["method"] == "one_time_password"
+    assert "machine_password" not in join and "odj_blob" not in join
+    assert bind_as_machine(samba, host.upper(), join["one_time_password"]).bound
+    assert show(samba, host.upper())["description"] == [request["instance-id"]]
+
+
+def test_concurrent_first_reads_of_one_instance_issue_one_credential(
+        service: VendordataServer, samba: SambaServer) -> None:
+    request = body(name("par-"), "windows")
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: service.post(request).json(), range(6)))
+    passwords = {a["join"]["machine_password"] for a in answers}
+    assert len(passwords) == 1, answers
+    assert bind_as_machine(samba, request["hostname"].upper(), passwords.pop()).bound
+    issued = [r for r in audit(service, request["instance-id"])
+              if r["credential"] == "issued"]
+    assert len(issued) == 1
+
+
+@pytest.mark.parametrize("auth", [None, ("nova", "wrong"), ("other", "x")])
+def test_wrong_or_missing_credentials_are_refused_and_nothing_is_made(
+        service: VendordataServer, samba: SambaServer, auth: Any) -> None:
+    host = name("anon-")
+    request = body(host, "windows")
+    if auth is None:
+        answer = requests.post(service.url, json=request, verify=str(service.ca_file),
+                               timeout=10)
+    else:
+        answer = service.post(request, auth=auth)
+    assert answer.status_code == 401
+    assert answer.headers["WWW-Authenticate"].startswith("Basic ")
+    assert answer.json()["error"]["code"] == "unauthorized"
+    assert "join" not in answer.json()
+    assert show(samba, host.upper()) is None
+    assert audit(service, request["instance-id"]) == []
+
+
+def test_the_service_speaks_only_verified_tls(service: VendordataServer) -> None:
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(service.url + "healthz", verify=True, timeout=5)  # system CAs only
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(service.url.replace("https", "http") + "healthz", timeout=5)
+
+
+def test_a_squatted_name_gets_an_error_answer_and_no_credential(
+        service: VendordataServer, samba: SambaServer) -> None:
+    host = name("sq-")
+    samba.samba_tool("computer", "create", host.upper(), "--computerou=OU=%s" % "NovaVMs")
+    request = body(host, "windows")
+    answer = service.post(request)
+    assert answer.status_code == 200
+    error = answer.json()["error"]
+    assert error["code"] == "conflict" and error["retry"] is False
+    assert "belongs to no instance" in error["message"]
+    assert "join" not in answer.json()
+    squatter = show(samba, host.upper())
+    assert squatter is not None and "description" not in squatter  # left as it was
+    assert store(service).raw(request["instance-id"]) is None
+    assert audit(service, request["instance-id"])[-1]["stage"] == "failed"
+
+
+def test_a_name_ad_refuses_gets_an_error_answer(service: VendordataServer,
+                                                samba: SambaServer) -> None:
+    host = "win-" + uuid.uuid4().hex[:12]  # 16 characters: over NetBIOS's 15
+    answer = service.post(body(host, "windows")).json()
+    assert answer["error"]["code"] == "refused_name"
+    assert "at most 15" in answer["error"]["message"]
+    assert show(samba, host.upper()) is None
+
+
+def test_bad_requests_are_400_with_the_field_named(service: VendordataServer) -> None:
+    answer = service.post(body("x", "windows", **{"instance-id": "not-a-uuid"}))
+    assert answer.status_code == 400
+    assert "instance-id" in answer.json()["error"]["message"]
+    raw = requests.post(service.url, data=b"{not json", verify=str(service.ca_file),
+                        auth=(service.username, service.password), timeout=10)
+    assert raw.status_code == 400 and raw.json()["error"]["code"] == "bad_request"
+
+
+def test_a_deleted_instance_loses_its_account_and_gets_no_credential(
+        service: VendordataServer, samba: SambaServer) -> None:
+    from tasks.backends.directory.ad import AdDirectory
+    from tasks.vendordata.request import parse
+    settings = load_settings(str(service.config_path))
+    host = name("del-")
+    request = body(host, "windows")
+    password = service.post(request).json()["join"]["machine_password"]
+    assert show(samba, host.upper()) is not None
+    # What the delete chain's ldap.deregister does (tasks/base.py StepTask.deregister):
+    # tombstone in the ledger, then the driver removes what belongs to the instance.
+    event = parse(json.dumps(request).encode(), settings.vendordata)
+    Ledger(service.ledger_url).tombstone(event.uuid, host)
+    AdDirectory(settings.directory).deregister(event)
+    assert show(samba, host.upper()) is None
+    assert not bind_as_machine(samba, host.upper(), password).bound
+    answer = service.post(request).json()
+    assert answer["error"]["code"] == "deleted" and "join" not in answer
+    assert store(service).raw(request["instance-id"]) is None
+
+
+def test_a_vm_policy_leaves_out_gets_no_registration(service: VendordataServer,
+                                                     samba: SambaServer) -> None:
+    host = name("out-")
+    answer = service.post(body(host, "windows", metadata={
+        "os_type": "windows", "novahooks:register": "false"})).json()
+    assert answer["registered"] is False and "join" not in answer
+    assert "novahooks:register=false" in answer["rule"]
+    assert show(samba, host.upper()) is None
+
+
+def test_check_reports_the_service(service: VendordataServer, tmp_path: Path) -> None:
+    from tasks.vendordata.probe import probe
+    from tasks.errors import AuthFailed
+    settings = load_settings(str(service.config_path))
+    assert "refuses anonymous callers" in probe(settings)
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password")
+    bad = load_settings(str(service.config_path),
+                        environ={"NOVAHOOKS_VENDORDATA_PASSWORD_FILE": str(wrong)})
+    with pytest.raises(AuthFailed, match="refuses"):
+        probe(bad)
