@@ -32,7 +32,16 @@ def health(config: AuditSettings, now: Optional[float] = None) -> Dict[str, Any]
         raise Misconfigured("[audit] verifier_key is not set")
     key = note.Verifier(config.verifier_key)
     path = config.latest_checkpoint()
-    report: Dict[str, Any] = {"checkpoint": path, "problems": problems}
+    report: Dict[str, Any] = {"checkpoint": path, "problems": problems, "anchors": {}}
+    signed = None
+    if not os.path.exists(path):
+        problems.append("no checkpoint at %s yet (is `novahooks audit signer` running?)" % path)
+    else:
+        try:
+            signed = checkpoint.read(path, key, origin=key.name)
+        except note.NoteError as exc:
+            problems.append(str(exc))
+    # Read after the checkpoint: the status the signer wrote is then as new or newer.
     try:
         with open(status_path(config), encoding="utf-8") as handle:
             status = json.load(handle)
@@ -41,14 +50,7 @@ def health(config: AuditSettings, now: Optional[float] = None) -> Dict[str, Any]
     report["verify_failures"] = int(status.get("verify_failures", 0))
     if status.get("refused"):
         problems.append("the signer stopped signing: %s" % status["refused"])
-    if not os.path.exists(path):
-        problems.append("no checkpoint at %s yet (is `novahooks audit signer` running?)" % path)
-        report["anchors"] = {}
-        return report
-    try:
-        signed = checkpoint.read(path, key, origin=key.name)
-    except note.NoteError as exc:
-        problems.append(str(exc))
+    if signed is None:
         return report
     cp = signed.checkpoint
     written = (status.get("checkpoint") or {}).get("time") or os.path.getmtime(path)
@@ -76,7 +78,7 @@ def health(config: AuditSettings, now: Optional[float] = None) -> Dict[str, Any]
     report["anchors"] = anchors
     ages = [a["age_s"] for a in anchors.values() if a["age_s"] is not None]
     report["anchored_age_s"] = min(ages) if ages else None
-    if config.strict and not any(a["size"] == cp.size for a in anchors.values()):
+    if config.strict and not any((a["size"] or 0) >= cp.size for a in anchors.values()):
         problems.append("strict: no anchor holds the latest checkpoint (size %d)" % cp.size)
     return report
 

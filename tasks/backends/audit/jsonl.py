@@ -103,29 +103,39 @@ def verify(path: str) -> List[str]:
 
 def verify_lines(numbered: Iterable[Tuple[int, str]], prev: str = GENESIS,
                  expected_seq: int = 1) -> List[str]:
-    """The chain check over some of a file's lines, from the state before the first one."""
-    problems: List[str] = []
+    """The chain check over some of a file's lines, from the state before the first one.
+
+    A gap in ``seq`` is a removal unless the missing records turn up later in the
+    file, which makes it a reordering: so all lines are read before judging.
+    """
+    parsed: List[Tuple[int, Any]] = []
     for number, text in numbered:
         try:
-            record = json.loads(text)
+            parsed.append((number, json.loads(text)))
         except ValueError:
+            parsed.append((number, None))
+    seen = {r.get("seq") for _, r in parsed if isinstance(r, dict)}
+    problems: List[str] = []
+    for number, record in parsed:
+        if not isinstance(record, dict):
             problems.append("line %d: not valid JSON (edited?)" % number)
             continue
         if record.get("hash") != _digest(record):
             problems.append("line %d: content does not match its hash (edited)" % number)
         if record.get("prev") != prev:
-            problems.append("line %d: does not follow the previous line (a line was removed "
-                            "or reordered before it)" % number)
+            problems.append("line %d: does not follow the previous line (its prev is not "
+                            "that line's hash)" % number)
         seq = record.get("seq")
         if seq != expected_seq:
             why = ""
             if isinstance(seq, int) and seq > expected_seq:
-                why = " (%d record(s) removed before it)" % (seq - expected_seq)
+                later = all(s in seen for s in range(expected_seq, min(seq, expected_seq + 100)))
+                why = (" (reordered: record %d comes later)" % expected_seq if later else
+                       " (%d record(s) removed before it)" % (seq - expected_seq))
             elif isinstance(seq, int):
                 why = " (reordered: it belongs earlier)"
             problems.append("line %d: sequence %r, expected %d%s" % (number, seq, expected_seq,
                                                                      why))
         prev = record.get("hash", "")
-        expected_seq = (record.get("seq") if isinstance(record.get("seq"), int)
-                        else expected_seq) + 1
+        expected_seq = (seq if isinstance(seq, int) else expected_seq) + 1
     return problems

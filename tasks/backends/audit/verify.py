@@ -9,7 +9,7 @@ a file whose first N records do not hash to the root was changed. The chain
 """
 
 import json
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from tasks.backends.audit import jsonl, log
 from tasks.backends.audit.checkpoint import Signed
@@ -47,53 +47,68 @@ def _chain_from(path: str, first: int) -> List[str]:
 
 
 def verify_log(path: str, checkpoints: Sequence[Signed]) -> Report:
-    """Every way the file departs from the (already signature-checked) checkpoints."""
+    """Every way the file departs from the (already signature-checked) checkpoints.
+
+    The smallest checkpoint the file fails is the one reported (with how the file
+    fails it), then the chain's own findings from the last checkpoint that held.
+    """
     current = log.Log(path)
     size = current.catch_up()
     problems: List[str] = []
     notes: List[str] = []
     by_size: Dict[int, bytes] = {}
-    good: int = 0
-    bad: Optional[int] = None
+    good = 0
+    failed: Optional[Tuple[int, str]] = None
     for signed in sorted(checkpoints, key=lambda s: s.checkpoint.size):
         cp = signed.checkpoint
         if by_size.get(cp.size, cp.root) != cp.root:
             problems.append("checkpoints disagree at size %d: the signer signed two different "
                             "logs (split view)" % cp.size)
         by_size[cp.size] = cp.root
+        if failed is not None:
+            continue
         if cp.size > size:
-            problems.append("truncated: a checkpoint covers %d records, the file holds %d "
-                            "(records %d-%d are gone, or the file was rewritten shorter)"
-                            % (cp.size, size, size + 1, cp.size))
-            bad = cp.size if bad is None else bad
+            failed = (cp.size, "short")
         elif current.tree.root(cp.size) != cp.root:
-            problems.append("records 1-%d do not hash to the root of the checkpoint of size "
-                            "%d: changed since it was signed" % (cp.size, cp.size))
-            bad = cp.size if bad is None else bad
-        elif bad is None:
+            failed = (cp.size, "changed")
+        else:
             good = cp.size
-    if bad is not None:
-        chain = [p for p in _chain_from(path, good + 1)]
-        problems.extend(chain)
-        within = [p for p in chain if int(p.split(":")[0].split()[1]) <= min(bad, size)]
-        if not within and bad <= size:
+    if failed is not None:
+        bad, how = failed
+        chain = _chain_from(path, good + 1)
+        within = [p for p in chain if _line_of(p) <= min(bad, size)]
+        removed = any("removed" in p for p in within)
+        if how == "short" and removed:
+            problems.append("records were removed: the checkpoint of size %d covers %d "
+                            "records, the file holds %d" % (bad, bad, size))
+        elif how == "short":
+            problems.append("truncated: the checkpoint of size %d covers %d records, the file "
+                            "holds %d (records %d-%d are gone, or the file was rewritten "
+                            "shorter)" % (bad, bad, size, size + 1, bad))
+        elif within:
+            problems.append("records 1-%d do not hash to the root of the checkpoint of size "
+                            "%d: changed since it was signed (lines named below)" % (bad, bad))
+        else:
             problems.append("records %d-%d: the chain is intact but they are not the records "
-                            "that were signed: rewritten (chain recomputed)" % (good + 1, bad))
-        elif not within:
-            problems.append("records %d-%d hold an intact chain: rewritten or truncated after "
-                            "record %d" % (good + 1, size, good))
+                            "the checkpoint of size %d signed: rewritten (the chain recomputed "
+                            "or the file written anew)" % (good + 1, bad, bad))
+        problems.extend(chain)
         if good:
             notes.append("records 1-%d match the checkpoint of size %d" % (good, good))
-    else:
-        if good < size:
-            problems.extend(_chain_from(path, good + 1))
-            notes.append("%d record(s) after the last checkpoint (size %d) are not covered "
-                         "by one yet; their chain was checked" % (size - good, good))
+    elif good < size:
+        problems.extend(_chain_from(path, good + 1))
+        notes.append("%d record(s) after the last checkpoint (size %d) are not covered by one "
+                     "yet; their chain was checked" % (size - good, good))
     tail = current.partial_tail()
     if tail:
         problems.append("line %d: incomplete (%d bytes without a newline): a cut line or a "
                         "write in progress" % (size + 1, tail))
-    return Report(problems, size, good if bad is None else good, notes)
+    return Report(problems, size, good, notes)
+
+
+def _line_of(problem: str) -> int:
+    head = problem.split(":", 1)[0]
+    return int(head[5:]) if head.startswith("line ") and head[5:].isdigit() else 0
 
 
 def prove(path: str, signed: Signed, instance_uuid: str) -> Dict[str, Any]:
