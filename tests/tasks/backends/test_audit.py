@@ -3,6 +3,7 @@
 import json
 import multiprocessing
 import re
+import shutil
 import socket
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,6 +13,8 @@ import pytest
 from tasks.backends.audit.jsonl import JsonlAudit, verify
 from tasks.backends.audit.syslog import SyslogAudit
 from tasks.errors import Misconfigured
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "audit"
 
 
 def _writer(path: str, n: int) -> None:
@@ -71,3 +74,40 @@ def test_syslog_sends_rfc5424_with_structured_data() -> None:
 def test_syslog_without_host_is_misconfigured() -> None:
     with pytest.raises(Misconfigured, match="syslog_host"):
         SyslogAudit(SimpleNamespace(syslog_host=None, syslog_port=514, app_name="x"))
+
+
+def test_a_chained_file_from_before_the_merkle_log_keeps_verifying(tmp_path: Path) -> None:
+    """tests/data/audit/chained-v1.jsonl was written by the chained-only JsonlAudit: new
+    records extend its chain, and the first checkpoint covers its lines as they are."""
+    from novahooks.settings import load_settings
+    from tasks.audit_signer import Signer
+    from tasks.backends.audit import checkpoint, note
+    from tasks.backends.audit.verify import verify_log
+    path = tmp_path / "audit.jsonl"
+    shutil.copy(DATA / "chained-v1.jsonl", path)
+    old = path.read_bytes()
+    sink = JsonlAudit(SimpleNamespace(path=str(path)))
+    for i in range(5):
+        sink.record({"instance_uuid": "new-%d" % i, "stage": "done", "time": 1.5 + i})
+    assert path.read_bytes().startswith(old)
+    assert verify(str(path)) == []
+    key = tmp_path / "log.key"
+    skey, vkey = note.generate("audit.example/migrated")
+    key.write_text(skey)
+    key.chmod(0o400)
+    (tmp_path / "n.conf").write_text(
+        "[audit]\npath = %s\nverifier_key = %s\nsigner_key_path = %s\ncheckpoint_every = 1\n"
+        % (path, vkey, key))
+    signer = Signer(load_settings(str(tmp_path / "n.conf")).audit)
+    signed = checkpoint.open_checkpoint(signer.tick() or "", note.Verifier(vkey))
+    assert signed.checkpoint.size == 17
+    assert verify_log(str(path), [signed]).problems == []
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[2])
+    record["hostname"] = "forged"
+    lines[2] = json.dumps(record, sort_keys=True)
+    path.write_text("\n".join(lines) + "\n")
+    problems = verify_log(str(path), [signed]).problems
+    assert problems[0] == ("records 1-17 do not hash to the root of the checkpoint of size 17: "
+                           "changed since it was signed (lines named below)")
+    assert "line 3: content does not match its hash (edited)" in problems
