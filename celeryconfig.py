@@ -32,13 +32,20 @@ STEPS = ("ipam", "dns", "ldap", "inventory", "audit")
 
 _settings = load_settings()
 
-broker_url = _settings.broker.url
+broker_url = _settings.broker.connection_url()
 broker_connection_timeout = _settings.broker.connect_timeout
 broker_connection_retry_on_startup = True
 # Workers keep reconnecting however long the broker is away (Celery's default gives up
 # after 100 attempts, under an hour).
 broker_connection_max_retries = None
 AMQP = broker_url.split("://", 1)[0].lower() in ("amqp", "amqps", "pyamqp")
+if broker_url.split("://", 1)[0].lower() in ("redis", "rediss"):
+    # kombu's Redis transport, but an undecodable queue entry is moved aside instead
+    # of ending the worker pool (celery #7975, #4308)
+    broker_transport = "tasks.transport:Transport"
+# Every message Celery cannot use is counted (tasks/signing.py); each task's strategy
+# refuses unsigned, forged and oversized ones before anything runs.
+worker_consumer = "tasks.signing:Consumer"
 if not AMQP:
     broker_transport_options = {
         "visibility_timeout": _settings.broker.visibility_timeout,

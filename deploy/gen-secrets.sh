@@ -1,5 +1,6 @@
 #!/bin/sh
-# Write the env files docker-compose.yml reads -- secrets.env, flower.env, demo.env --
+# Write the env files docker-compose.yml reads -- secrets.env, broker.env, signing.env,
+# flower.env, demo.env --
 # with fresh random values and mode 600, keeping any that already exist. Needs only a
 # POSIX shell, /dev/urandom, base64 and od.
 #
@@ -34,6 +35,14 @@ NOVAHOOKS_DNS_TSIG_SECRET=$(b64 32)
 NOVAHOOKS_DIRECTORY_PASSWORD=$(password 18)
 NOVAHOOKS_NOTIFICATIONS_PASSWORD=$(password 18)
 EOF
+fi
+
+if create broker.env; then
+    echo "NOVAHOOKS_BROKER_PASSWORD=$(password 24)" >"$dir/broker.env"
+fi
+
+if create signing.env; then
+    echo "NOVAHOOKS_BROKER_SIGNING_KEY=$(password 48)" >"$dir/signing.env"
 fi
 
 if create flower.env; then

@@ -77,10 +77,20 @@ def _print(rows: List[Dict[str, Any]], as_json: bool, columns: List[str]) -> Non
     if not rows:
         print("(none)")
         return
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))[:60]) for r in rows)) for c in columns}
+    cells = [{c: _printable(r.get(c, ""))[:60] for c in columns} for r in rows]
+    widths = {c: max(len(c), *(len(cell[c]) for cell in cells)) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns))
-    for row in rows:
-        print("  ".join(str(row.get(c, ""))[:60].ljust(widths[c]) for c in columns))
+    for cell in cells:
+        print("  ".join(cell[c].ljust(widths[c]) for c in columns))
+
+
+def _printable(value: Any) -> str:
+    """Tenant-chosen text (host names, errors quoting them) with control characters escaped:
+    an ESC sequence in a host name must not drive the operator's terminal."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def _dead_letters(args: argparse.Namespace) -> int:
@@ -189,7 +199,7 @@ def _status(args: argparse.Namespace) -> int:
         return 1
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
-        return 0
+        return 1 if report.get("unconsumed") else 0
     box = report["outbox"]
     print("outbox      %s: %s event(s) waiting%s" % (
         box["path"], "-" if box["depth"] is None else box["depth"],
@@ -202,7 +212,9 @@ def _status(args: argparse.Namespace) -> int:
     print("dead letters %d" % report["dead_letters"])
     if report["gate"] is not None:
         print("gate        %s" % report["gate"]["detail"])
-    return 0
+    if report.get("unconsumed"):
+        print("FAIL        no live worker consumes %s" % ", ".join(report["unconsumed"]))
+    return 1 if report.get("unconsumed") else 0
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from typing import Any
 
 from celery import Celery, signals
 
+import tasks.signing  # noqa: F401 - signs every task message this process publishes
 from novahooks.logs import formatter
 
 app = Celery("novahooks")

@@ -39,6 +39,14 @@ BACKEND = Histogram("novahooks_step_backend_seconds",
                     "validation)", ["step"],
                     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
+REFUSED = Counter("novahooks_messages_refused_total",
+                  "Broker messages a worker refused without acting on them (unsigned, forged, "
+                  "oversized, undecodable, unknown task)", ["queue", "reason"])
+
+
+def refused(queue: str, reason: str) -> None:
+    REFUSED.labels(queue, reason).inc()
+
 
 def observe(step: str, outcome: str, seconds: float, backend_seconds: float = 0.0) -> None:
     STEPS.labels(step, outcome).inc()

@@ -79,7 +79,20 @@ def check(settings: Settings) -> List[Dict[str, Any]]:
         from tasks.app import app
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=settings.broker.connect_timeout)
-            return "%s reachable" % conn.as_uri()
+            uri = conn.as_uri()
+        problems = _broker_exposure(settings)
+        if problems:
+            raise PermissionError("%s reachable, but %s" % (uri, "; ".join(problems)))
+        return "%s reachable, password required, task messages signed" % uri
+
+    def consumers() -> str:
+        serving = _consumers()
+        from celeryconfig import STEPS
+        missing = [step for step in STEPS if not serving.get(step)]
+        if missing:
+            raise RuntimeError("no live worker consumes %s" % ", ".join(missing))
+        return "every step queue has a live consumer (%s)" % ", ".join(
+            "%s: %d" % (step, len(serving[step])) for step in STEPS)
 
     def ledger_() -> str:
         from sqlalchemy import text
@@ -90,7 +103,8 @@ def check(settings: Settings) -> List[Dict[str, Any]]:
     def backend(kind: str, driver: str, section: Any) -> str:
         return load(kind, driver, section).check()
 
-    checks: List[Tuple[str, Callable[[], str]]] = [("broker", broker), ("ledger", ledger_)]
+    checks: List[Tuple[str, Callable[[], str]]] = [("broker", broker), ("consumers", consumers),
+                                                   ("ledger", ledger_)]
     if settings.gate.steps:
         checks.append(("gate", functools.partial(_gate_answer, settings)))
     if settings.vendordata.password:
@@ -111,6 +125,43 @@ def check(settings: Settings) -> List[Dict[str, Any]]:
             results.append({"check": name, "ok": False,
                             "detail": "%s: %s" % (type(exc).__name__, exc)})
     return results
+
+
+def _broker_exposure(settings: Settings) -> List[str]:
+    """What lets someone other than our processes drive the pipeline through the broker."""
+    problems = []
+    if not settings.broker.signing_key:
+        problems.append("[broker] signing_key is not set: workers refuse every task message")
+    scheme = settings.broker.url.split("://", 1)[0].lower()
+    if scheme in ("redis", "rediss"):
+        import urllib.parse
+
+        import redis
+        where = urllib.parse.urlsplit(settings.broker.url)
+        try:
+            # what the broker answers a client without the password
+            redis.Redis(host=where.hostname or "127.0.0.1", port=where.port or 6379,
+                        ssl=scheme == "rediss", socket_timeout=settings.broker.connect_timeout,
+                        socket_connect_timeout=settings.broker.connect_timeout).ping()
+            problems.append("it answers clients without a password (set requirepass, and "
+                            "[broker] password_file)")
+        except redis.exceptions.AuthenticationError:
+            pass
+        except redis.exceptions.ResponseError as exc:
+            if "NOAUTH" not in str(exc):
+                raise
+    return problems
+
+
+def _consumers() -> Dict[str, List[str]]:
+    """step queue -> the live workers consuming it (those answering a broadcast now)."""
+    from tasks.app import app
+    replies = app.control.inspect(timeout=1.0).active_queues() or {}
+    serving: Dict[str, List[str]] = {}
+    for worker, queues in replies.items():
+        for queue in queues or []:
+            serving.setdefault(str(queue.get("name")), []).append(worker)
+    return serving
 
 
 def _gate_answer(settings: Settings) -> str:
@@ -160,8 +211,10 @@ def status(settings: Settings) -> Dict[str, Any]:
             except Exception as exc:  # noqa: BLE001 - a queue nobody declared yet
                 queues[step] = "unknown (%s)" % type(exc).__name__
     report["queues"] = queues
-    replies = app.control.ping(timeout=1.0) or []
-    report["workers"] = sorted(name for reply in replies for name in reply)
+    serving = _consumers()
+    report["workers"] = sorted({name for names in serving.values() for name in names})
+    report["consumers"] = {step: sorted(serving.get(step, [])) for step in STEPS}
+    report["unconsumed"] = [step for step in STEPS if not serving.get(step)]
     report["dead_letters"] = len(_ledger(settings).dead_letters())
     report["gate"] = None
     if settings.gate.steps:

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, NamedTuple, Tuple
 from celery import Celery
 from kombu.serialization import dumps
 
-from tasks import chains
+from tasks import chains, signing
 
 #: stands for the event in a template; its JSON form is replaced by the event's
 _PLACEHOLDER_UUID = "00000000-0000-4000-8000-6e6f7661686b"
@@ -128,6 +128,7 @@ class ChainPublisher(object):
         kwargs = dict(template.task_kwargs, headers=headers,
                       correlation_id=fresh[template.ids[0]],
                       declare=list(template.task_kwargs.get("declare") or ()) if first else [])
+        signing.sign(headers, body.encode(template.content_encoding))
         kwargs.update(options)
         producer.publish(body, serializer=None, content_type=template.content_type,
                          content_encoding=template.content_encoding, **kwargs)

@@ -447,7 +447,9 @@ DRIVER_SECRETS = {("ipam", "password"): "infoblox", ("dns", "password"): "infobl
 
 
 def test_conf_and_secrets_give_every_driver_its_credentials() -> None:
-    environ = example_env("deploy/secrets.env")
+    environ = {}  # type: Dict[str, str]
+    for env_file in env_files(next(iter(worker_services().values()))):
+        environ.update(example_env(env_file))
     settings = load_settings(str(CONF), environ=environ)
     for cls in SECTIONS:
         for key in SECRET_KEYS:
@@ -681,7 +683,11 @@ def test_broker_is_durable() -> None:
     broker = SERVICES["broker"]
     assert broker["image"].split(":")[0].split("/")[-1] == "redis"
     command = argv_of(broker["command"])
+    if command[:2] == ["sh", "-c"]:  # sh expands the password from the broker's env file
+        command = shlex.split(command[2])[1:]
     assert option(command, "--appendonly") == "yes"
+    assert option(command, "--requirepass") == "$$NOVAHOOKS_BROKER_PASSWORD"  # sh: $
+    assert "deploy/broker.env" in env_files(broker)
     assert [t for _, t in mounts(broker)] == ["/data"]
     assert endpoint(conf_settings().broker.url)[0] == "broker"
 

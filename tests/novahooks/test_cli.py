@@ -19,12 +19,13 @@ def run(stack: Stack, *args: str,
                           universal_newlines=True, timeout=120)
 
 
-def test_check_passes_on_a_good_configuration(stack: Stack) -> None:
+def test_check_passes_on_a_good_configuration(stack: Stack, processes: Processes) -> None:
     result = run(stack, "check", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     names = {row["check"]: row for row in json.loads(result.stdout)}
-    assert set(names) == {"broker", "ledger", "ipam", "dns", "directory", "inventory",
-                          "audit/jsonl"}
+    assert set(names) == {"broker", "consumers", "ledger", "ipam", "dns", "directory",
+                          "inventory", "audit/jsonl"}
+    assert "password required, task messages signed" in names["broker"]["detail"]
     assert "TSIG key" in names["dns"]["detail"] and "StartTLS" in names["directory"]["detail"]
 
 

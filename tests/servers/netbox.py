@@ -96,10 +96,11 @@ def ensure_installed(progress: Progress = print) -> Path:
 
 
 def _configure(root: Path, database: str, pg_host: str, pg_port: int,
-               redis_port: int) -> Dict[str, str]:
+               redis_port: int, redis_password: str = "") -> Dict[str, str]:
     """Write NETBOX_ROOT/conf/configuration.py; return the environment that selects it."""
     (root / "conf").mkdir(parents=True, exist_ok=True)
-    redis = {"HOST": "127.0.0.1", "PORT": redis_port, "PASSWORD": "", "SSL": False}
+    redis = {"HOST": "127.0.0.1", "PORT": redis_port, "PASSWORD": redis_password,
+             "SSL": False}
     config = {
         "ALLOWED_HOSTS": ["*"],
         "DATABASE": {"ENGINE": "django.db.backends.postgresql", "NAME": database,
@@ -201,7 +202,7 @@ def _status_ok(url: str, token: str) -> bool:
 
 
 def start(workdir: Path, redis_port: int = 6379, pg_host: str = "127.0.0.1", pg_port: int = 5432,
-          progress: Progress = print) -> NetBoxServer:
+          progress: Progress = print, redis_password: str = "") -> NetBoxServer:
     """Start NetBox on a free port with a database of its own; return once its API answers."""
     python = str(ensure_installed(progress) / "bin" / "python")
     ensure_template(progress, pg_host, pg_port)
@@ -210,7 +211,8 @@ def start(workdir: Path, redis_port: int = 6379, pg_host: str = "127.0.0.1", pg_
     database = f"novahooks_netbox_{os.getpid()}_{secrets.token_hex(4)}"
     _run(_pg("createdb", pg_host, pg_port, "-T", template, database))
     workdir.mkdir(parents=True, exist_ok=True)
-    env = _configure(workdir / "netbox", database, pg_host, pg_port, redis_port)
+    env = _configure(workdir / "netbox", database, pg_host, pg_port, redis_port,
+                     redis_password)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = workdir / "netbox.log"

@@ -7,11 +7,13 @@ an INI file without secrets, secrets in files of their own (mode 0600).
 
 import copy
 import functools
+import hashlib
 import os
 import secrets
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -43,6 +45,8 @@ class Stack(object):
         self.config_path = self.workdir / "novahooks.conf"
         self.audit_path = self.workdir / "audit.jsonl"
         self.outbox_path = self.workdir / "outbox.sqlite"
+        #: the HMAC key task messages are signed with ([broker] signing_key_file)
+        self.signing_key = secrets.token_urlsafe(32)
         self._stoppers: List[Callable[[], None]] = []
         # The servers' handles (redis.Redis, slapd.Slapd, ...): None until started.
         self.redis: Any = None
@@ -54,7 +58,9 @@ class Stack(object):
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             self.progress("starting redis, slapd and BIND on loopback ...")
-            self.redis = self._keep(start_redis(self.workdir / "redis"))
+            # requirepass, as a broker must have: whoever reaches it runs the pipeline
+            self.redis = self._keep(start_redis(self.workdir / "redis",
+                                                password=secrets.token_urlsafe(24)))
             self.slapd = self._keep(start_slapd(self.workdir / "slapd"))
             self.bind = self._keep(start_bind(self.workdir / "bind", FORWARD_ZONE,
                                               REVERSE_ZONES))
@@ -64,7 +70,8 @@ class Stack(object):
                               "several minutes) ...")
                 self.netbox = self._keep(netbox.start(self.workdir / "netbox",
                                                       redis_port=self.redis.port,
-                                                      progress=self.progress))
+                                                      progress=self.progress,
+                                                      redis_password=self.redis.password))
                 self._seed_netbox()
             self.write_config()
         except BaseException:
@@ -92,13 +99,28 @@ class Stack(object):
         path.chmod(0o600)
         return str(path)
 
+    def _broker(self) -> Dict[str, Optional[str]]:
+        """[broker] url without its password, which goes to a secret file, as an operator
+        writes it; the message signing key likewise."""
+        url = self.broker_url or self.redis.url
+        scheme, rest = url.split("://", 1)
+        userinfo, _, host = rest.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        section: Dict[str, Optional[str]] = {
+            "url": "%s://%s%s" % (scheme, user + "@" if user else "", host),
+            "signing_key_file": self._secret("signing-key", self.signing_key)}
+        if password:
+            section["password_file"] = self._secret(
+                "broker-%s" % hashlib.sha256(url.encode()).hexdigest()[:8],
+                urllib.parse.unquote(password))
+        return section
+
     def write_config(self, **overrides: Dict[str, Optional[str]]) -> Path:
         sections: Dict[str, Dict[str, Optional[str]]] = {
             "outbox": {"path": str(self.outbox_path)},
             "ledger": {"url": "sqlite:///%s" % (self.workdir / "ledger.sqlite"),
                        "stalled_after": "60"},
-            "broker": {"url": self.broker_url or self.redis.url, "connect_timeout": "3",
-                       "visibility_timeout": "120"},
+            "broker": dict(self._broker(), connect_timeout="3", visibility_timeout="120"),
             "relay": {"poll_interval": "0.05"},
             "retry": {"max_retries": "5", "backoff_max": "30"},
             "dns": {"server": "127.0.0.1", "port": str(self.bind.port), "zone": FORWARD_ZONE,

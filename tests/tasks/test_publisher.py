@@ -4,6 +4,7 @@ import base64
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
@@ -14,14 +15,16 @@ from tests.servers.redis import RedisServer, start_redis
 from tests.servers.stack import Processes, Stack
 from tasks.simulate import Vm, with_uuid
 from bench.inline import event_of
-from tasks import chains
+from tasks import chains, signing
 from tasks.publisher import ChainPublisher
 from tests.conftest import mac, make_event, unique_v4
 from tests.helpers import audit_lines, until
 
 #: fields that differ between two publishes of the same chain by design
 PER_MESSAGE = {"id", "root_id", "task_id", "correlation_id", "delivery_tag", "argsrepr",
-               "uuid", "clock", "timestamp", "args"}
+               "uuid", "clock", "timestamp", "args", "novahooks_signature"}
+#: the message signing key of these tests (tasks/signing.py)
+SECRET = b"publisher-test-signing-key-0123456789"
 
 
 @pytest.fixture
@@ -64,7 +67,9 @@ def sent_events(pubsub: Any, count: int) -> List[Dict[str, Any]]:
 
 
 @pytest.mark.parametrize("kind", sorted(chains.PLANS))
-def test_template_messages_are_the_ones_celery_sends(broker: RedisServer, kind: str) -> None:
+def test_template_messages_are_the_ones_celery_sends(broker: RedisServer, kind: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(signing, "key", lambda: SECRET)
     app = app_on(broker.url)
     client = redis.Redis.from_url(broker.url)
     pubsub = client.pubsub()
@@ -88,6 +93,13 @@ def test_template_messages_are_the_ones_celery_sends(broker: RedisServer, kind: 
         steps = [sig["task"] for sig in reversed(body[2]["chain"] or [])]
         assert steps == [name for name, _ in chains.PLANS[kind]][1:]
         assert all(sig["args"] == [event] for sig in body[2]["chain"] or [])
+    for envelope, _ in ours + [celerys]:
+        # what workers verify, on Celery's messages and the template's alike
+        received = SimpleNamespace(body=base64.b64decode(envelope["body"]),
+                                   headers=envelope["headers"])
+        assert signing.refusal(received, SECRET, 1 << 20) is None
+        received.headers = dict(envelope["headers"], task="ldap.deregister")
+        assert signing.refusal(received, SECRET, 1 << 20)[0] == "forged"
     ids = [[env["headers"]["id"]] + [s["options"]["task_id"] for s in body[2]["chain"] or []]
            for env, body in ours + [celerys]]
     flat = [i for group in ids for i in group]

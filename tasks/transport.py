@@ -1,0 +1,131 @@
+"""kombu's Redis transport, except that a queue entry it cannot read never stops a worker.
+
+kombu pops an entry off a step queue and parses it as its JSON envelope in the
+worker's main process; an entry that is not JSON (``LPUSH ipam 'not json'``) or
+not an envelope raises out of the event loop and Celery ends the whole pool
+("Unrecoverable error: JSONDecodeError", celery #7975, #4308, open). Here such
+an entry is moved aside to the list :data:`POISON` (newest first, at most
+:data:`KEEP` kept, each cut to :data:`SAMPLE` characters), logged and counted
+(``novahooks_messages_refused_total{reason="undecodable"}``), and the worker
+takes the next entry. Only the read is replaced; everything else is kombu's.
+
+celeryconfig.py selects it (``broker_transport``) for ``redis://`` brokers.
+"""
+
+import json
+import logging
+import time
+from queue import Empty
+from typing import Any, Optional
+
+from kombu.transport import redis as kombu_redis
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
+
+from novahooks.logs import FIELDS
+
+LOG = logging.getLogger("novahooks.broker")
+#: where undecodable entries go (a Redis list)
+POISON = "novahooks.poison"
+KEEP = 1000
+SAMPLE = 65536
+
+
+def _envelope_problem(payload: Any) -> Optional[str]:
+    """What keeps kombu and Celery from handling ``payload`` without raising, or None."""
+    if not isinstance(payload, dict):
+        return "not a JSON object but %s" % type(payload).__name__
+    properties = payload.get("properties")
+    if not isinstance(properties, dict):
+        return "no properties object"
+    if not isinstance(properties.get("delivery_tag"), str):
+        return "no delivery_tag text"
+    info = properties.get("delivery_info")
+    if not isinstance(info, dict) or not all(isinstance(info.get(k), str)
+                                             for k in ("exchange", "routing_key")):
+        return "no delivery_info with exchange and routing_key"
+    priority = properties.get("priority")
+    if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
+        return "priority is not an integer"
+    for key in ("body", "content-type", "content-encoding"):
+        if payload.get(key) is not None and not isinstance(payload[key], str):
+            return "%s is not text" % key
+    if payload.get("headers") is not None and not isinstance(payload["headers"], dict):
+        return "headers is not an object"
+    return None
+
+
+class Channel(kombu_redis.Channel):
+    def _brpop_read(self, **options: Any) -> bool:
+        """kombu 5.7's ``_brpop_read`` with the entry checked before it is delivered."""
+        try:
+            try:
+                dest__item = self.client.parse_response(self.client.connection, "BRPOP",
+                                                        **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            if not dest__item:
+                raise Empty()
+            dest, item = dest__item
+            dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(dest)
+            payload = self._readable(dest, item)
+            if payload is not None:
+                self.connection._deliver(payload, dest)
+            return True
+        finally:
+            self._in_poll = None  # type: ignore[assignment] # as kombu does
+            flush = getattr(self, "_flush_brpop_reauth", None)
+            if flush is not None:
+                flush()
+
+    def _readable(self, queue: str, item: Any) -> Optional[Any]:
+        """The entry's envelope, or None once it has been moved aside."""
+        text = bytes_to_str(item)
+        limit = _limit()
+        if len(text) > limit:
+            self._poison(queue, text, "entry of %d characters, above %d" % (len(text), limit))
+            return None
+        try:
+            payload = loads(text)
+        except ValueError as exc:
+            self._poison(queue, text, "not JSON: %s" % exc)
+            return None
+        problem = _envelope_problem(payload)
+        if problem is None:
+            try:
+                self.Message(payload, channel=self)  # what kombu builds on delivery
+            except Exception as exc:  # noqa: BLE001 - whatever kombu trips on
+                problem = "kombu cannot read it: %s: %s" % (type(exc).__name__, exc)
+        if problem is not None:
+            self._poison(queue, text, problem)
+            return None
+        return payload
+
+    def _poison(self, queue: str, text: str, reason: str) -> None:
+        record = json.dumps({"queue": queue, "reason": reason, "size": len(text),
+                             "time": time.time(), "entry": text[:SAMPLE],
+                             "truncated": len(text) > SAMPLE})
+        key = getattr(self, "global_keyprefix", "") + POISON
+        try:
+            with self.conn_or_acquire() as client:
+                client.pipeline().lpush(key, record).ltrim(key, 0, KEEP - 1).execute()
+            where = "moved to %s" % key
+        except self.connection_errors as exc:
+            where = "dropped, %s unreachable: %s" % (key, exc)
+        LOG.error("undecodable entry in queue %s refused (%s), %s: %s", queue, reason, where,
+                  json.dumps(text[:200]), extra={FIELDS: {
+                      "queue": queue, "outcome": "refused", "reason": "undecodable"}})
+        from tasks import metrics
+        metrics.refused(queue, "undecodable")
+
+
+def _limit() -> int:
+    """An envelope's longest text: the body limit, base64'd, plus headers."""
+    from tasks.config import settings
+    return settings().broker.max_message_bytes * 4 // 3 + 65536
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
