@@ -117,6 +117,11 @@ def check(settings: Settings) -> List[Dict[str, Any]]:
     for name in settings.audit.drivers:
         checks.append(("audit/%s" % name,
                        functools.partial(backend, "audit", name, settings.audit)))
+    if settings.audit.verifier_key:
+        # The Merkle log's latest checkpoint: signature, root, ages, anchors, verify failures.
+        from tasks import audit_metrics
+        checks.append(("audit/checkpoint", functools.partial(audit_metrics.check,
+                                                             settings.audit)))
     results = []
     for name, probe in checks:
         try:
