@@ -1,21 +1,26 @@
-"""A Python 3.8 virtualenv with real Nova 21.2.4 (Ussuri) and its functional-test harness.
+"""Python virtualenvs with real Nova and its functional-test harness, one per tested release.
 
-Nova 21.x is the last release that still has ``nova.hooks``; it runs on Python 3.6-3.8 only,
-so the test suite (Python 3.11) drives it in a separate interpreter (see ``boot_servers.py``).
+Two releases are in the suite: Nova 21.2.4 (Ussuri, the last with ``nova.hooks``; Python 3.8)
+and Nova 34.0.0 (2026.2, notifications only; Python 3.12). Neither runs on the suite's own
+Python, so each gets a venv of its own, built once from a small ``Release`` description (the
+release's upper constraints, its harness's test requirements, an import check) and cached.
 
 Public API:
 
-* ``ensure_nova_venv(progress=print) -> Path`` - build the venv once and cache it at
-  ``CACHE_DIR / "nova-21.2.4-py38"``; later calls return at once.
+* ``NOVA_21``, ``NOVA_34`` - the two releases; ``RELEASES`` maps a version to its release.
+* ``ensure_nova_venv(progress=print, release=NOVA_21) -> Path`` - build the venv once and
+  cache it at ``CACHE_DIR / release.venv_name``; later calls return at once.
 * ``install_novahooks(venv, project_dir) -> None`` - install the project (non-editable,
   ``--no-deps``) into that venv, so its ``nova.hooks`` entry points are what Nova loads.
 * ``venv_python(venv) -> Path`` - the venv's interpreter.
-* ``nova_constraints(venv) -> Path`` - the Ussuri upper constraints the venv was built with.
+* ``nova_constraints(venv) -> Path`` - the upper constraints the venv was built with.
 
-Environment overrides: ``NOVAHOOKS_PYTHON38`` (the base interpreter),
-``NOVAHOOKS_NOVA_CONSTRAINTS`` (the upper-constraints file), ``NOVAHOOKS_CACHE`` (via CACHE_DIR).
+Environment overrides: ``NOVAHOOKS_PYTHON38`` / ``NOVAHOOKS_PYTHON312`` (base interpreters),
+``NOVAHOOKS_NOVA_CONSTRAINTS`` (the Ussuri upper-constraints file), ``NOVAHOOKS_CACHE`` (via
+CACHE_DIR).
 """
 
+import argparse
 import fcntl
 import hashlib
 import json
@@ -26,22 +31,52 @@ import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from tests.servers.base import CACHE_DIR, ServerError, find_python
 
-NOVA_VERSION = "21.2.4"
-VENV_NAME = "nova-%s-py38" % NOVA_VERSION
 MARKER = ".novahooks-nova-venv-complete"
-CONSTRAINTS_NAME = "nova-ussuri-upper-constraints.txt"
 
-PACKAGES = [
-    "nova==%s" % NOVA_VERSION,
-    "openstack-placement>=3.0,<4",
-    "fixtures", "testtools", "oslotest", "mock", "requests-mock", "wsgi-intercept",
-    "stestr", "ddt", "testscenarios", "testresources", "osprofiler",
-]
+_HARNESS_TEST_REQUIREMENTS = ("fixtures", "testtools", "oslotest", "requests-mock",
+                              "wsgi-intercept", "stestr", "ddt", "testscenarios",
+                              "testresources", "osprofiler")
+
+
+@dataclass(frozen=True)
+class Release:
+    """What differs between the Nova releases the suite runs: the rest of a build is shared."""
+
+    version: str
+    python: str                   # "3.12": found on PATH or through pyenv
+    python_override: str          # environment variable naming the base interpreter
+    constraints: str              # vendored upper-constraints file beside this module
+    packages: Tuple[str, ...]
+    import_check: str             # modules that must import once the venv is built
+    constraints_override: str = ""
+
+    @property
+    def venv_name(self) -> str:
+        return "nova-%s-py%s" % (self.version, self.python.replace(".", ""))
+
+
+NOVA_21 = Release(
+    version="21.2.4", python="3.8", python_override="NOVAHOOKS_PYTHON38",
+    constraints="nova-ussuri-upper-constraints.txt",
+    constraints_override="NOVAHOOKS_NOVA_CONSTRAINTS",
+    packages=("nova==21.2.4", "openstack-placement>=3.0,<4", "mock")
+    + _HARNESS_TEST_REQUIREMENTS,
+    import_check="import nova.hooks, nova.tests.functional.integrated_helpers")
+
+NOVA_34 = Release(
+    version="34.0.0", python="3.12", python_override="NOVAHOOKS_PYTHON312",
+    constraints="nova-2026.2-upper-constraints.txt",
+    packages=("nova==34.0.0", "openstack-placement==16.0.0", "python-barbicanclient")
+    + _HARNESS_TEST_REQUIREMENTS,
+    import_check="import nova.tests.functional.integrated_helpers, oslo_messaging")
+
+RELEASES = {release.version: release for release in (NOVA_21, NOVA_34)}
 
 # Never copied into the throwaway build tree that pip installs the project from.
 _PROJECT_IGNORE = shutil.ignore_patterns(
@@ -56,31 +91,30 @@ def venv_python(venv: Path) -> Path:
 
 
 def nova_constraints(venv: Path) -> Path:
-    """The constraints file (Ussuri upper constraints without a ``nova===`` pin) in the venv."""
-    return Path(venv) / CONSTRAINTS_NAME
+    """The constraints file (the release's upper constraints without a ``nova===`` pin).
+
+    It keeps the vendored file's name, so each venv has exactly one ``*upper-constraints.txt``.
+    """
+    found = sorted(Path(venv).glob("*upper-constraints.txt"))
+    if len(found) != 1:
+        raise ServerError("expected one upper-constraints file in %s, found %s" % (venv, found))
+    return found[0]
 
 
-def _find_python38() -> str:
-    return find_python("3.8", "NOVAHOOKS_PYTHON38")
-
-
-def _find_constraints() -> Path:
-    here = Path(__file__).resolve()
+def _find_constraints(release: Release) -> Path:
     candidates: List[Path] = []
-    if os.environ.get("NOVAHOOKS_NOVA_CONSTRAINTS"):
-        candidates.append(Path(os.environ["NOVAHOOKS_NOVA_CONSTRAINTS"]))
-    candidates += [
-        here.parent / CONSTRAINTS_NAME,                    # vendored beside this file
-    ]
+    if release.constraints_override and os.environ.get(release.constraints_override):
+        candidates.append(Path(os.environ[release.constraints_override]))
+    candidates.append(Path(__file__).resolve().parent / release.constraints)
     for cand in candidates:
         if cand.is_file():
             return cand
-    raise ServerError("Ussuri upper constraints not found (tried %s); set "
-                      "NOVAHOOKS_NOVA_CONSTRAINTS" % ", ".join(map(str, candidates)))
+    raise ServerError("upper constraints for Nova %s not found (tried %s)" % (
+        release.version, ", ".join(map(str, candidates))))
 
 
 def _constraints_text(src: Path) -> str:
-    """The upper constraints without the ``nova===`` line (it would fight ``nova==21.2.4``)."""
+    """The upper constraints without the ``nova===`` line (it would fight ``nova==X``)."""
     lines = src.read_text().splitlines()
     kept = [line for line in lines if not re.match(r"^\s*nova\s*===", line)]
     return "\n".join(kept) + "\n"
@@ -89,7 +123,7 @@ def _constraints_text(src: Path) -> str:
 def _run(argv: List[str], what: str, log: Optional[Path] = None,
          env: Optional[Dict[str, str]] = None, timeout: float = 1800) -> str:
     full_env = dict(os.environ)
-    # The caller's venv/pip settings must not leak into the Python 3.8 venv.
+    # The caller's venv/pip settings must not leak into Nova's venv.
     for key in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PIP_REQUIRE_VIRTUALENV"):
         full_env.pop(key, None)
     full_env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
@@ -129,12 +163,12 @@ def _relocate(tmp: Path, final: Path) -> None:
             os.chmod(entry, mode)
 
 
-def _copy_api_paste(venv: Path) -> None:
+def _copy_api_paste(venv: Path, release: Release) -> None:
     """The harness reads ``<site-packages>/etc/nova/api-paste.ini``; pip puts it in <venv>/etc."""
     src = venv / "etc" / "nova" / "api-paste.ini"
     if not src.is_file():
         raise ServerError("%s missing after installing nova" % src)
-    site = venv / "lib" / "python3.8" / "site-packages"
+    site = venv / "lib" / ("python" + release.python) / "site-packages"
     dest = site / "etc" / "nova" / "api-paste.ini"
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src, dest)
@@ -167,43 +201,47 @@ def _freeze(venv: Path) -> Dict[str, str]:
     return pins
 
 
-def ensure_nova_venv(progress: Progress = print) -> Path:
-    """Build (once) and return the Python 3.8 venv with Nova 21.2.4 and its test harness."""
-    final = CACHE_DIR / VENV_NAME
+def _build(release: Release, tmp: Path, log: Path, progress: Progress) -> Dict[str, object]:
+    """Create the venv in ``tmp``; what the marker records about the build."""
+    python = find_python(release.python, release.python_override)
+    constraints_src = _find_constraints(release)
+    progress("building Nova %s venv with %s in %s (log: %s)"
+             % (release.version, python, tmp, log))
+    _run([python, "-m", "venv", str(tmp)], "python%s -m venv" % release.python, log)
+    constraints = tmp / release.constraints
+    constraints.write_text(_constraints_text(constraints_src))
+    progress("pip install nova==%s and the test harness (a few minutes)" % release.version)
+    _run([str(venv_python(tmp)), "-m", "pip", "install", "-c", str(constraints)]
+         + list(release.packages), "pip install nova", log)
+    _copy_api_paste(tmp, release)
+    _run([str(venv_python(tmp)), "-c", release.import_check], "importing nova's harness", log)
+    return {
+        "nova": release.version,
+        "python": python,
+        "constraints": str(constraints_src),
+        "constraints_sha256": hashlib.sha256(constraints.read_bytes()).hexdigest(),
+    }
+
+
+def ensure_nova_venv(progress: Progress = print, release: Release = NOVA_21) -> Path:
+    """Build (once) and return the venv with ``release``'s Nova and its test harness."""
+    final = CACHE_DIR / release.venv_name
     if (final / MARKER).is_file():
         return final
-    with _lock(CACHE_DIR / (VENV_NAME + ".lock")):
+    with _lock(CACHE_DIR / (release.venv_name + ".lock")):
         if (final / MARKER).is_file():          # built by someone else while we waited
             return final
         if final.exists():                      # an incomplete leftover: start again
             shutil.rmtree(final)
-        python38 = _find_python38()
-        constraints_src = _find_constraints()
         started = time.monotonic()
-        tmp = Path(tempfile.mkdtemp(prefix=VENV_NAME + ".build-", dir=str(CACHE_DIR)))
-        log = CACHE_DIR / (VENV_NAME + ".build.log")
+        tmp = Path(tempfile.mkdtemp(prefix=release.venv_name + ".build-", dir=str(CACHE_DIR)))
+        log = CACHE_DIR / (release.venv_name + ".build.log")
         log.write_text("")
         try:
-            progress("building Nova %s venv with %s in %s (log: %s)"
-                     % (NOVA_VERSION, python38, tmp, log))
-            _run([python38, "-m", "venv", str(tmp)], "python3.8 -m venv", log)
-            constraints = nova_constraints(tmp)
-            constraints.write_text(_constraints_text(constraints_src))
-            progress("pip install nova==%s and the test harness (a few minutes)" % NOVA_VERSION)
-            _run([str(venv_python(tmp)), "-m", "pip", "install", "-c", str(constraints)]
-                 + PACKAGES, "pip install nova", log)
-            _copy_api_paste(tmp)
-            _run([str(venv_python(tmp)), "-c",
-                  "import nova.hooks, nova.tests.functional.integrated_helpers"],
-                 "importing nova's harness", log)
+            facts = _build(release, tmp, log, progress)
             elapsed = time.monotonic() - started
-            (tmp / MARKER).write_text(json.dumps({
-                "nova": NOVA_VERSION,
-                "python": python38,
-                "constraints": str(constraints_src),
-                "constraints_sha256": hashlib.sha256(constraints.read_bytes()).hexdigest(),
-                "build_seconds": round(elapsed, 1),
-            }, indent=2) + "\n")
+            facts["build_seconds"] = round(elapsed, 1)
+            (tmp / MARKER).write_text(json.dumps(facts, indent=2) + "\n")
             _relocate(tmp, final)
             tmp.rename(final)
         except BaseException:
@@ -211,7 +249,7 @@ def ensure_nova_venv(progress: Progress = print) -> Path:
             if final.exists() and not (final / MARKER).is_file():
                 shutil.rmtree(final, ignore_errors=True)
             raise
-        progress("Nova venv ready at %s after %.0f s" % (final, elapsed))
+        progress("Nova %s venv ready at %s after %.0f s" % (release.version, final, elapsed))
         return final
 
 
@@ -246,4 +284,7 @@ def install_novahooks(venv: Path, project_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    ensure_nova_venv(lambda line: print(line, flush=True))
+    parser = argparse.ArgumentParser(description="build a cached Nova venv for the suite")
+    parser.add_argument("--release", choices=sorted(RELEASES), default=NOVA_21.version)
+    chosen = RELEASES[parser.parse_args().release]
+    ensure_nova_venv(lambda line: print(line, flush=True), chosen)
