@@ -633,6 +633,9 @@ class VendordataSettings(Section):
     # net offlinejoin provision: the DC to ask (default: found by DNS) and the net command.
     odj_dc: Optional[str] = None
     net_command: str = "net"
+    # The smb.conf net reads (its lock and cache directories, name resolution); default:
+    # Samba's own (/etc/samba/smb.conf).
+    odj_smb_conf: Optional[str] = None
     threads: int = 16
     # For novahooks check: the URL Nova calls (default https://address:port/) and the CA
     # file that verifies it (Nova's vendordata_dynamic_ssl_certfile).
