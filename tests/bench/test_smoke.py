@@ -108,3 +108,12 @@ def test_pipeline_latency_one_vm(stack: Stack, processes: Processes) -> None:
     from bench.pipeline_latency import run_burst
     latencies = run_burst(stack, 1, 240)  # vm-240, 10.20.100.242: no other test's address
     assert len(latencies) == 1 and 0 < latencies[0] < 240
+
+
+def test_signing_cost_against_unsigned(tmp_path: Path) -> None:
+    out = tmp_path / "signing.json"
+    values = run([sys.executable, "bench/signing.py", "--rounds", "100", "--json", str(out)])
+    assert "total / json" in values["_output"]
+    data = json.loads(out.read_text())
+    assert set(data["us"]) == {"json", "hmac", "x509"} and data["body_bytes"] > 1000
+    assert all(row["total"] > 0 for row in data["us"].values())
