@@ -18,8 +18,8 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import requests
 
-from tasks.errors import (AuthFailed, BackendUnavailable, Misconfigured, PermanentError,
-                          StepError, TransientError)
+from tasks.backends import http
+from tasks.errors import AuthFailed, Misconfigured, PermanentError, StepError, TransientError
 
 UUID_ATTR = "Nova Instance UUID"
 _WAPI_URL = re.compile(r"^https?://[^/]+(/.*)?/wapi/v\d+(\.\d+)*/?$")
@@ -75,26 +75,23 @@ class Wapi(object):
 
     def call(self, method: str, path: str, params: Optional[Dict[str, Any]] = None,
              body: Any = None) -> Any:
-        try:
+        where = "Infoblox at %s" % self.base
+        with http.reaching(where, self.backend):
             response = self.session.request(method, "%s/%s" % (self.base, path), params=params,
                                             json=body, timeout=self.timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise self._fail("unreachable: %s" % type(exc).__name__,
-                             BackendUnavailable) from exc
         status = response.status_code
-        if status in (401, 403):
-            raise self._fail("refused user %r (HTTP %d): %s" % (
-                self.username, status, _error_text(response)), AuthFailed)
-        if status >= 500 or status == 429:
-            raise self._fail("HTTP %d: %s" % (status, _error_text(response)), TransientError)
-        if status >= 400:
+        failed = http.failure(status)
+        if failed is not None:
             code = _error_code(response)
-            text = "HTTP %d %s: %s" % (status, code or "", _error_text(response))
+            detail = "%s%s" % (code + ": " if code else "", _error_text(response))
             if code.startswith("Client.Ibap.Data.NotFound"):
-                raise self._fail(text, NotFound)
-            if code.startswith("Client.Ibap.Data.Conflict"):
-                raise self._fail(text, DataConflict)
-            raise self._fail(text)
+                failed = NotFound
+            elif code.startswith("Client.Ibap.Data.Conflict"):
+                failed = DataConflict
+            else:
+                raise http.error(status, where, detail, self.backend,
+                                 credential="user %r" % self.username)
+            raise self._fail("HTTP %d %s" % (status, detail), failed)
         try:
             return response.json()
         except ValueError:

@@ -18,8 +18,8 @@ import requests
 
 from novahooks.event import InstanceEvent
 from tasks.backends.inventory.base import InventoryDriver, status_of
-from tasks.errors import (AuthFailed, BackendUnavailable, Misconfigured, PermanentError,
-                          TransientError)
+from tasks.backends import http
+from tasks.errors import Misconfigured, PermanentError, TransientError
 
 BACKEND = "inventory"
 DECOMMISSIONED = "decommissioned"
@@ -115,37 +115,29 @@ class RestInventory(InventoryDriver):
     def _answer(self, method: str, url: str, body: Any = None,
                 absent_ok: bool = False) -> Tuple[Any, requests.Response]:
         """The decoded JSON answer (None for none) and the response it came in."""
-        try:
+        with http.reaching("CMDB at %s" % self.base, BACKEND):
             response = self.session.request(method, url, json=body,
                                             timeout=self.settings.timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise BackendUnavailable("CMDB at %s unreachable: %s" % (self.base,
-                                     type(exc).__name__), backend=BACKEND) from exc
         status = response.status_code
         detail = " ".join((response.text or response.reason or "").split())[:300]
-        where = "CMDB %s %s answered HTTP %d" % (method, url.split("?")[0], status)
-        if status in (401, 403):
-            raise AuthFailed("%s: the token was refused (%s)" % (where, detail),
-                             backend=BACKEND)
+        where = "CMDB %s %s" % (method, url.split("?")[0])
         if status == 404 and absent_ok:
             return None, response
         if status == 409 and method == "POST":
-            raise TransientError("%s: created concurrently, the retry finds it (%s)"
-                                 % (where, detail), backend=BACKEND)
+            raise TransientError("%s answered HTTP 409: created concurrently, the retry finds "
+                                 "it (%s)" % (where, detail), backend=BACKEND)
         if status == 404 and method != "GET":
-            raise TransientError("%s: the record vanished meanwhile (%s)" % (where, detail),
-                                 backend=BACKEND)
-        if status >= 500 or status == 429:
-            raise TransientError("%s: %s" % (where, detail), backend=BACKEND)
-        if status >= 400:
-            raise PermanentError("%s: %s" % (where, detail), backend=BACKEND)
+            raise TransientError("%s answered HTTP 404: the record vanished meanwhile (%s)"
+                                 % (where, detail), backend=BACKEND)
+        if http.failure(status) is not None:
+            raise http.error(status, where, detail, BACKEND)
         if status == 204 or not response.content:
             return None, response
         try:
             return response.json(), response
         except ValueError:
-            raise PermanentError("%s with an answer that is not JSON (is the URL template "
-                                 "right?): %r" % (where, response.text[:200]),
+            raise PermanentError("%s answered HTTP %d with an answer that is not JSON (is the "
+                                 "URL template right?): %r" % (where, status, response.text[:200]),
                                  backend=BACKEND) from None
 
     def _next_page(self, answer: Any, response: requests.Response, url: str) -> Optional[str]:

@@ -12,8 +12,8 @@ from typing import Any, Dict, Iterator, List
 import pynetbox
 import requests
 
-from tasks.errors import (AuthFailed, BackendUnavailable, Misconfigured, OutOfScope,
-                          PermanentError, TransientError)
+from tasks.backends import http
+from tasks.errors import Misconfigured, OutOfScope, TransientError
 
 UUID_FIELD = "nova_instance_uuid"
 PROJECT_FIELD = "nova_project_id"
@@ -57,20 +57,12 @@ def translated(backend: str, url: str) -> Iterator[None]:
     except pynetbox.RequestError as exc:
         status = getattr(exc.req, "status_code", 0)
         detail = str(exc.error)[:300] if getattr(exc, "error", None) else str(exc)[:300]
-        if status in (401, 403):
-            raise AuthFailed("NetBox at %s refused the token (HTTP %d)" % (url, status),
-                             backend=backend) from exc
-        if status == 429 or status >= 500:
-            raise TransientError("NetBox at %s answered HTTP %d: %s" % (url, status, detail),
-                                 backend=backend) from exc
-        raise PermanentError("NetBox at %s answered HTTP %d: %s" % (url, status, detail),
-                             backend=backend) from exc
+        raise http.error(status, "NetBox at %s" % url, detail, backend) from exc
     except pynetbox.ContentError as exc:
         raise TransientError("NetBox at %s sent an unreadable answer: %s" % (url, exc),
                              backend=backend) from exc
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        raise BackendUnavailable("NetBox at %s unreachable: %s" % (url, type(exc).__name__),
-                                 backend=backend) from exc
+    except http.UNREACHABLE as exc:
+        raise http.unreachable("NetBox at %s" % url, exc, backend) from exc
 
 
 @contextlib.contextmanager
