@@ -222,6 +222,10 @@ class DnsSettings(Section):
     password: Secret = Secret("")
     verify_tls: bool = True
     view: str = "default"
+    # First labels no VM's DNS name may have (any zone): names clients trust by
+    # convention (WPAD/ISATAP discovery, localhost). The zone's own NS and MX targets
+    # are refused too, as the server names them.
+    reserved_names: List[str] = ["wpad", "localhost", "isatap"]
 
 
 class DirectorySettings(Section):
@@ -245,6 +249,9 @@ class DirectorySettings(Section):
     dns_domain: Optional[str] = None
     uac: int = 4098
     linux: str = "host"
+    # Names no VM may take (case-insensitive); AD also refuses the domain's NetBIOS name
+    # and any name an object already holds as sAMAccountName, with or without "$".
+    reserved_names: List[str] = ["krbtgt", "administrator", "guest"]
 
 
 class AuditSettings(Section):
@@ -664,6 +671,24 @@ class VendordataSettings(Section):
         return found
 
 
+class LimitsSettings(Section):
+    """What one event may carry; a bigger one is refused, naming the limit, before any
+    backend is touched (every step validates it)."""
+
+    NAME = "limits"
+    # The event as JSON, metadata and image properties included.
+    max_event_bytes: int = 65536
+    # Fixed and floating addresses of one VM.
+    max_addresses: int = 32
+    # Instance metadata and image properties together, keys and values.
+    max_metadata_bytes: int = 16384
+
+    def problems(self) -> List[str]:
+        return ["[limits] %s: %r must be at least 1" % (key, getattr(self, key))
+                for key in ("max_event_bytes", "max_addresses", "max_metadata_bytes")
+                if getattr(self, key) < 1]
+
+
 class ReconcileSettings(Section):
     """``novahooks reconcile --nova``: how sure it must be before removing records."""
 
@@ -682,7 +707,8 @@ class ReconcileSettings(Section):
 SECTIONS = (OutboxSettings, LedgerSettings, MetricsSettings, BrokerSettings, RelaySettings,
             RetrySettings, IpamSettings, InventorySettings, DnsSettings, DirectorySettings,
             AuditSettings, GateSettings, NotificationsSettings,
-            NamingSettings, RegisterSettings, VendordataSettings, ReconcileSettings)
+            NamingSettings, RegisterSettings, VendordataSettings, ReconcileSettings,
+            LimitsSettings)
 
 
 class Settings(object):
@@ -707,6 +733,7 @@ class Settings(object):
         self.register = cast(RegisterSettings, sections["register"])
         self.vendordata = cast(VendordataSettings, sections["vendordata"])
         self.reconcile = cast(ReconcileSettings, sections["reconcile"])
+        self.limits = cast(LimitsSettings, sections["limits"])
 
 
 def _coerce(section: str, key: str, kind: Any, raw: str) -> Any:
