@@ -48,6 +48,8 @@ def provision(settings: Settings, computer: str, ou: str, timeout: float) -> str
                            "savefile=" + blob, "--authentication-file=" + auth]
         if config.odj_dc:
             argv.append("dcname=" + config.odj_dc)
+        if config.odj_smb_conf:
+            argv.append("--configfile=" + config.odj_smb_conf)
         try:
             result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                                     cwd=private)

@@ -27,6 +27,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import IO, List, Sequence, Tuple
 
@@ -46,6 +47,14 @@ _UDP_PORTS = (53, 88, 389, 464)
 _LOCK_DIR = Path("/tmp")
 #: Loopback addresses tried in turn (all of 127.0.0.0/8 reaches lo without configuration).
 CANDIDATES = tuple("127.0.0.%d" % n for n in range(2, 64))
+#: ``start_samba(smb=True)``: SMB (s3fs: smbd) too, for what speaks SMB/RPC to a DC
+#: (``net offlinejoin provision``), with winbindd (smbd on a DC maps SIDs through it) and
+#: cldap (net finds the DC by a CLDAP ping).
+SMB_SERVICES = "ldap, cldap, dns, kdc, rpc, s3fs, winbindd"
+#: smbd reaches winbindd only through the socket directory compiled into libwbclient
+#: (/run/samba/winbindd; another is honoured only under Samba's selftest wrappers), so
+#: one DC with SMB runs on a machine at a time: this lock says which.
+_WINBINDD_LOCK = _LOCK_DIR / "novahooks-samba-winbindd.lock"
 
 
 def samba_version() -> str:
@@ -64,6 +73,8 @@ class SambaServer(Server):
         self.workdir = workdir
         self.address = address
         self._lock = lock
+        #: Machine-wide locks held while it runs (smb=True: winbindd's socket directory).
+        self.extra_locks: List[IO[str]] = []
         self.realm = REALM
         self.domain = DOMAIN
         self.zone = REALM.lower()
@@ -99,6 +110,8 @@ class SambaServer(Server):
             self.process.stop()
         finally:
             self._lock.close()
+            for extra in self.extra_locks:
+                extra.close()
 
 
 def _free_on(address: str) -> bool:
@@ -138,12 +151,12 @@ def _run(argv: List[str], what: str, timeout: float = 300) -> str:
 
 
 def _provision(workdir: Path, address: str, admin_password: str,
-               allow_dns_updates: str) -> None:
+               allow_dns_updates: str, services: str = "ldap, dns, kdc, rpc") -> None:
     options = {
         "interfaces": f"{address}/8",
         "bind interfaces only": "yes",
         # Only what the tests and the demo use: LDAP, DNS, Kerberos, and RPC for samba-tool dns.
-        "server services": "ldap, dns, kdc, rpc",
+        "server services": services,
         "allow dns updates": allow_dns_updates,
         "dns forwarder": address,
         "log file": str(workdir / "log.%m"),
@@ -174,26 +187,51 @@ def _delegate(server: SambaServer) -> None:
     server.samba_tool("dsacl", "set", f"--objectdn={server.computers_ou}", f"--sddl={sddl}")
 
 
+def _claim_winbindd(timeout: float) -> IO[str]:
+    handle = open(_WINBINDD_LOCK, "w")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                handle.close()
+                raise ServerError("samba: another DC with SMB holds %s (winbindd's socket "
+                                  "directory is machine-wide)" % _WINBINDD_LOCK) from None
+            time.sleep(0.5)
+
+
+def _winbindd_answers() -> bool:
+    return subprocess.run(["wbinfo", "-p"], capture_output=True, timeout=10).returncode == 0
+
+
 def start_samba(workdir: Path, reverse_zone: str = "2.0.10.in-addr.arpa",
-                allow_dns_updates: str = "nonsecure", timeout: float = 120.0) -> SambaServer:
+                allow_dns_updates: str = "nonsecure", timeout: float = 120.0,
+                smb: bool = False) -> SambaServer:
     """Provision a fresh domain in `workdir` and run Samba in the foreground.
 
     Ready means LDAPS answers and the reverse zone exists. `allow_dns_updates`
     is Samba's own setting: ``nonsecure`` accepts unsigned RFC 2136 updates
     (Samba's DNS verifies only GSS-TSIG, never shared-key TSIG), ``secure only``
-    is Samba's default and refuses them.
+    is Samba's default and refuses them. `smb` adds SMB_SERVICES (one such DC per
+    machine at a time; ready also means winbindd answers).
     """
     workdir = Path(workdir).resolve()
     if workdir.exists() and any(workdir.iterdir()):
         raise ServerError(f"samba: {workdir} is not empty; give each server a fresh workdir")
     workdir.mkdir(parents=True, exist_ok=True)
+    extra_locks = [_claim_winbindd(timeout)] if smb else []
     address, lock = claim_address()
     admin_password = "Adm-" + secrets.token_urlsafe(16)
     bind_password = "Svc-" + secrets.token_urlsafe(16)
     try:
-        _provision(workdir, address, admin_password, allow_dns_updates)
+        _provision(workdir, address, admin_password, allow_dns_updates,
+                   SMB_SERVICES if smb else "ldap, dns, kdc, rpc")
     except BaseException:
         lock.close()
+        for extra in extra_locks:
+            extra.close()
         raise
     log = workdir / "samba.log"
     # -i: foreground, log to stdout, no daemon; "single" keeps it to one process on a
@@ -202,19 +240,48 @@ def start_samba(workdir: Path, reverse_zone: str = "2.0.10.in-addr.arpa",
                                 str(workdir / "etc" / "smb.conf")], log)
     server = SambaServer(process, workdir, address, lock, admin_password, bind_password,
                          reverse_zone)
+    server.extra_locks = extra_locks
     try:
         _delegate(server)
         wait_for(lambda: _tcp_open(address, 636) and _tcp_open(address, 53),
                  timeout, "samba", process.proc, log)
         wait_for(server.ca_file.exists, timeout, "samba TLS certificate", process.proc, log)
+        if smb:
+            wait_for(lambda: _tcp_open(address, 445) and _winbindd_answers(), timeout,
+                     "samba smbd and winbindd", process.proc, log)
         server.add_zone(reverse_zone)
     except BaseException as exc:
         process.stop()
         lock.close()
+        for extra in extra_locks:
+            extra.close()
         if isinstance(exc, ServerError):
             raise ServerError(f"{exc}{tail(log)}") from None
         raise
     return server
+
+
+def client_conf(directory: Path, server: SambaServer, netbios_name: str) -> Path:
+    """An smb.conf of a Samba client of `server` (net, a guest doing requestodj) in a
+    directory of its own, where it finds the DC without DNS.
+
+    After the CLDAP ping net connects to the DC by its DNS name; this machine's
+    resolver does not know it, so Samba's own name cache (in this client's lock
+    directory) is given the address, as DNS would in a domain.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    for sub in ("private", "lock", "state", "cache", "pid"):
+        (directory / sub).mkdir(exist_ok=True)
+    conf = directory / "smb.conf"
+    conf.write_text("[global]\n" + "".join("\t%s = %s\n" % item for item in (
+        ("workgroup", server.domain), ("realm", server.realm), ("security", "ads"),
+        ("netbios name", netbios_name), ("interfaces", "127.0.0.1/8"),
+        ("private dir", directory / "private"), ("lock directory", directory / "lock"),
+        ("state directory", directory / "state"), ("cache directory", directory / "cache"),
+        ("pid directory", directory / "pid"))))
+    _run(["net", "cache", "add", "NBT/%s#20" % server.dc_fqdn.upper(), server.address,
+          "86400", "--configfile=%s" % conf], "net cache add", timeout=30)
+    return conf
 
 
 def _tcp_open(address: str, port: int) -> bool:
