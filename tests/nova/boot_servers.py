@@ -14,6 +14,7 @@ environment variables set by the caller (e.g. ``NOVAHOOKS_CONFIG``) reach the ho
 
 Protocol
 ========
+(The helpers are in ``harness_protocol.py``, shared with Nova 34's ``nova34_servers.py``.)
 stdout carries only protocol lines: one JSON object per line, each with an ``"event"`` key.
 Anything else (stray prints, unittest output) goes to stderr. stdin carries one command per
 line. After the ``ready`` event, every command gets exactly one reply line, in order.
@@ -73,22 +74,13 @@ import argparse  # noqa: E402
 import functools  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import stat  # noqa: E402
 import tempfile  # noqa: E402
 import traceback  # noqa: E402
 import unittest  # noqa: E402
 
+from harness_protocol import CommandError, emit, guarded, stdin_lines, wait  # noqa: E402
+
 TEMPDIR0 = tempfile.gettempdir()
-
-# Reserve the real stdout for protocol lines; fd 1 (print, C libraries) now goes to stderr.
-_PROTO = os.fdopen(os.dup(1), "w", buffering=1)
-os.dup2(2, 1)
-
-
-def emit(event, **fields):
-    fields = dict(event=event, **fields)
-    _PROTO.write(json.dumps(fields, sort_keys=True, default=str) + "\n")
-    _PROTO.flush()
 
 
 def parse_args(argv=None):
@@ -132,10 +124,6 @@ except Exception:  # noqa: BLE001
 
 T_IMPORTED = time.monotonic()
 MONKEY_MODULES = ("os", "select", "socket", "thread", "time", "subprocess", "builtins")
-
-
-class CommandError(Exception):
-    pass
 
 
 def _instance_uuid(args, kwargs):
@@ -236,16 +224,6 @@ class BootServers(integrated_helpers._IntegratedTestBase):
 
     # -- commands -----------------------------------------------------------------------------
 
-    def _wait(self, check, what):
-        deadline = time.monotonic() + ARGS.timeout
-        while True:
-            done = check()
-            if done:
-                return done
-            if time.monotonic() > deadline:
-                raise CommandError("timed out after %.0f s waiting for %s" % (ARGS.timeout, what))
-            time.sleep(0.05)  # a green sleep: Nova's green threads run meanwhile
-
     def _describe(self, server_id):
         server = self.admin_api.get_server(server_id)
         return {
@@ -284,7 +262,7 @@ class BootServers(integrated_helpers._IntegratedTestBase):
             status = self.api.get_server(server_id)["status"]
             return status if status in ("ACTIVE", "ERROR") else None
 
-        status = self._wait(built, "server %s to build" % name)
+        status = wait(built, ARGS.timeout, "server %s to build" % name)
         server = self._describe(server_id)
         server["build_result"] = self.built[server_id]["rv"]
         if status != "ACTIVE" or self.built[server_id]["error"]:
@@ -311,22 +289,10 @@ class BootServers(integrated_helpers._IntegratedTestBase):
                 return True
             return False
 
-        self._wait(gone, "server %s to be deleted" % server_id)
+        wait(gone, ARGS.timeout, "server %s to be deleted" % server_id)
         if self.deleted[server_id]["error"]:
             raise CommandError("deleting %s failed: %s" % (server_id, self.deleted[server_id]))
         return {"id": server_id, "seconds": round(time.monotonic() - started, 3)}
-
-    def _guarded(self, command, func, *args):
-        """Run one command; report a failure as an ``error`` event and carry on."""
-        try:
-            return func(*args)
-        except CommandError as exc:
-            extra = {"server": exc.args[1]} if len(exc.args) > 1 else {}
-            emit("error", command=command.strip(), message=str(exc.args[0]), **extra)
-        except Exception as exc:  # noqa: BLE001 - report, keep serving
-            emit("error", command=command.strip(),
-                 message="%s: %s\n%s" % (type(exc).__name__, exc, traceback.format_exc()))
-        return None
 
     def run_command(self, line, pending):
         verb, _, rest = line.strip().partition(" ")
@@ -362,38 +328,18 @@ class BootServers(integrated_helpers._IntegratedTestBase):
         pending = list(ARGS.servers)
         if ARGS.auto:
             for spec in pending:
-                booted = self._guarded("boot %s" % json.dumps(spec), self.boot, spec)
+                booted = guarded("boot %s" % json.dumps(spec), self.boot, spec)
                 if booted:
                     emit("active", **booted)
-                    deleted = self._guarded("delete %s" % booted["server"]["id"], self.delete,
+                    deleted = guarded("delete %s" % booted["server"]["id"], self.delete,
                                             booted["server"]["id"])
                     if deleted:
                         emit("deleted", **deleted)
         else:
-            for line in _stdin_lines():
-                if line.strip() and self._guarded(line, self.run_command, line, pending) is False:
+            for line in stdin_lines():
+                if line.strip() and guarded(line, self.run_command, line, pending) is False:
                     break                                       # "quit"
         emit("bye")
-
-
-def _stdin_lines():
-    """Lines from stdin, read without blocking Nova's green threads while we wait."""
-    fd = sys.stdin.fileno()
-    mode = os.fstat(fd).st_mode
-    pollable = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
-    buf = b""
-    while True:
-        while b"\n" not in buf:
-            if pollable:
-                eventlet.hubs.trampoline(fd, read=True)
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                if buf.strip():
-                    yield buf.decode()
-                return
-            buf += chunk
-        line, _, buf = buf.partition(b"\n")
-        yield line.decode()
 
 
 def main():
