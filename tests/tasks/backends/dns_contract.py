@@ -12,6 +12,13 @@ import re
 import uuid
 from typing import Any, Callable, List, Optional
 
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.reversename
+import dns.tsigkeyring
+import dns.update
 import pytest
 
 from novahooks.event import Address
@@ -51,6 +58,38 @@ class DnsReader(abc.ABC):
     @abc.abstractmethod
     def plant(self, fqdn: str, address: str) -> None:
         """An A record as a person would make it: no instance's marker or tag."""
+
+
+class QueryReader(DnsReader):
+    """Asks the server itself over TCP, as dig would; plants with an update of its own
+    (signed with the server admin's key where the server wants one)."""
+
+    def __init__(self, host: str, port: int, zone: str, key_name: Optional[str] = None,
+                 key_secret: Optional[str] = None, key_algorithm: str = "hmac-sha256") -> None:
+        self.host, self.port, self.zone = host, port, zone
+        self.keyring = dns.tsigkeyring.from_text({key_name: key_secret}) \
+            if key_name and key_secret else None
+        self.key_name, self.key_algorithm = key_name, key_algorithm
+
+    def _ask(self, name: str, rdtype: str) -> List[str]:
+        response = dns.query.tcp(dns.message.make_query(name, rdtype), self.host,
+                                 port=self.port, timeout=3)
+        return sorted(rd.to_text() for rrset in response.answer
+                      if rrset.rdtype == dns.rdatatype.from_text(rdtype) for rd in rrset)
+
+    def forward(self, fqdn: str) -> List[str]:
+        return sorted(self._ask(fqdn, "A") + self._ask(fqdn, "AAAA"))
+
+    def ptr(self, address: str) -> List[str]:
+        return _bare(self._ask(dns.reversename.from_address(address).to_text(), "PTR"))
+
+    def plant(self, fqdn: str, address: str) -> None:
+        update = dns.update.UpdateMessage(self.zone, keyring=self.keyring,
+                                          keyname=self.key_name,
+                                          keyalgorithm=self.key_algorithm)
+        update.add(fqdn + ".", 300, "A", address)
+        response = dns.query.tcp(update, self.host, port=self.port, timeout=3)
+        assert response.rcode() == dns.rcode.NOERROR, dns.rcode.to_text(response.rcode())
 
 
 def _bare(names: List[str]) -> List[str]:

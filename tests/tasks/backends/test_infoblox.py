@@ -21,8 +21,9 @@ from novahooks.settings import Settings, load_settings
 from tasks.backends.dns.infoblox import InfobloxDns
 from tasks.backends.infoblox.client import UUID_ATTR
 from tasks.backends.ipam.infoblox import InfobloxIpam
-from tasks.errors import (AuthFailed, BackendUnavailable, Conflict, Misconfigured, OutOfScope)
+from tasks.errors import Misconfigured, OutOfScope
 from tests.conftest import make_event, unique_v4, unique_v6
+from tests.tasks.backends.dns_contract import DnsContract, DnsReader, DnsSpace
 from tests.tasks.backends.ipam_contract import IpamContract, IpamReader
 
 ZONE = "cloud.example.test"
@@ -188,6 +189,48 @@ def dns_held(grid: Grid, instance_uuid: str) -> Dict[str, List[str]]:
     }
 
 
+class GridDnsReader(DnsReader):
+    def __init__(self, grid: Grid) -> None:
+        self.grid = grid
+
+    def forward(self, fqdn: str) -> List[str]:
+        return sorted([r["ipv4addr"] for r in self.grid.get("record:a", name=fqdn,
+                                                             _return_fields="ipv4addr")] +
+                      [r["ipv6addr"] for r in self.grid.get("record:aaaa", name=fqdn,
+                                                             _return_fields="ipv6addr")])
+
+    def ptr(self, address: str) -> List[str]:
+        field = "ipv%daddr" % ipaddress.ip_address(address).version
+        return sorted(r["ptrdname"] for r in self.grid.get(
+            "record:ptr", _return_fields="ptrdname", **{field: address}))
+
+    def plant(self, fqdn: str, address: str) -> None:
+        self.grid.post("record:a", {"name": fqdn, "ipv4addr": address})
+
+
+class TestInfobloxDns(DnsContract):
+    @pytest.fixture
+    def dns(self, settings: Settings) -> InfobloxDns:
+        return InfobloxDns(settings.dns)
+
+    @pytest.fixture
+    def dns_space(self) -> DnsSpace:
+        return DnsSpace(ZONE, unique_v4, unique_v6)
+
+    @pytest.fixture
+    def dns_reader(self, grid: Grid) -> GridDnsReader:
+        return GridDnsReader(grid)
+
+    @pytest.fixture
+    def dns_bad_credentials(self, wapi: WapiServer, tmp_path: Path) -> InfobloxDns:
+        return InfobloxDns(configure(wapi, tmp_path, password="wrong").dns)
+
+    @pytest.fixture
+    def dns_unreachable(self, wapi: WapiServer, tmp_path: Path) -> InfobloxDns:
+        url = "http://127.0.0.1:%d/wapi/v2.12" % free_port()
+        return InfobloxDns(configure(wapi, tmp_path, url=url).dns)
+
+
 def test_register_writes_tagged_a_aaaa_and_ptrs(grid: Grid, driver: InfobloxDns) -> None:
     ev = make_event()
     v4, v6 = unique_v4(), unique_v6()
@@ -217,37 +260,6 @@ def test_new_address_and_new_name_move_every_record(grid: Grid, driver: Infoblox
     driver.deregister("ibd-c.cloud.example.test", ev.uuid, [])
 
 
-def test_deregister_removes_only_what_the_instance_owns(grid: Grid,
-                                                        driver: InfobloxDns) -> None:
-    mine, theirs = make_event(), make_event()
-    a, b = unique_v4(), unique_v4()
-    driver.register("ibd-d.cloud.example.test", mine.uuid, [Address(a, 4)])
-    driver.register("ibd-e.cloud.example.test", theirs.uuid, [Address(b, 4)])
-    result = driver.deregister("ibd-d.cloud.example.test", mine.uuid, [Address(a, 4)])
-    assert result["forward_removed"] == [a] and result["ptr_removed"] == [a]
-    assert dns_held(grid, mine.uuid) == {"A": [], "AAAA": [], "PTR": []}
-    assert dns_held(grid, theirs.uuid)["A"] == ["ibd-e.cloud.example.test=%s" % b]
-    assert driver.deregister("ibd-d.cloud.example.test", mine.uuid, [])["forward_removed"] == []
-    driver.deregister("ibd-e.cloud.example.test", theirs.uuid, [])
-
-
-def test_name_held_by_someone_else_is_a_conflict_and_nothing_changes(
-        grid: Grid, driver: InfobloxDns) -> None:
-    person = unique_v4()
-    grid.post("record:a", {"name": "ibd-f.cloud.example.test", "ipv4addr": person})
-    ev = make_event()
-    with pytest.raises(Conflict, match="not managed by novahooks"):
-        driver.register("ibd-f.cloud.example.test", ev.uuid, [Address(unique_v4(), 4)])
-    assert dns_held(grid, ev.uuid) == {"A": [], "AAAA": [], "PTR": []}
-    assert [r["ipv4addr"] for r in grid.get("record:a", name="ibd-f.cloud.example.test")] == \
-        [person]
-    other = make_event()
-    driver.register("ibd-g.cloud.example.test", other.uuid, [Address(unique_v4(), 4)])
-    with pytest.raises(Conflict, match=other.uuid):
-        driver.register("ibd-g.cloud.example.test", ev.uuid, [Address(unique_v4(), 4)])
-    driver.deregister("ibd-g.cloud.example.test", other.uuid, [])
-
-
 def test_the_instance_ipam_host_record_is_not_a_dns_conflict(
         grid: Grid, settings: Settings, driver: InfobloxDns) -> None:
     ev = make_event()
@@ -259,36 +271,12 @@ def test_the_instance_ipam_host_record_is_not_a_dns_conflict(
     InfobloxIpam(settings.ipam).release(ev.uuid)
 
 
-def test_out_of_zone_name_or_address_writes_nothing(grid: Grid, driver: InfobloxDns) -> None:
-    ev = make_event()
-    with pytest.raises(OutOfScope, match="172.16.5.5"):
-        driver.register("ibd-i.cloud.example.test", ev.uuid,
-                        [Address(unique_v4(), 4), Address("172.16.5.5", 4)])
-    with pytest.raises(OutOfScope, match="example.org"):
-        driver.register("ibd-i.example.org", ev.uuid, [Address(unique_v4(), 4)])
-    assert dns_held(grid, ev.uuid) == {"A": [], "AAAA": [], "PTR": []}
-
-
 def test_check_names_a_zone_the_grid_does_not_serve(wapi: WapiServer, tmp_path: Path,
                                                     driver: InfobloxDns) -> None:
     assert "2 reverse zone(s)" in driver.check()
     settings = configure(wapi, tmp_path, reverse_zones="10.in-addr.arpa, 168.192.in-addr.arpa")
     with pytest.raises(OutOfScope, match="168.192.in-addr.arpa"):
         InfobloxDns(settings.dns).check()
-
-
-def test_wrong_password_is_an_auth_failure(wapi: WapiServer, tmp_path: Path) -> None:
-    settings = configure(wapi, tmp_path, password="wrong")
-    with pytest.raises(AuthFailed, match="HTTP 401"):
-        InfobloxDns(settings.dns).register("ibd-j.cloud.example.test", make_event().uuid,
-                                           [Address(unique_v4(), 4)])
-
-
-def test_unreachable_grid_is_transient(wapi: WapiServer, tmp_path: Path) -> None:
-    settings = configure(wapi, tmp_path, url="http://127.0.0.1:%d/wapi/v2.12" % free_port())
-    with pytest.raises(BackendUnavailable):
-        InfobloxDns(settings.dns).register("ibd-k.cloud.example.test", make_event().uuid,
-                                           [Address(unique_v4(), 4)])
 
 
 def test_naming_prefix_zone_puts_an_address_in_scope_and_is_checked(
