@@ -137,5 +137,6 @@ def verify_lines(numbered: Iterable[Tuple[int, str]], prev: str = GENESIS,
             problems.append("line %d: sequence %r, expected %d%s" % (number, seq, expected_seq,
                                                                      why))
         prev = record.get("hash", "")
-        expected_seq = (seq if isinstance(seq, int) else expected_seq) + 1
+        # After a record out of place, the next one is expected after the highest so far.
+        expected_seq = max(expected_seq, seq + 1 if isinstance(seq, int) else expected_seq + 1)
     return problems

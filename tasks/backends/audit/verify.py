@@ -25,9 +25,10 @@ class Report(NamedTuple):
 
     def kinds(self) -> List[str]:
         """What kinds of tampering the problems show, for a one-line verdict."""
-        words = ("truncated", "rewritten", "edited", "removed", "reordered", "split view",
-                 "incomplete")
-        return [w for w in words if any(w in p for p in self.problems)]
+        marks = (("truncated", "truncated: "), ("rewritten", ": rewritten ("),
+                 ("edited", "(edited)"), ("removed", "removed"), ("reordered", "(reordered"),
+                 ("split view", "(split view)"), ("incomplete", ": incomplete ("))
+        return [kind for kind, mark in marks if any(mark in p for p in self.problems)]
 
 
 def _chain_from(path: str, first: int) -> List[str]:

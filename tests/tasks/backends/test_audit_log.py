@@ -9,6 +9,7 @@ directory; ``prove`` and ``consistency`` run on the live file.
 """
 
 import base64
+import functools
 import json
 import math
 import os
@@ -76,6 +77,11 @@ def latest(trail: Trail) -> checkpoint.Signed:
                            [note.Verifier(trail.wkey)])
 
 
+def _done(stack: Stack, vm: Vm, kind: str) -> bool:
+    return any(r["stage"] == "done" and r["kind"] == kind
+               for r in audit_lines(stack.audit_path, str(vm.uuid)))
+
+
 @pytest.fixture(scope="module")
 def trail(stack: Stack, processes: Processes,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trail]:
@@ -105,13 +111,15 @@ def trail(stack: Stack, processes: Processes,
         signer = Process("signer", argv + ["signer"], workdir / "signer.log")
         wait_for(lambda: (workdir / "run" / "signer.sock").exists(), 30, "signer socket",
                  signer.proc, workdir / "signer.log")
-        vm = with_uuid(Vm("audit-proof", ((unique_v4(), mac()),)))
-        create(vm)
-        until(lambda: any(r["stage"] == "done" and r["kind"] == "build"
-                          for r in audit_lines(stack.audit_path, str(vm.uuid))), 120, "build")
-        delete(vm)
-        until(lambda: any(r["stage"] == "done" and r["kind"] == "delete"
-                          for r in audit_lines(stack.audit_path, str(vm.uuid))), 120, "delete")
+        # Two VMs, the one under test second, so that its records sit inside the log.
+        before, vm = (with_uuid(Vm(name, ((unique_v4(), mac()),)))
+                      for name in ("audit-before", "audit-proof"))
+        for each in (before, vm):
+            create(each)
+            until(functools.partial(_done, stack, each, "build"), 120, "build")
+        for each in (before, vm):
+            delete(each)
+            until(functools.partial(_done, stack, each, "delete"), 120, "delete")
         yield Trail(workdir, config, vkey, wkey, log_key, Path(stack.audit_path),
                     workdir / "worm", syslog, str(vm.uuid), metrics_port, witness_port)
     finally:
@@ -399,3 +407,19 @@ def test_the_signer_refuses_a_key_file_others_can_read(trail: Trail, tmp_path: P
                                             signer_key_path=key))).audit
     with pytest.raises(Misconfigured, match="mode 0644; only its owner may read it"):
         Signer(config)
+
+
+def test_novahooks_check_reports_the_checkpoint(stack: Stack, trail: Trail,
+                                                tmp_path: Path) -> None:
+    import configparser
+    covered(trail)
+    merged = configparser.ConfigParser(interpolation=None)
+    merged.read([str(stack.config_path), str(trail.config)])
+    with open(tmp_path / "check.conf", "w") as handle:
+        merged.write(handle)
+    rc, out = cli(tmp_path / "check.conf", "check", "--json")
+    rows = {row["check"]: row for row in json.loads(out[out.index("["):])}
+    row = rows["audit/checkpoint"]
+    assert row["ok"], row
+    assert row["detail"].startswith("checkpoint of ") and "verify failures: 0" in row["detail"]
+    assert "witness" in row["detail"] and "worm" in row["detail"] and "syslog" in row["detail"]
