@@ -6,15 +6,25 @@ The schema is versioned so that hook hosts and workers can be upgraded apart:
 workers accept every version up to their own and refuse newer ones loudly.
 """
 
+import datetime
 import json
 import time
 import uuid as uuidlib
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 SCHEMA_VERSION = 1
 
 #: What happened to the instance; the worker side maps each kind to a chain.
 KINDS = ("create", "build", "network", "delete", "resize")
+
+#: An event's place among its instance's events: (microseconds since the epoch, UTC, of
+#: the moment it describes; tie-breaker). Chains of one VM race (queues of different
+#: lengths, retries, redeliveries), so a step compares this with what its backend last
+#: got and leaves newer state alone. The time is the source's (a notification's own
+#: timestamp, a hook's wall clock at the call), never a relay's or listener's, so it
+#: survives republishing; the tie-breaker is the outbox sequence for hooks and Nova's
+#: action rank for notifications.
+Order = Tuple[int, int]
 
 
 class Address(NamedTuple):
@@ -68,6 +78,15 @@ class InstanceEvent(NamedTuple):
     event_id: str = ""
     emitted_at: float = 0.0
     version: int = SCHEMA_VERSION
+    #: None until the source or the relay sets it (events of older hooks never do):
+    #: :meth:`ordering` then falls back to ``emitted_at``.
+    order: Optional[Order] = None
+
+    def ordering(self) -> Order:
+        """The order steps compare; an event without one is placed at its emitted time."""
+        if self.order is not None:
+            return self.order
+        return (microseconds(self.emitted_at), 0)
 
     def to_dict(self) -> Dict[str, Any]:
         data = dict(self._asdict())
@@ -76,6 +95,7 @@ class InstanceEvent(NamedTuple):
                              else [a.to_dict() for a in self.addresses])
         data["metadata"] = dict(self.metadata)
         data["image_properties"] = dict(self.image_properties)
+        data["order"] = list(self.order) if self.order is not None else None
         return data
 
     def to_json(self) -> str:
@@ -94,6 +114,27 @@ def new_event(kind: str, uuid: str, hostname: Optional[str], **fields: Any) -> I
     """Build an event stamped with a fresh id and the current time."""
     return InstanceEvent(kind=kind, uuid=uuid, hostname=hostname,
                          event_id=str(uuidlib.uuid4()), emitted_at=time.time(), **fields)
+
+
+def microseconds(when: float) -> int:
+    """Seconds since the epoch as the integer an :data:`Order` starts with."""
+    return int(round(when * 1000000))
+
+
+def describe_order(order: Order) -> str:
+    """For log lines and audit records: the UTC time and the tie-breaker."""
+    moment = datetime.datetime(1970, 1, 1) + datetime.timedelta(microseconds=order[0])
+    return "%s #%d" % (moment.strftime("%Y-%m-%d %H:%M:%S.%f"), order[1])
+
+
+def _order(value: Any) -> Optional[Order]:
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or any(
+            isinstance(v, bool) or not isinstance(v, int) for v in value):
+        raise EventFormatError("order", "expected [microseconds, tie-breaker] (integers) "
+                               "or null, got %r" % (value,))
+    return (value[0], value[1])
 
 
 def event_from_dict(data: Any) -> InstanceEvent:
@@ -137,6 +178,7 @@ def event_from_dict(data: Any) -> InstanceEvent:
         if not isinstance(values, dict):
             raise EventFormatError(name, "expected an object")
         fields[name] = {str(k): str(v) for k, v in values.items()}
+    fields["order"] = _order(data.get("order"))
     return InstanceEvent(**fields)
 
 

@@ -6,11 +6,12 @@ to register is exactly what the audit trail must still show.
 
 import functools
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from tasks import drivers, policy
+from tasks.backends.audit import redact
 from tasks.app import app
-from tasks.base import StepTask
+from tasks.base import StepTask, book
 from tasks.config import settings
 
 
@@ -39,6 +40,26 @@ def record(self: StepTask, event: Any, stage: str = "done", step: Optional[str] 
         decided = policy.explain(data, settings())
         entry["policy"] = {key: decided[key] for key in ("register", "rule", "fqdn", "error")
                            if decided.get(key) is not None}
+        if stage == "done":
+            # Steps of this chain that left their backend alone (a newer event's state
+            # was there, or a delete began): the record says so, step by step.
+            skipped = book().skipped_steps(str(data.get("event_id") or ""))
+            if skipped:
+                entry["skipped"] = {step: "skipped: %s" % reason
+                                    for step, reason in sorted(skipped.items())}
+    if data.get("uuid"):
+        # What each register step's backend reported for this VM (the LDAP entry's DN,
+        # ...): ties the record to the backend's own objects.
+        made = book().made(str(data["uuid"]))
+        if made:
+            entry["backends"] = made
+    # A secret that slipped into an error or a detail must not be signed into the log.
+    entry = redact.scrub(entry, _secrets())
     for sink in drivers.audit():
         self.backend_call(functools.partial(sink.record, entry))
     return {"stage": stage}
+
+
+@functools.lru_cache(maxsize=1)
+def _secrets() -> List[str]:
+    return redact.secrets_of(settings())

@@ -17,7 +17,7 @@ from celery import Task
 from celery.exceptions import Reject, Retry
 
 from novahooks.logs import FIELDS
-from novahooks.event import EventFormatError, InstanceEvent, event_from_dict
+from novahooks.event import EventFormatError, InstanceEvent, describe_order, event_from_dict
 from tasks import drivers, metrics, policy, validate
 from tasks.chains import step_key
 from tasks.config import settings
@@ -32,6 +32,18 @@ def _summary(payload: Any) -> Dict[str, Any]:
         return {}
     return {"instance_uuid": payload.get("uuid"), "hostname": payload.get("hostname"),
             "kind": payload.get("kind"), "event_id": payload.get("event_id")}
+
+
+class StepSkipped(Exception):
+    """A register step that must do nothing for this event: the outcome is ``skipped``.
+
+    Raised under the instance lock (the tombstone or a newer version was found there),
+    after the ledger noted it for the chain's audit record.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def book() -> Ledger:
@@ -89,15 +101,31 @@ class StepTask(Task):
 
     def register(self, event: InstanceEvent,
                  action: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
-        """Run a register action unless the instance was deleted meanwhile."""
+        """Run a register action unless the instance was deleted or the backend already
+        got a newer event's state (raises StepSkipped).
+
+        Check and write happen under the lock that excludes this step's other runs for
+        the instance, so of two events the newer one's state is what stays, whichever
+        chain comes last. An equal version runs again (a redelivery, a replay).
+        """
         ledger_ = book()
         waited = time.monotonic()
+        order = event.ordering()
         with ledger_.lock(event.uuid, self.backend_kind):
             self._lock_seconds = time.monotonic() - waited
-            if ledger_.is_deleted(event.uuid):
-                return {"skipped": "instance %s was deleted" % event.uuid}
+            deleted, applied = ledger_.register_state(event.uuid, self.backend_kind)
+            reason = None
+            if deleted:
+                reason = "instance %s was deleted" % event.uuid
+            elif applied is not None and order < applied.order:
+                reason = "superseded by %s (%s; this event %s)" % (
+                    applied.event_id or "an event", describe_order(applied.order),
+                    describe_order(order))
+            if reason is not None:
+                ledger_.note_skip(event.event_id, self.name, reason)
+                raise StepSkipped(reason)
             result = self.backend_call(action)
-            ledger_.remember(event.uuid, self.backend_kind, result)
+            ledger_.remember(event.uuid, self.backend_kind, result, order, event.event_id)
         return result
 
     def deregister(self, event: InstanceEvent, action: Callable[[], Dict[str, Any]],
@@ -154,6 +182,7 @@ class StepTask(Task):
         outcome: str = "ok"
         error: Optional[str] = None
         skipped: Optional[str] = None
+        why: Optional[str] = None
         try:
             try:
                 self._park_poison(args, kwargs)
@@ -164,6 +193,9 @@ class StepTask(Task):
             except policy.Skipped as exc:
                 outcome, skipped = "skipped", exc.decision.rule
                 result = {"skipped": str(exc), "rule": skipped}
+            except StepSkipped as exc:
+                outcome, why = "skipped", exc.reason
+                result = {"skipped": why}
             if args and isinstance(args[0], dict) and kwargs.get("stage") != "failed":
                 # Finished means the plan's closing step ran, not merely "end of this
                 # message's chain": a chain cut short by a crash is not finished.
@@ -201,6 +233,8 @@ class StepTask(Task):
                 line["error"] = error
             if skipped:
                 line["skipped_by"] = skipped
+            if why:
+                line["skipped"] = why
             metrics.observe(self.name, outcome, time.monotonic() - started,
                             self._backend_seconds)
             LOG.log(logging.WARNING if error else logging.INFO, "%s %s", self.name, outcome,

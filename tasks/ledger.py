@@ -11,6 +11,10 @@ several), keeps what the backends cannot tell us cheaply:
   tombstone and writes, which makes "register, then deregister" and
   "tombstone, then skipped register" the only possible orders.
 * ``records``: what each step made (backend, reference), for deletes and status.
+* ``versions``: per instance and backend, the order (novahooks.event.Order) of the
+  event whose state the backend last got; a register step of an older event does
+  nothing (``skipped: superseded by ...``), under the same lock, so the newest state
+  stays whichever chain runs last. ``skips`` says so to the chain's audit record.
 * ``progress``: which steps of which event finished, so ``reconcile`` can find
   chains that stopped half-way and finish them.
 * ``dead_letters``: events a step gave up on, with the error and attempts,
@@ -23,10 +27,11 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, UniqueConstraint,
-                        bindparam, create_engine, delete, event, insert, select, text, update)
+from sqlalchemy import (BigInteger, Column, Float, Integer, MetaData, String, Table, Text,
+                        UniqueConstraint, bindparam, create_engine, delete, event, insert,
+                        select, text, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -62,6 +67,26 @@ progress = Table(
     Column("started_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("finished_at", Float),
+)
+
+versions = Table(
+    "versions", metadata,
+    Column("instance_uuid", String(36), primary_key=True),
+    Column("backend", String(32), primary_key=True),
+    Column("stamp", BigInteger, nullable=False),
+    Column("tie", BigInteger, nullable=False),
+    Column("event_id", String(36)),
+    Column("updated_at", Float, nullable=False),
+)
+
+#: Register steps of an event that did nothing because of a tombstone or a newer
+#: version: the chain's audit record names them (written only when a step skips).
+skips = Table(
+    "skips", metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("step", String(64), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
 )
 
 deliveries = Table(
@@ -102,6 +127,24 @@ _STEP_DONE = text("""
         finished_at = COALESCE(excluded.finished_at, progress.finished_at)
 """)
 _IS_DELETED = select(instances.c.deleted_at).where(instances.c.uuid == bindparam("uuid"))
+#: A register step's one read under its lock: the tombstone and its backend's version.
+_REGISTER_STATE = text("""
+    SELECT (SELECT deleted_at FROM instances WHERE uuid = :uuid) AS deleted_at,
+           v.stamp, v.tie, v.event_id
+    FROM (SELECT 1 AS one) AS o
+    LEFT JOIN versions AS v ON v.instance_uuid = :uuid AND v.backend = :backend
+""")
+#: Only ever moves forward, even without the lock (an operator's replay, a race).
+_APPLIED = text("""
+    INSERT INTO versions (instance_uuid, backend, stamp, tie, event_id, updated_at)
+    VALUES (:instance_uuid, :backend, :stamp, :tie, :event_id, :created_at)
+    ON CONFLICT (instance_uuid, backend) DO UPDATE SET
+        stamp = excluded.stamp, tie = excluded.tie, event_id = excluded.event_id,
+        updated_at = excluded.updated_at
+    WHERE excluded.stamp > versions.stamp
+       OR (excluded.stamp = versions.stamp AND excluded.tie >= versions.tie)
+""")
+_SKIPS = select(skips.c.step, skips.c.reason).where(skips.c.event_id == bindparam("event_id"))
 _MADE = select(records).where(records.c.instance_uuid == bindparam("uuid"))
 _FORGET = delete(records).where(records.c.instance_uuid == bindparam("uuid")) \
     .where(records.c.step == bindparam("step"))
@@ -119,6 +162,13 @@ _REMEMBER = text("""
     ON CONFLICT (instance_uuid, step) DO UPDATE SET
         detail = excluded.detail, created_at = excluded.created_at
 """)
+
+
+class Applied(NamedTuple):
+    """The version a backend holds for an instance: the order and event that set it."""
+
+    order: Tuple[int, int]
+    event_id: str
 
 
 def _lock_key(name: str) -> int:
@@ -244,20 +294,65 @@ class Ledger(object):
         rows = self._rows(_IS_DELETED, {"uuid": instance_uuid})
         return bool(rows and rows[0]["deleted_at"])
 
+    def register_state(self, instance_uuid: str,
+                       backend: str) -> Tuple[bool, Optional[Applied]]:
+        """Whether the instance was deleted, and what ``backend`` last got for it."""
+        rows = self._rows(_REGISTER_STATE, {"uuid": instance_uuid, "backend": backend})
+        row = rows[0] if rows else {}
+        applied = None
+        if row.get("stamp") is not None:
+            applied = Applied((int(row["stamp"]), int(row["tie"])), row.get("event_id") or "")
+        return bool(row.get("deleted_at")), applied
+
     def tombstone(self, instance_uuid: str, hostname: Optional[str]) -> None:
         """Mark the instance deleted; the first delete's time stays (one upsert)."""
         self._write(_TOMBSTONE, {"uuid": instance_uuid, "hostname": hostname,
                                    "now": time.time()})
 
-    def remember(self, instance_uuid: str, step: str, detail: Dict[str, Any]) -> None:
+    def remember(self, instance_uuid: str, step: str, detail: Dict[str, Any],
+                 order: Optional[Tuple[int, int]] = None, event_id: str = "") -> None:
         """What a register step made; replaced on every run so it is always current.
 
         One upsert, so two steps of one instance noting the same key at once (the
-        policy note, written before the instance lock is taken) cannot collide.
+        policy note, written before the instance lock is taken) cannot collide. With
+        ``order``, the same transaction notes it as the backend's version.
         """
-        self._write(_REMEMBER, {"instance_uuid": instance_uuid, "step": step,
-                                  "detail": json.dumps(detail, sort_keys=True),
-                                  "created_at": time.time()})
+        values = {"instance_uuid": instance_uuid, "step": step,
+                  "detail": json.dumps(detail, sort_keys=True), "created_at": time.time()}
+        if order is None:
+            self._write(_REMEMBER, values)
+            return
+        values.update(backend=step, stamp=order[0], tie=order[1], event_id=event_id)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(_REMEMBER, values)
+                conn.execute(_APPLIED, values)
+        except OperationalError as exc:
+            raise _unavailable(exc) from exc
+
+    def note_skip(self, event_id: str, step: str, reason: str) -> None:
+        """A register step of this event did nothing, and why (read by its audit record)."""
+        if not event_id:
+            return
+        self._write(text("""
+            INSERT INTO skips (event_id, step, reason, created_at)
+            VALUES (:event_id, :step, :reason, :now)
+            ON CONFLICT (event_id, step) DO UPDATE SET reason = excluded.reason
+        """), {"event_id": event_id, "step": step, "reason": reason[:1000],
+               "now": time.time()})
+
+    def skipped_steps(self, event_id: str) -> Dict[str, str]:
+        if not event_id:
+            return {}
+        return {row["step"]: row["reason"]
+                for row in self._rows(_SKIPS, {"event_id": event_id})}
+
+    def known_events(self, event_ids: List[str]) -> List[str]:
+        """Which of these events were published already (have a progress row)."""
+        if not event_ids:
+            return []
+        return [row["event_id"] for row in self._rows(
+            select(progress.c.event_id).where(progress.c.event_id.in_(event_ids)))]
 
     def forget(self, instance_uuid: str, step: str) -> None:
         self._write(_FORGET, {"uuid": instance_uuid, "step": step})

@@ -11,9 +11,9 @@ import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
-from novahooks.event import EventFormatError, event_from_json
+from novahooks.event import EventFormatError, InstanceEvent, event_from_json, microseconds
 from novahooks.nova.outbox import Outbox
 from novahooks.settings import Settings
 
@@ -70,6 +70,8 @@ class Relay(object):
         if spooled:
             LOG.info("moved %d spooled events into the outbox", spooled)
         batch = self.outbox.pending(self.settings.relay.batch)
+        published = self._published_before(batch)
+        bodies: Dict[int, str] = {}
         done: List[int] = []
         sent: List[Tuple[int, str]] = []
         current: Optional[int] = None
@@ -89,8 +91,18 @@ class Relay(object):
                             LOG.error("outbox event %d is unreadable, dropped: %s", item.seq, exc)
                             done.append(item.seq)
                             continue
+                        if event.event_id and event.event_id in published:
+                            # The same notification appended twice (a listener killed
+                            # between outbox and acknowledgement), or this relay killed
+                            # between publishing and forgetting: its chain went out.
+                            LOG.info("outbox event %d (%s) was published before; not again",
+                                     item.seq, event.event_id)
+                            done.append(item.seq)
+                            continue
+                        published.add(event.event_id)
                         current = item.seq
-                        self.publisher.publish(producer, event.kind, item.body, retry=False,
+                        body = bodies[item.seq] = stamped(event, item.body, item.seq)
+                        self.publisher.publish(producer, event.kind, body, retry=False,
                                                confirm_timeout=self.settings.broker.connect_timeout)
                         sent.append((item.seq, event.kind))
                         if not batched:
@@ -108,7 +120,7 @@ class Relay(object):
             LOG.warning("publishing stopped after %d of %d events: %s", len(done), len(batch), exc)
             raise
         finally:
-            self._record(batch, done)
+            self._record(batch, bodies, done)
             self.outbox.remove(done)
             self.published += len(done)
         if self.metrics is not None and sent:
@@ -118,7 +130,29 @@ class Relay(object):
                 self.metrics.events.labels(kind).inc()
         return len(done)
 
-    def _record(self, batch: List[Any], done: List[int]) -> None:
+    def _ledger(self) -> Any:
+        from tasks.ledger import ledger
+        return ledger(self.settings.ledger.url, self.settings.ledger.sqlite_synchronous)
+
+    def _published_before(self, batch: List[Any]) -> Set[str]:
+        """Event ids of this batch whose chains the ledger already saw published.
+
+        When the ledger cannot answer, everything is published (a duplicate chain
+        is harmless: its steps see their own version and run again idempotently).
+        """
+        ids = []
+        for item in batch:
+            try:
+                ids.append(str(json.loads(item.body).get("event_id") or ""))
+            except (ValueError, AttributeError):
+                continue
+        try:
+            return set(self._ledger().known_events([i for i in ids if i]))
+        except Exception as exc:  # noqa: BLE001 - publish anyway, see above
+            LOG.warning("ledger did not say which events were published before (%s)", exc)
+            return set()
+
+    def _record(self, batch: List[Any], bodies: Dict[int, str], done: List[int]) -> None:
         """Tell the ledger which chains went out, before the outbox forgets them.
 
         If the ledger cannot take it the events stay in the outbox and go out
@@ -127,18 +161,16 @@ class Relay(object):
         """
         if not done:
             return
-        from tasks.ledger import ledger
         finished = set(done)
         events = []
         for item in batch:
-            if item.seq in finished:
+            if item.seq in finished and item.seq in bodies:
                 try:
-                    events.append(json.loads(item.body))
+                    events.append(json.loads(bodies[item.seq]))
                 except ValueError:
                     continue
         try:
-            ledger(self.settings.ledger.url,
-                   self.settings.ledger.sqlite_synchronous).published(events)
+            self._ledger().published(events)
         except Exception as exc:  # noqa: BLE001 - keep them in the outbox, publish again
             LOG.warning("ledger did not record %d published events (%s); they stay in the "
                         "outbox and go out again", len(done), exc)
@@ -171,6 +203,16 @@ class Relay(object):
                 self._stop.wait(backoff)
             elif once and count < self.settings.relay.batch:
                 return
+
+
+def stamped(event: InstanceEvent, body: str, seq: int) -> str:
+    """The event's JSON with its order: the hook's wall clock at the call (``emitted_at``)
+    and this outbox's sequence as the tie-breaker (events of one host in the order its
+    hooks appended them). Events that carry an order (the listener's: the
+    notification's own time) go out as they are."""
+    if event.order is not None:
+        return body
+    return event._replace(order=(microseconds(event.emitted_at), seq)).to_json()
 
 
 def start_gate(relay: Relay) -> "Optional[GateService]":

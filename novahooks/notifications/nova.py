@@ -17,13 +17,26 @@ Actions:
 * ``resize``: flavor, host or image changed (resize, rebuild, migration).
 * ``update``: ``instance.update``; whether it is a rename or an address change
   depends on what was known before.
+* ``offload``: shelve offloaded the VM (host null until ``unshelve.end``): a
+  ``resize`` event with vm_state ``shelved_offloaded``, addresses kept.
+* ``observe``: any other notification carrying the settled instance (power,
+  pause, shelve, snapshot, volume, ``exists``...): nothing unless it reveals a
+  rename (or other addresses) that no event announced, since Nova sends no
+  ``instance.update`` for a rename unless ``[notifications]
+  notify_on_state_change`` is set.
+
+Every event carries its order (:data:`novahooks.event.Order`): the
+notification's own ``timestamp`` (UTC, Nova's ``str(utcnow())``) and the
+action's :data:`RANK` as tie-breaker.
 """
 
+import datetime
+import re
 import time
 import uuid as uuidlib
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
-from novahooks.event import Address, Flavor, InstanceEvent
+from novahooks.event import Address, Flavor, InstanceEvent, Order
 from novahooks.notifications.message import Malformed, Notification
 
 #: Nova payload classes this code reads -> the major versions it understands. Minor
@@ -35,6 +48,13 @@ PAYLOADS = {
     "InstanceUpdatePayload": (1, 2),
     "InstanceActionRebuildPayload": (1,),
     "InstanceActionResizePrepPayload": (1,),
+    # read only to notice a rename no event announced (action "observe")
+    "InstanceActionVolumePayload": (1,),
+    "InstanceActionVolumeSwapPayload": (1,),
+    "InstanceActionSnapshotPayload": (1,),
+    "InstanceActionRescuePayload": (1,),
+    "InstanceActionSharePayload": (1,),
+    "InstanceExistsPayload": (1, 2),
 }
 NESTED = {"IpPayload": (1,), "FlavorPayload": (1,)}
 
@@ -52,7 +72,15 @@ VERSIONED = {
     "instance.live_migration_post_dest.end": "resize",
     "instance.unshelve.end": "resize",
     "instance.evacuate": "resize",
+    "instance.shelve_offload.end": "offload",
 }
+#: Notifications of a settled instance that change nothing registered by themselves.
+OBSERVED = ("power_off.end", "power_on.end", "reboot.end", "pause.end", "unpause.end",
+            "suspend.end", "resume.end", "shelve.end", "rescue.end", "unrescue.end",
+            "resize_confirm.end", "snapshot.end", "volume_attach.end", "volume_detach.end",
+            "volume_swap.end", "restore.end", "trigger_crash_dump.end", "lock", "unlock",
+            "exists", "share_attach.end", "share_detach.end")
+VERSIONED.update({"instance." + name: "observe" for name in OBSERVED})
 #: Why the rest of the instance lifecycle changes nothing that is registered.
 WHY_NOT = {
     "instance.create.start": "the VM has no address yet; it is registered at "
@@ -60,6 +88,9 @@ WHY_NOT = {
     "instance.create.error": "the build failed; nothing was registered for it",
     "instance.resize.end": "sent by the source host before the resize finishes; the new "
                            "flavor and host come with instance.resize_finish.end",
+    "compute.instance.resize.end": "sent by the source host before the resize finishes "
+                                   "(still the old flavor); the new flavor and host come "
+                                   "with compute.instance.finish_resize.end",
 }
 LEGACY = {
     "compute.instance.create.end": "build",
@@ -72,10 +103,29 @@ LEGACY = {
     "compute.instance.live_migration.post.dest.end": "resize",
     "compute.instance.unshelve.end": "resize",
     "compute.instance.evacuate": "resize",
+    "compute.instance.shelve_offload.end": "offload",
 }
+#: Legacy names of the observed notifications above (Nova's LegacyValidatingNotifier).
+LEGACY.update({"compute.instance." + name: "observe" for name in (
+    "power_off.end", "power_on.end", "reboot.end", "pause.end", "unpause.end",
+    "suspend.end", "resume.end", "shelve.end", "rescue.end", "unrescue.end",
+    "resize.confirm.end", "snapshot.end", "restore.end", "trigger_crash_dump.end",
+    "exists")})
+#: Legacy event type -> its versioned twin's, where the names differ (the twins of one
+#: Nova action are paired by this name, the instance and their timestamps).
+LEGACY_TWINS = {
+    "compute.instance.finish_resize.end": "instance.resize_finish.end",
+    "compute.instance.resize.revert.end": "instance.resize_revert.end",
+    "compute.instance.resize.confirm.end": "instance.resize_confirm.end",
+    "compute.instance.live_migration.post.dest.end": "instance.live_migration_post_dest.end",
+}
+#: The tie-breaker of two notifications of one instance with the same timestamp: the
+#: order of Nova's lifecycle (a build before what follows it, a delete last).
+RANK = {"build": 1, "update": 2, "observe": 2, "network": 3, "resize": 3, "offload": 4,
+        "capture": 5, "delete": 6}
 #: The event kind each action enqueues (``update`` decides between the two later).
 KIND = {"build": "build", "capture": "delete", "delete": "delete", "network": "network",
-        "resize": "resize", "update": "network"}
+        "resize": "resize", "update": "network", "offload": "resize", "observe": "network"}
 
 
 class Change(NamedTuple):
@@ -89,6 +139,46 @@ class Change(NamedTuple):
 
 class Ignored(NamedTuple):
     reason: str
+
+
+def twin_name(event_type: str) -> Tuple[str, str]:
+    """(format, the versioned name of the action): legacy and versioned twins match."""
+    if event_type.startswith("compute.instance."):
+        return "legacy", LEGACY_TWINS.get(event_type, "instance." + event_type[17:])
+    return "versioned", event_type
+
+
+def timestamp(note: Notification) -> Optional[int]:
+    """The notification's own time in microseconds since the epoch (None: none given).
+
+    oslo.messaging writes ``str(utcnow())``: ``2026-12-01 23:08:48.523874``, UTC
+    without a zone (and no fraction when it is zero); an ISO form with ``T`` or a
+    zone is read too.
+    """
+    text = note.timestamp.strip()
+    if not text:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    delta = moment - datetime.datetime(1970, 1, 1)
+    return (delta.days * 86400 + delta.seconds) * 1000000 + delta.microseconds
+
+
+def order(note: Notification, action: str) -> Optional[Order]:
+    stamp = timestamp(note)
+    return None if stamp is None else (stamp, RANK.get(action, 0))
+
+
+def sanitize_hostname(name: str) -> str:
+    """Nova's nova.utils.sanitize_hostname (Nova 34, unchanged since Liberty)."""
+    name = name.encode("latin-1", "ignore").decode("latin-1")[:63]
+    name = re.sub(r"[ _\.]", "-", name)
+    name = re.sub(r"[^\w.-]+", "", name)
+    return name.lower().strip(".-")
 
 
 def event_id(note: Notification) -> str:
@@ -196,12 +286,21 @@ def _plain_object(item: Any, field: str) -> Dict[str, Any]:
     return item
 
 
-def _hostname(data: Dict[str, Any], key: str, action: str) -> Optional[str]:
-    """Every event but a delete needs the name it registers."""
+def _hostname(data: Dict[str, Any], key: str, action: str, uuid: str) -> Optional[str]:
+    """Every event but a delete needs the name it registers.
+
+    A payload without one (very old legacy payloads) gets the name Nova gave the
+    instance at creation from its display name (nova/compute/api.py
+    ``_populate_instance_names``): sanitized, or ``Server-<uuid>`` when nothing is left.
+    """
     hostname = _optional_text(data, key)
-    if hostname is None and action != "delete":
-        raise Malformed("payload." + key, "missing or empty (%r)" % (data.get(key),))
-    return hostname
+    if hostname is not None or action == "delete":
+        return hostname
+    display_name = _optional_text(data, "display_name")
+    if display_name is None:
+        raise Malformed("payload." + key, "missing or empty (%r), and no display_name to "
+                        "derive it from as Nova does" % (data.get(key),))
+    return sanitize_hostname(display_name) or "Server-%s" % uuid
 
 
 def _event(note: Notification, action: str, data: Dict[str, Any], instance: str,
@@ -217,7 +316,7 @@ def _event(note: Notification, action: str, data: Dict[str, Any], instance: str,
         flavor=flavor, image=image, os_type=_optional_text(data, "os_type"),
         metadata=_metadata(data), addresses=addresses,
         source="notification:%s" % note.event_type, event_id=event_id(note),
-        emitted_at=time.time())
+        emitted_at=time.time(), order=order(note, action))
 
 
 def _versioned(note: Notification, action: str) -> Change:
@@ -228,7 +327,7 @@ def _versioned(note: Notification, action: str) -> Change:
     flavor = None
     if data.get("flavor") is not None:
         flavor = _flavor(_object(data["flavor"], "payload.flavor", NESTED))
-    hostname = _hostname(data, "host_name", action)
+    hostname = _hostname(data, "host_name", action, instance)
     event = _event(note, action, data, instance, hostname, flavor,
                    _optional_text(data, "image_uuid"), addresses)
     return Change(action, event, renamed=bool(data.get("old_display_name")),
@@ -240,7 +339,7 @@ def _legacy(note: Notification, action: str) -> Change:
     instance = _required_text(data, "instance_id", "payload.instance_id")
     addresses = _addresses(data, "fixed_ips", lambda item, field: _address(
         _plain_object(item, field), field, "vif_mac", None, "label"))
-    hostname = _hostname(data, "hostname", action)
+    hostname = _hostname(data, "hostname", action, instance)
     flavor = Flavor(name=_optional_text(data, "instance_type"), vcpus=_number(data, "vcpus"),
                     memory_mb=_number(data, "memory_mb"), root_gb=_number(data, "root_gb"),
                     ephemeral_gb=_number(data, "ephemeral_gb"))
@@ -258,10 +357,17 @@ def translate(note: Notification) -> Union[Change, Ignored]:
     Raises :class:`Malformed` (naming the field) for a payload this code cannot read.
     """
     kind = note.event_type
-    if kind in VERSIONED:
-        return _versioned(note, VERSIONED[kind])
-    if kind in LEGACY:
-        return _legacy(note, LEGACY[kind])
+    read = _versioned if kind in VERSIONED else _legacy if kind in LEGACY else None
+    if read is not None:
+        action = VERSIONED.get(kind) or LEGACY[kind]
+        try:
+            return read(note, action)
+        except Malformed as exc:
+            if action != "observe":
+                raise
+            # It never registered anything: an unreadable one stays what it was, ignored.
+            return Ignored("%s changes nothing registered, and could not be read to "
+                           "notice a rename: %s" % (kind, exc))
     if WHY_NOT.get(kind):
         return Ignored(WHY_NOT[kind])
     if kind.startswith("compute.instance.create."):

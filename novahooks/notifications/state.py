@@ -18,9 +18,34 @@ class Floating(NamedTuple):
     fixed_address: Optional[str]
 
 
+class Seen(NamedTuple):
+    """A notification whose events (or effects) are durable: its redelivery does nothing."""
+
+    message_id: str
+    event_type: str
+
+
+class Twin(NamedTuple):
+    """One notification of a Nova action, which its other format's twin pairs with."""
+
+    message_id: str
+    instance_uuid: str
+    #: the versioned event type (legacy names translated: nova.twin_name)
+    name: str
+    #: "versioned" or "legacy"
+    format: str
+    #: the notification's own time, microseconds since the epoch
+    stamp: int
+
+
 #: One change to apply once the events of a notification are durable:
-#: ("remember", InstanceEvent) | ("forget", uuid) | ("bind", Floating) | ("unbind", floating_id)
+#: ("remember", InstanceEvent) | ("forget", uuid) | ("bind", Floating) |
+#: ("unbind", floating_id) | ("seen", Seen) | ("twin", Twin) | ("paired", message_id)
 Effect = Tuple[str, Any]
+
+#: Twins of one Nova action are sent one after the other by the same service: their
+#: timestamps are milliseconds apart. Two actions of one kind on one VM are seconds apart.
+TWIN_WINDOW_US = 5 * 1000000
 
 
 class EmptyState(object):
@@ -38,6 +63,14 @@ class EmptyState(object):
     def floating(self, floating_id: str) -> Optional[Floating]:
         return None
 
+    def seen(self, message_id: str) -> Optional[float]:
+        """When a notification with this message id was handled (None: never)."""
+        return None
+
+    def twin_of(self, twin: Twin) -> Optional[Twin]:
+        """The other format's unpaired notification of the same action, if handled."""
+        return None
+
     def apply(self, effects: Sequence[Effect]) -> None:
         return None
 
@@ -52,4 +85,4 @@ def describe(state: EmptyState, instance_uuid: str) -> Dict[str, Any]:
             "floating": [f.address for f in state.floating_of(known)]}
 
 
-__all__ = ["EmptyState", "Floating", "Effect", "describe"]
+__all__ = ["EmptyState", "Floating", "Effect", "Seen", "Twin", "TWIN_WINDOW_US", "describe"]

@@ -15,17 +15,24 @@ port yet. These tables are written by the listener itself, in bus order, right
 after the event is durable, so they never lag behind what was enqueued. They
 live in the ledger's database (``[ledger] url``): several listeners on one
 queue (PostgreSQL) share them; one host's listener and workers share SQLite.
+
+Two more make one Nova action one event: ``notified_messages`` (the message ids
+whose events are durable: a redelivery or a second publication is ignored) and
+``notified_twins`` (each handled notification's action and timestamp, so the
+other format's twin of it is ignored). Both are pruned after ``retention``
+seconds (``[notifications] seen_retention``), far longer than any redelivery.
 """
 
 import time
 from typing import List, Optional, Sequence
 
-from sqlalchemy import (Column, Float, MetaData, String, Table, Text, create_engine, delete,
-                        insert, or_, select, text)
+from sqlalchemy import (BigInteger, Boolean, Column, Float, MetaData, String, Table, Text,
+                        create_engine, delete, func, insert, or_, select, text, update)
 from sqlalchemy.engine import Connection, Engine
 
 from novahooks.event import InstanceEvent, event_from_json
-from novahooks.notifications.state import Effect, EmptyState, Floating
+from novahooks.notifications.state import (TWIN_WINDOW_US, Effect, EmptyState, Floating,
+                                           Seen, Twin)
 
 metadata = MetaData()
 
@@ -54,10 +61,34 @@ floating_ips = Table(
 )
 
 
+messages = Table(
+    "notified_messages", metadata,
+    Column("message_id", String(64), primary_key=True),
+    Column("event_type", String(128), nullable=False),
+    Column("seen_at", Float, nullable=False, index=True),
+)
+
+twins = Table(
+    "notified_twins", metadata,
+    Column("message_id", String(64), primary_key=True),
+    Column("instance_uuid", String(36), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("format", String(16), nullable=False),
+    Column("stamp", BigInteger, nullable=False),
+    Column("paired", Boolean, nullable=False, default=False),
+    Column("seen_at", Float, nullable=False, index=True),
+)
+
+#: Seconds between two prunings of the tables above.
+PRUNE_EVERY = 60.0
+
+
 class State(EmptyState):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, retention: float = 172800.0) -> None:
         self.url = url
+        self.retention = retention
         self._engine = None  # type: Optional[Engine]
+        self._pruned = 0.0
 
     @property
     def engine(self) -> Engine:
@@ -109,6 +140,24 @@ class State(EmptyState):
                              .where(floating_ips.c.floating_id == floating_id)).first()
         return Floating(r.floating_id, r.address, r.port_id, r.fixed_address) if r else None
 
+    def seen(self, message_id: str) -> Optional[float]:
+        with self.engine.connect() as conn:
+            return conn.execute(select(messages.c.seen_at)
+                                .where(messages.c.message_id == message_id)).scalar()
+
+    def twin_of(self, twin: Twin) -> Optional[Twin]:
+        """The nearest unpaired notification of the other format for the same action."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(twins).where(twins.c.instance_uuid == twin.instance_uuid)
+                .where(twins.c.name == twin.name).where(twins.c.format != twin.format)
+                .where(twins.c.paired.is_(False))
+                .where(twins.c.stamp.between(twin.stamp - TWIN_WINDOW_US,
+                                             twin.stamp + TWIN_WINDOW_US))
+                .order_by(func.abs(twins.c.stamp - twin.stamp)).limit(1)).first()
+        return Twin(row.message_id, row.instance_uuid, row.name, row.format,
+                    int(row.stamp)) if row else None
+
     def apply(self, effects: Sequence[Effect]) -> None:
         """All of one notification's changes in one transaction."""
         if not effects:
@@ -116,6 +165,30 @@ class State(EmptyState):
         with self.engine.begin() as conn:
             for op, value in effects:
                 getattr(self, "_" + op)(conn, value)
+            now = time.time()
+            if now - self._pruned > PRUNE_EVERY:
+                self._pruned = now
+                cutoff = now - self.retention
+                conn.execute(delete(messages).where(messages.c.seen_at < cutoff))
+                conn.execute(delete(twins).where(twins.c.seen_at < cutoff))
+
+    @staticmethod
+    def _seen(conn: Connection, seen: Seen) -> None:
+        conn.execute(delete(messages).where(messages.c.message_id == seen.message_id))
+        conn.execute(insert(messages).values(message_id=seen.message_id,
+                                             event_type=seen.event_type[:128],
+                                             seen_at=time.time()))
+
+    @staticmethod
+    def _twin(conn: Connection, twin: Twin) -> None:
+        conn.execute(delete(twins).where(twins.c.message_id == twin.message_id))
+        conn.execute(insert(twins).values(paired=False, seen_at=time.time(),
+                                          **twin._asdict()))
+
+    @staticmethod
+    def _paired(conn: Connection, message_id: str) -> None:
+        conn.execute(update(twins).where(twins.c.message_id == message_id)
+                     .values(paired=True))
 
     @staticmethod
     def _remember(conn: Connection, event: InstanceEvent) -> None:

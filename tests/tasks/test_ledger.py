@@ -169,3 +169,40 @@ def test_sqlite_synchronous_is_set_on_every_connection(tmp_path: Path, mode: str
         for conn in (one, two):
             assert conn.execute(text("PRAGMA synchronous")).scalar_one() == expected
             assert conn.execute(text("PRAGMA journal_mode")).scalar_one() == "wal"
+
+
+def test_versions_per_instance_and_backend_only_move_forward(ledger_url: str) -> None:
+    """What a register step reads under its lock, and writes with what it made."""
+    book = Ledger(ledger_url)
+    assert book.register_state("v1", "dns") == (False, None)
+    book.remember("v1", "dns", {"fqdn": "new.example"}, (2000, 1), "e-new")
+    book.remember("v1", "inventory", {"id": 7}, (1000, 0), "e-old")
+    deleted, applied = book.register_state("v1", "dns")
+    assert not deleted and applied is not None
+    assert applied.order == (2000, 1) and applied.event_id == "e-new"
+    assert book.register_state("v1", "inventory")[1].order == (1000, 0), "per backend"
+    # An older version never replaces a newer one, even written without the lock.
+    book.remember("v1", "dns", {"fqdn": "old.example"}, (1999, 9), "e-older")
+    assert book.register_state("v1", "dns")[1].event_id == "e-new"
+    book.remember("v1", "dns", {"fqdn": "new.example"}, (2000, 1), "e-new")  # the same again
+    book.remember("v1", "dns", {"fqdn": "newer.example"}, (2000, 2), "e-tie")
+    assert book.register_state("v1", "dns")[1].order == (2000, 2)
+    big = (1796166528523874, 3)  # microseconds of a 2026 timestamp: 64-bit on both databases
+    book.remember("v1", "dns", {}, big, "e-2026")
+    assert book.register_state("v1", "dns")[1].order == big
+    book.tombstone("v1", "web-1")
+    assert book.register_state("v1", "dns")[0] is True
+    assert book.made("v1")["dns"] == {}
+
+
+def test_skips_are_kept_per_event_for_its_audit_record(ledger_url: str) -> None:
+    book = Ledger(ledger_url)
+    assert book.skipped_steps("e-1") == {}
+    book.note_skip("e-1", "dns.register", "superseded by e-2")
+    book.note_skip("e-1", "ldap.register", "superseded by e-2")
+    book.note_skip("e-1", "ldap.register", "instance u was deleted")
+    assert book.skipped_steps("e-1") == {"dns.register": "superseded by e-2",
+                                         "ldap.register": "instance u was deleted"}
+    assert book.skipped_steps("e-2") == {}
+    book.published([{"event_id": "e-1", "uuid": "u", "kind": "build"}])
+    assert book.known_events(["e-1", "e-3"]) == ["e-1"]

@@ -135,8 +135,9 @@ def _broken(mutate) -> dict:  # type: ignore[no-untyped-def]
     (json.dumps({"event_type": "instance.create.end"}), "payload", "missing"),
     (json.dumps({"payload": {}}), "event_type", "missing"),
     (_broken(lambda b: b["payload"]["nova_object.data"].pop("uuid")), "payload.uuid", "missing"),
-    (_broken(lambda b: b["payload"]["nova_object.data"].pop("host_name")), "payload.host_name",
-     "missing"),
+    (_broken(lambda b: [b["payload"]["nova_object.data"].pop(k)
+                        for k in ("host_name", "display_name")]), "payload.host_name",
+     "no display_name to derive it from"),
     (_broken(lambda b: b["payload"].update({"nova_object.version": "3.0"})),
      "payload.nova_object.version", "major version 3 is unknown"),
     (_broken(lambda b: b["payload"].update({"nova_object.name": "InstanceFuturePayload"})),
@@ -163,3 +164,47 @@ def test_translate_names_each_action() -> None:
     change = nova.translate(message.from_dict(samples.load("instance-delete-start")))
     assert isinstance(change, nova.Change) and change.action == "capture"
     assert [a.address for a in change.event.addresses] == ["192.168.1.3"]
+
+
+@pytest.mark.parametrize("display_name,hostname", [
+    ("My Web_Server.01", "my-web-server-01"),       # spaces, _ and . become -
+    ("-db (primary)-", "db-primary"),              # other characters go, ends stripped
+    ("caf\u00e9-\u4e2d\u6587", "caf\u00e9"),          # outside Latin-1 dropped, then "-" stripped
+    ("\u4e2d\u6587", "Server-%s" % SAMPLE_UUID),     # nothing left: Nova's default
+    ("x" * 70, "x" * 63),                           # truncated to 63 first
+])
+def test_payload_without_hostname_gets_novas_name_for_it(display_name: str,
+                                                         hostname: str) -> None:
+    """Very old legacy payloads carry no hostname: Nova's own rule (nova.utils
+    sanitize_hostname, Server-<uuid> when nothing is left) gives it."""
+    body = samples.legacy_create_end(SAMPLE_UUID, "ignored", [("10.20.9.9", "fa:16:3e:09:00:09")])
+    del body["payload"]["hostname"]
+    body["payload"]["display_name"] = display_name
+    event = decide(message.from_dict(body)).events[0]
+    assert event.hostname == hostname
+    versioned = samples.load("instance-create-end")
+    data = versioned["payload"]["nova_object.data"]
+    del data["host_name"]
+    data["display_name"] = display_name
+    assert decide(message.from_dict(versioned)).events[0].hostname == hostname
+
+
+@pytest.mark.parametrize("stamp,micros", [
+    ("2026-12-01 23:08:48.523874", 1796166528523874),   # oslo.messaging's str(utcnow())
+    ("2026-12-01 23:08:48", 1796166528000000),          # str() drops a zero fraction
+    ("2026-12-01T23:08:48.523874Z", 1796166528523874),
+    ("2026-12-02T00:08:48.523874+01:00", 1796166528523874),
+])
+def test_event_order_is_the_notifications_own_time_and_action_rank(stamp: str,
+                                                                   micros: int) -> None:
+    body = dict(samples.load("instance-resize_finish-end"), timestamp=stamp)
+    event = decide(message.from_dict(body)).events[0]
+    assert event.order == (micros, nova.RANK["resize"])
+    again = decide(message.from_dict(body)).events[0]
+    assert again.order == event.order and again.emitted_at >= event.emitted_at
+
+
+def test_event_without_timestamp_leaves_the_order_to_the_relay() -> None:
+    event = decide(message.from_dict(samples.load("instance-create-end"))).events[0]
+    assert event.order is None
+    assert event.ordering() == (round(event.emitted_at * 1000000), 0)

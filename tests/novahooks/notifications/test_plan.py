@@ -152,3 +152,120 @@ def test_floating_ip_deleted(state: State) -> None:
                                          v["port"], "10.20.7.11"))
     assert addresses(plan) == ["10.20.7.11", "2001:db8:20::7:b"]
     assert state.floating("fip-11") is None
+
+
+def at(body: Dict[str, Any], stamp: str, event_type: str = "") -> Dict[str, Any]:
+    """The notification with its own timestamp (and another event type)."""
+    return dict(body, timestamp=stamp, **({"event_type": event_type} if event_type else {}))
+
+
+def legacy(v: Dict[str, Any], event_type: str, hostname: str = "", **payload: Any) -> Dict[
+        str, Any]:
+    body = samples.legacy_create_end(v["uuid"], hostname or v["hostname"],
+                                     [(a, m) for a, m, _ in v["fixed"]])
+    body["event_type"] = event_type
+    body["payload"].update(payload)
+    return body
+
+
+def test_a_notification_handled_once_is_not_handled_again(state: State) -> None:
+    """Redelivered after a crash, or published twice: one event, whatever came between."""
+    v = vm(20)
+    body = at(samples.vary("instance-create-end", v["uuid"], "vm-20", v["fixed"]),
+              "2026-12-01 10:00:00.000000")
+    first = run(state, body)
+    renamed = run(state, at(update(v, "vm-20b", old_display_name="vm-20"),
+                            "2026-12-01 10:00:05.000000"))
+    assert [e.hostname for e in first.events + renamed.events] == ["vm-20", "vm-20b"]
+    again = run(state, body)
+    assert again.events == () and "handled already" in again.ignored
+    assert body["message_id"] in again.ignored
+    assert state.known(v["uuid"]).hostname == "vm-20b", "the redelivery changed nothing"
+
+
+def test_versioned_and_legacy_twins_of_one_action_are_one_event(state: State) -> None:
+    """notification_format = both: whichever twin comes first is used, the other ignored;
+    two actions of one kind, each with its twins, stay two events."""
+    v = vm(21)
+    plans = [run(state, body) for body in (
+        at(legacy(v, "compute.instance.create.end"), "2026-12-01 11:00:00.001000"),
+        at(samples.vary("instance-create-end", v["uuid"], "vm-21", v["fixed"]),
+           "2026-12-01 11:00:00.004000"),
+        at(samples.vary("instance-resize_finish-end", v["uuid"], "vm-21", v["fixed"]),
+           "2026-12-01 11:00:30.000000"),
+        at(legacy(v, "compute.instance.finish_resize.end"), "2026-12-01 11:00:30.002000"),
+        at(legacy(v, "compute.instance.finish_resize.end"), "2026-12-01 11:00:33.000000"),
+        at(samples.vary("instance-resize_finish-end", v["uuid"], "vm-21", v["fixed"]),
+           "2026-12-01 11:00:33.001000"),
+        at(legacy(v, "compute.instance.delete.end", fixed_ips=[]),
+           "2026-12-01 11:01:00.000000"),
+        at(samples.vary("instance-delete-end", v["uuid"], "vm-21"),
+           "2026-12-01 11:01:00.003000"),
+    )]
+    assert [[e.kind for e in p.events] for p in plans] == [
+        ["build"], [], ["resize"], [], ["resize"], [], ["delete"], []]
+    for plan in plans[1::2]:
+        assert "twin of" in plan.ignored and "one event per Nova action" in plan.ignored
+    # the legacy delete.end kept the addresses for the versioned one's twin: nothing lost
+    assert addresses(plans[6]) == ["10.20.7.21", "2001:db8:20::7:15"]
+
+
+def test_one_format_alone_pairs_nothing(state: State) -> None:
+    """Nova's default (unversioned only): every action is its own event."""
+    v = vm(22)
+    run(state, at(legacy(v, "compute.instance.create.end"), "2026-12-01 12:00:00.000000"))
+    first = run(state, at(legacy(v, "compute.instance.update", hostname="vm-22b",
+                                 old_display_name="vm-22"), "2026-12-01 12:00:01.000000"))
+    second = run(state, at(legacy(v, "compute.instance.update", hostname="vm-22c",
+                                  old_display_name="vm-22b"), "2026-12-01 12:00:01.500000"))
+    assert [e.hostname for e in first.events + second.events] == ["vm-22b", "vm-22c"]
+
+
+def test_rename_no_event_announced_shows_on_the_next_notification(state: State) -> None:
+    """notify_on_state_change unset: Nova sends nothing for a rename; the next
+    notification carrying the instance has the new name, and moves the records."""
+    v = vm(23)
+    created(state, v)
+    resized = run(state, samples.vary("instance-resize_finish-end", v["uuid"], "vm-23b",
+                                      v["fixed"]))
+    assert resized.events[0].kind == "network" and resized.events[0].hostname == "vm-23b"
+    off = samples.vary("instance-power_off-end", v["uuid"], "vm-23c", v["fixed"],
+                       task_state=None)
+    plan = run(state, off)
+    assert plan.events[0].kind == "network" and plan.events[0].hostname == "vm-23c"
+    assert addresses(plan) == ["10.20.7.23", "2001:db8:20::7:17"]
+    quiet = run(state, samples.vary("instance-power_off-end", v["uuid"], "vm-23c", v["fixed"],
+                                    task_state=None))
+    assert quiet.events == () and "changes nothing registered" in quiet.ignored
+    shown = samples.vary("instance-power_off-end", v["uuid"], "vm-23c", v["fixed"],
+                         task_state=None)
+    shown["payload"]["nova_object.data"]["display_name"] = "Web 23"
+    assert run(state, shown).events[0].display_name == "Web 23", "display name alone"
+    legacy_off = run(state, legacy(v, "compute.instance.power_off.end", hostname="vm-23d"))
+    assert legacy_off.events[0].kind == "network" and legacy_off.events[0].hostname == "vm-23d"
+
+
+def test_resize_end_with_the_old_flavor_is_ignored(state: State) -> None:
+    v = vm(24)
+    created(state, v)
+    for body in (samples.vary("instance-resize-end", v["uuid"], "vm-24b", v["fixed"]),
+                 legacy(v, "compute.instance.resize.end", hostname="vm-24b")):
+        plan = run(state, body)
+        assert plan.events == () and "the new flavor and host come with" in plan.ignored
+
+
+def test_shelve_offload_marks_the_vm_offloaded_and_keeps_its_addresses(state: State) -> None:
+    v = vm(25)
+    created(state, v)
+    body = samples.vary("instance-power_off-end", v["uuid"], "vm-25", [], task_state=None,
+                        state="shelved_offloaded", host=None, node=None)
+    body["event_type"] = "instance.shelve_offload.end"
+    (event,) = run(state, body).events
+    assert event.kind == "resize" and event.vm_state == "shelved_offloaded"
+    assert event.host is None
+    assert [a.address for a in event.addresses] == ["10.20.7.25", "2001:db8:20::7:19"]
+    back = samples.vary("instance-resize_finish-end", v["uuid"], "vm-25", v["fixed"],
+                        state="active")
+    back["event_type"] = "instance.unshelve.end"
+    (event,) = run(state, back).events
+    assert event.kind == "resize" and event.vm_state == "active" and event.host
