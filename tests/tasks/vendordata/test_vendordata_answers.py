@@ -1,0 +1,97 @@
+"""The service's answers for the cases a VM's first boot can meet, called in-process.
+
+Same configuration as the service process (tests/servers/vendordata.py), same
+Samba DC; the answer object is what the web layer would send.
+"""
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+
+from novahooks.settings import Settings, load_settings
+from tests.servers.samba import SambaServer
+from tests.servers.vendordata import write_config
+from tests.tasks.backends.test_directory_ad import show
+from tests.tasks.vendordata.test_vendordata_service import bind_as_machine, body
+from tasks.errors import Misconfigured
+from tasks.vendordata.service import Vendordata
+
+
+def settings_for(tmp_path: Path, samba: SambaServer,
+                 **overrides: Dict[str, Any]) -> Settings:
+    paths = write_config(tmp_path, samba, 9, overrides)
+    return load_settings(str(paths["config"]))
+
+
+def answer(service: Vendordata, request: Dict[str, Any]) -> Dict[str, Any]:
+    reply = service.answer(json.dumps(request).encode())
+    assert reply.status == 200
+    return reply.body
+
+
+def test_plain_directory_entries_get_names_and_no_secret(tmp_path: Path,
+                                                         samba: SambaServer) -> None:
+    service = Vendordata(settings_for(tmp_path, samba, directory={"linux": "host"}))
+    host = "host-" + uuid.uuid4().hex[:8]
+    reply = answer(service, body(host, "linux"))
+    assert "join" not in reply
+    assert reply["fqdn"] == "%s.%s" % (host, samba.zone)
+    assert reply["registered"]["directory"]["dn"].lower().startswith("cn=%s," % host)
+    assert show(samba, host.upper()) is None  # a device entry, not a computer object
+
+
+def test_a_directory_that_is_down_gets_a_retryable_error_and_nothing_stored(
+        tmp_path: Path, samba: SambaServer) -> None:
+    service = Vendordata(settings_for(tmp_path, samba,
+                                      directory={"url": "ldap://127.0.0.1:9"}))
+    request = body("down-" + uuid.uuid4().hex[:8], "windows")
+    started = time.monotonic()
+    reply = answer(service, request)
+    assert time.monotonic() - started < 4.5  # within the budget, below Nova's 5 s
+    assert reply["error"]["code"] == "backend_unavailable" and reply["error"]["retry"]
+    assert "join" not in reply
+    assert service.store.raw(request["instance-id"]) is None
+
+
+def test_an_expired_credential_is_not_issued_again(tmp_path: Path,
+                                                   samba: SambaServer) -> None:
+    service = Vendordata(settings_for(tmp_path, samba,
+                                      vendordata={"credential_ttl": "1"}))
+    request = body("ttl-" + uuid.uuid4().hex[:6], "windows")
+    password = answer(service, request)["join"]["machine_password"]
+    time.sleep(1.2)
+    later = answer(service, request)["join"]
+    assert later["expired"] is True and "machine_password" not in later
+    assert service.store.raw(request["instance-id"])["token"] is None
+    # The account keeps the password the guest was given (it may have joined with it).
+    assert bind_as_machine(samba, request["hostname"].upper(), password).bound
+
+
+def test_a_key_file_that_does_not_decrypt_the_store_is_an_error_not_a_new_password(
+        tmp_path: Path, samba: SambaServer) -> None:
+    settings = settings_for(tmp_path, samba)
+    request = body("key-" + uuid.uuid4().hex[:6], "windows")
+    answer(Vendordata(settings), request)
+    other = tmp_path / "other.key"
+    from tasks.vendordata.credentials import generate_key
+    other.write_text(generate_key())
+    rotated = load_settings(str(settings.source), environ={
+        "NOVAHOOKS_VENDORDATA_SECRET_KEY_FILE": str(other)})
+    reply = answer(Vendordata(rotated), request)
+    assert reply["error"]["code"] == "refused" and "decrypt" in reply["error"]["message"]
+
+
+@pytest.mark.parametrize("content", [None, "", "not a key"])
+def test_a_missing_or_bad_key_file_stops_the_service(tmp_path: Path, samba: SambaServer,
+                                                     content: Any) -> None:
+    key = tmp_path / "bad.key"
+    if content is not None:
+        key.write_text(content)
+    settings = settings_for(tmp_path / "conf", samba,
+                            vendordata={"secret_key_file": str(key)})
+    with pytest.raises(Misconfigured, match="secret_key_file"):
+        Vendordata(settings)
