@@ -186,6 +186,10 @@ class MemoryInventoryReader(InventoryReader):
         return [{"name": r["name"], "status": r["status"]}
                 for r in self.store.records.values() if r["uuid"] == instance_uuid]
 
+    def forget(self, instance_uuid: str) -> None:
+        for record in [r for r in self.store.records.values() if r["uuid"] == instance_uuid]:
+            del self.store.records[record["id"]]
+
 
 def inventory_settings(url: str, **over: Any) -> InventorySettings:
     return InventorySettings(dict({"driver": "memory", "url": url}, **over))
