@@ -111,3 +111,20 @@ def test_a_chained_file_from_before_the_merkle_log_keeps_verifying(tmp_path: Pat
     assert problems[0] == ("records 1-17 do not hash to the root of the checkpoint of size 17: "
                            "changed since it was signed (lines named below)")
     assert "line 3: content does not match its hash (edited)" in problems
+
+
+def test_every_configured_secret_is_masked_in_a_record(tmp_path: Path) -> None:
+    from novahooks.settings import load_settings
+    from tasks.backends.audit.redact import scrub, secrets_of
+    token = tmp_path / "token"
+    token.write_text("0123456789abcdef0123456789abcdef01234567")
+    (tmp_path / "n.conf").write_text(
+        "[ipam]\ntoken_file = %s\n[directory]\npassword = s3cret-bind-pw\n"
+        "[dns]\ntsig_secret = c2VjcmV0\n" % token)
+    found = secrets_of(load_settings(str(tmp_path / "n.conf")))
+    assert found == ["0123456789abcdef0123456789abcdef01234567", "s3cret-bind-pw", "c2VjcmV0"]
+    entry = {"error": "GET https://nb/api/?token=0123456789abcdef0123456789abcdef01234567: 403",
+             "backends": {"ldap": {"dn": "cn=x", "bound": ["s3cret-bind-pw"]}}, "n": 3}
+    assert scrub(entry, found) == {"error": "GET https://nb/api/?token=***: 403",
+                                   "backends": {"ldap": {"dn": "cn=x", "bound": ["***"]}},
+                                   "n": 3}

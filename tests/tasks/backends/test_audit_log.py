@@ -423,3 +423,14 @@ def test_novahooks_check_reports_the_checkpoint(stack: Stack, trail: Trail,
     assert row["ok"], row
     assert row["detail"].startswith("checkpoint of ") and "verify failures: 0" in row["detail"]
     assert "witness" in row["detail"] and "worm" in row["detail"] and "syslog" in row["detail"]
+
+
+def test_records_name_the_backends_objects_and_hold_no_secret(stack: Stack,
+                                                              trail: Trail) -> None:
+    text = trail.log.read_text()
+    secrets = [p.read_text().strip() for p in (stack.workdir / "secrets").iterdir()]
+    assert secrets and not [s for s in secrets if s in text]
+    build = [r for r in audit_lines(trail.log, trail.vm)
+             if r["kind"] == "build" and r["stage"] == "done"][-1]
+    assert build["backends"]["directory"]["dn"].startswith("cn=audit-proof,"), build
+    assert build["backends"]["inventory"]["vm"], build
