@@ -15,9 +15,11 @@ workers racing on one name cannot both win.
 import base64
 import binascii
 import logging
+import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import dns.exception
+import dns.flags
 import dns.message
 import dns.name
 import dns.query
@@ -36,6 +38,11 @@ from tasks.errors import (AuthFailed, BackendUnavailable, Conflict, Misconfigure
 
 BACKEND = "dns"
 LOG = logging.getLogger("novahooks.dns")
+#: What a server that does not answer ANY is asked instead, one type at a time.
+_TYPES = ("A", "AAAA", "TXT", "CNAME", "MX", "NS", "SRV", "PTR", "DNAME", "CAA", "NAPTR",
+          "HINFO", "SSHFP", "TLSA")
+#: Seconds the zone's NS and MX targets are trusted before they are read again.
+_INFRA_FOR = 300.0
 _TRANSIENT_RCODES = (dns.rcode.SERVFAIL, dns.rcode.YXRRSET, dns.rcode.NXRRSET, dns.rcode.YXDOMAIN)
 
 
@@ -65,6 +72,8 @@ class Rfc2136Dns(DnsDriver):
                         "anyone who can reach it can change zone %s unless the server "
                         "restricts updates by address", settings.server, settings.zone)
         self.zone = dns.name.from_text(settings.zone)
+        self._infra = {}  # type: Dict[str, str]
+        self._infra_at = -_INFRA_FOR
         self.reverse_zones = sorted((dns.name.from_text(z) for z in settings.reverse_zones),
                                     key=lambda n: -len(n.labels))
 
@@ -142,24 +151,129 @@ class Rfc2136Dns(DnsDriver):
     def _send(self, update: dns.update.UpdateMessage, what: str) -> None:
         self._check(self._call(update), what)
 
-    def _owner(self, name: dns.name.Name, instance_uuid: str) -> Optional[bool]:
-        """True: ours; False: someone else's; None: nothing there."""
-        txt = self._query(name, "TXT")
-        if owner_marker(instance_uuid) in txt:
-            return True
-        if txt or self._query(name, "A") or self._query(name, "AAAA"):
-            return False
+    def _holdings(self, name: dns.name.Name) -> Tuple[Dict[str, List[str]], Optional[str]]:
+        """Every RRset at ``name`` (type -> values, TXT as text), and the zone cut (a
+        delegation to other servers) ``name`` is at or below, if any."""
+        query = dns.message.make_query(name, "ANY")
+        if self.keyring is not None:
+            query.use_tsig(self.keyring, keyname=self.keyname, algorithm=self.algorithm)
+        response = self._call(query)
+        if response.rcode() not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+            return self._holdings_by_type(name)  # a server that does not answer ANY
+        cut = self._cut(response)
+        if cut is not None or response.rcode() == dns.rcode.NXDOMAIN:
+            return {}, cut
+        return self._rrsets(response, name), None
+
+    def _holdings_by_type(self, name: dns.name.Name) -> Tuple[Dict[str, List[str]],
+                                                               Optional[str]]:
+        held = {}  # type: Dict[str, List[str]]
+        for rdtype in _TYPES:
+            query = dns.message.make_query(name, rdtype)
+            if self.keyring is not None:
+                query.use_tsig(self.keyring, keyname=self.keyname, algorithm=self.algorithm)
+            response = self._call(query)
+            cut = self._cut(response)
+            if cut is not None:
+                return {}, cut
+            if response.rcode() == dns.rcode.NXDOMAIN:
+                return {}, None
+            self._check(response, "query %s %s" % (name, rdtype))
+            for rdtype_, values in self._rrsets(response, name).items():
+                held.setdefault(rdtype_, []).extend(values)
+        return held, None
+
+    def _cut(self, response: dns.message.Message) -> Optional[str]:
+        """The delegation named by a referral: not authoritative, NS below our zone apex."""
+        if response.flags & dns.flags.AA:
+            return None
+        for rrset in response.authority:
+            if rrset.rdtype == dns.rdatatype.NS and rrset.name != self.zone:
+                return rrset.name.to_text()
         return None
 
-    def register(self, fqdn: str, instance_uuid: str,
-                 addresses: Sequence[Address]) -> Dict[str, Any]:
+    @staticmethod
+    def _rrsets(response: dns.message.Message, name: dns.name.Name) -> Dict[str, List[str]]:
+        held = {}  # type: Dict[str, List[str]]
+        for rrset in response.answer:
+            if rrset.name != name or rrset.rdtype == dns.rdatatype.RRSIG:
+                continue
+            values = held.setdefault(dns.rdatatype.to_text(rrset.rdtype), [])
+            for rdata in rrset:
+                values.append(b"".join(rdata.strings).decode("utf-8", "replace")
+                              if rrset.rdtype == dns.rdatatype.TXT else rdata.to_text())
+        return held
+
+    def _infrastructure(self) -> Dict[str, str]:
+        """The zone's NS and MX targets (name -> which), as the server holds them now."""
+        if time.monotonic() - self._infra_at > _INFRA_FOR:
+            names = {}  # type: Dict[str, str]
+            for rdtype in ("NS", "MX"):
+                for value in self._query(self.zone, rdtype):
+                    target = value.split()[-1].rstrip(".").lower()
+                    names[target] = "%s target of %s" % (rdtype, self.zone.to_text())
+            self._infra, self._infra_at = names, time.monotonic()
+        return self._infra
+
+    def _forward_owner(self, name: dns.name.Name, instance_uuid: str) -> Optional[bool]:
+        """True: ours; False: another's (any RRset: TXT, MX, NS, CNAME, SRV ...); None: free.
+
+        A name at or below a delegation is a Conflict: what we wrote there is hidden
+        by the cut, and a delete could never see it again."""
+        held, cut = self._holdings(name)
+        if cut is not None:
+            raise Conflict("%s is at or below the delegation %s; its records would be hidden "
+                           "by the zone cut" % (name, cut), backend=BACKEND)
+        if owner_marker(instance_uuid) in held.get("TXT", []):
+            return True
+        return False if held else None
+
+    def _reverse_owner(self, ptr: dns.name.Name, instance_uuid: str, target: str) -> str:
+        """ours (our marker), legacy (only a PTR to our name, from before markers), new
+        (nothing there) or foreign."""
+        held, cut = self._holdings(ptr)
+        if cut is not None:
+            return "foreign"
+        if owner_marker(instance_uuid) in held.get("TXT", []):
+            return "ours"
+        if not held:
+            return "new"
+        if set(held) == {"PTR"} and held["PTR"] == [target]:
+            return "legacy"
+        return "foreign"
+
+    def _plan(self, fqdn: str, instance_uuid: str,
+              addresses: Sequence[Address]) -> Tuple[dns.name.Name, Optional[bool],
+                                                     Dict[str, Tuple[Any, Any, str]]]:
+        """(name, forward owned, address -> (PTR name, zone, state)), or the error that
+        refuses the registration; reads only."""
         name = self._name(fqdn)
         target = name.to_text()
-        reverse = {a.address: self._reverse_zone(a.address) for a in addresses}
-        owned = self._owner(name, instance_uuid)
+        DnsDriver.preflight(self, fqdn, instance_uuid, addresses)
+        infrastructure = self._infrastructure().get(fqdn.rstrip(".").lower())
+        if infrastructure is not None:
+            raise Conflict("%s is the zone's %s" % (fqdn, infrastructure), backend=BACKEND)
+        zones = {a.address: self._reverse_zone(a.address) for a in addresses}
+        owned = self._forward_owner(name, instance_uuid)
         if owned is False:
             raise Conflict("%s already holds records not owned by instance %s"
                            % (fqdn, instance_uuid), backend=BACKEND)
+        reverse = {}
+        for address, (ptr, zone) in zones.items():
+            state = self._reverse_owner(ptr, instance_uuid, target)
+            if state == "foreign":
+                raise Conflict("the reverse name of %s (%s) holds records not owned by "
+                               "instance %s" % (address, ptr, instance_uuid), backend=BACKEND)
+            reverse[address] = (ptr, zone, state)
+        return name, owned, reverse
+
+    def preflight(self, fqdn: str, instance_uuid: str, addresses: Sequence[Address]) -> None:
+        self._plan(fqdn, instance_uuid, addresses)
+
+    def register(self, fqdn: str, instance_uuid: str,
+                 addresses: Sequence[Address]) -> Dict[str, Any]:
+        name, owned, reverse = self._plan(fqdn, instance_uuid, addresses)
+        target = name.to_text()
         marker = '"%s"' % owner_marker(instance_uuid)
         old = self._query(name, "A") + self._query(name, "AAAA") if owned else []
         ttl = self.settings.ttl
@@ -167,8 +281,7 @@ class Rfc2136Dns(DnsDriver):
         if owned:
             forward.present(name, "TXT", marker)
         else:
-            for rdtype in ("TXT", "A", "AAAA"):
-                forward.absent(name, rdtype)
+            forward.absent(name)  # no RRset of any type: the server checks it too
         forward.replace(name, ttl, "TXT", marker)
         for version, rdtype in ((4, "A"), (6, "AAAA")):
             values = [a.address for a in addresses if a.version == version]
@@ -178,27 +291,53 @@ class Rfc2136Dns(DnsDriver):
                 forward.delete(name, rdtype)
         self._send(forward, "update %s" % fqdn)
         by_zone = {}  # type: Dict[dns.name.Name, dns.update.UpdateMessage]
-        for ptr, zone in reverse.values():
-            by_zone.setdefault(zone, self._update(zone)).replace(ptr, ttl, "PTR", target)
+        for ptr, zone, state in reverse.values():
+            update = by_zone.setdefault(zone, self._update(zone))
+            if state == "ours":
+                update.present(ptr, "TXT", marker)
+            elif state == "legacy":
+                update.present(ptr, "PTR", target)
+            else:
+                update.absent(ptr)
+            update.replace(ptr, ttl, "PTR", target)
+            update.replace(ptr, ttl, "TXT", marker)
+        kept = []  # type: List[str]
         for stale in set(old) - set(reverse):
-            try:
-                ptr, zone = self._reverse_zone(stale)
-            except OutOfScope:
-                continue
-            by_zone.setdefault(zone, self._update(zone)).delete(ptr, "PTR", target)
+            if not self._release_ptr(stale, instance_uuid, target, by_zone):
+                kept.append(stale)
         for zone, update in by_zone.items():
             self._send(update, "update reverse zone %s" % zone)
         return {"fqdn": fqdn, "addresses": sorted(reverse),
-                "removed": sorted(set(old) - set(reverse))}
+                "removed": sorted(set(old) - set(reverse) - set(kept))}
+
+    def _release_ptr(self, address: str, instance_uuid: str, target: str,
+                     by_zone: Dict[dns.name.Name, dns.update.UpdateMessage]) -> bool:
+        """Queue the removal of ``address``'s PTR if it is ours; False if it is not."""
+        try:
+            ptr, zone = self._reverse_zone(address)
+        except OutOfScope:
+            return False
+        state = self._reverse_owner(ptr, instance_uuid, target)
+        if state not in ("ours", "legacy"):
+            return False
+        marker = '"%s"' % owner_marker(instance_uuid)
+        update = by_zone.setdefault(zone, self._update(zone))
+        if state == "ours":
+            update.present(ptr, "TXT", marker)
+            update.delete(ptr, "TXT", marker)
+        else:
+            update.present(ptr, "PTR", target)
+        update.delete(ptr, "PTR", target)
+        return True
 
     def deregister(self, fqdn: str, instance_uuid: str,
                    addresses: Sequence[Address]) -> Dict[str, Any]:
         name = self._name(fqdn)
         target = name.to_text()
-        owned = self._owner(name, instance_uuid)
-        if owned is False:
-            # The name belongs to another instance or a person: its PTRs are theirs too.
-            return {"fqdn": fqdn, "forward_removed": False, "ptr_checked": []}
+        try:
+            owned = self._forward_owner(name, instance_uuid)
+        except Conflict:
+            owned = None  # below a zone cut nothing of ours can be seen (nor removed)
         known = {a.address for a in addresses}
         if owned:
             known.update(self._query(name, "A") + self._query(name, "AAAA"))
@@ -209,15 +348,22 @@ class Rfc2136Dns(DnsDriver):
             forward.delete(name, "TXT", '"%s"' % owner_marker(instance_uuid))
             self._send(forward, "delete %s" % fqdn)
         by_zone = {}  # type: Dict[dns.name.Name, dns.update.UpdateMessage]
-        for address in known:
-            try:
-                ptr, zone = self._reverse_zone(address)
-            except OutOfScope:
-                continue
-            by_zone.setdefault(zone, self._update(zone)).delete(ptr, "PTR", target)
+        removed = []
+        for address in sorted(known):
+            if owned is False:
+                # Another's name: only a PTR carrying our own marker is ours.
+                try:
+                    ptr, _ = self._reverse_zone(address)
+                except OutOfScope:
+                    continue
+                if self._reverse_owner(ptr, instance_uuid, target) != "ours":
+                    continue
+            if self._release_ptr(address, instance_uuid, target, by_zone):
+                removed.append(address)
         for zone, update in by_zone.items():
             self._send(update, "delete in reverse zone %s" % zone)
-        return {"fqdn": fqdn, "forward_removed": bool(owned), "ptr_checked": sorted(known)}
+        return {"fqdn": fqdn, "forward_removed": bool(owned), "ptr_checked": sorted(known),
+                "ptr_removed": removed}
 
     def describe(self, fqdn: str, instance_uuid: str,
                  addresses: Sequence[str]) -> Dict[str, Any]:

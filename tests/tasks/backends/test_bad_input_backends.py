@@ -351,6 +351,8 @@ def test_generated_events_leave_exactly_their_records_or_nothing(
                 expected.add((name, rdtype, values))
         for address in canonical:
             expected.add((dns.reversename.from_address(address).to_text(), "PTR", (name,)))
+            expected.add((dns.reversename.from_address(address).to_text(), "TXT",
+                          ('"%s"' % owner_marker(ident),)))
         assert servers.dns_lines(token) == expected
         assert_sentinel_intact(servers, sentinel)
     finally:
