@@ -14,13 +14,12 @@ import ipaddress
 from typing import Any, Dict, List, Sequence, Tuple
 
 import dns.name
-import dns.reversename
 
 from novahooks.event import Address
 from tasks.backends.dns.base import DnsDriver
+from tasks.backends.dns.scope import Scope
 from tasks.backends.infoblox import client
 from tasks.errors import Conflict, Misconfigured, OutOfScope
-from tasks.policy import reverse_zone
 
 BACKEND = "dns"
 FORWARD = {4: ("record:a", "ipv4addr"), 6: ("record:aaaa", "ipv6addr")}
@@ -48,22 +47,15 @@ def _address(record: Dict[str, Any]) -> str:
 class InfobloxDns(DnsDriver):
     def __init__(self, settings: Any) -> None:
         super().__init__(settings)
-        if not settings.zone:
-            raise Misconfigured("[dns] zone is not set", backend=BACKEND)
+        self.scope = Scope(settings, BACKEND)
         self.wapi = client.Wapi(settings, BACKEND)
         self.view = settings.view
-        self.zone = dns.name.from_text(settings.zone)
-        self.reverse_zones = sorted((dns.name.from_text(z) for z in settings.reverse_zones),
-                                    key=lambda n: -len(n.labels))
+        self.zone, self.reverse_zones = self.scope.zone, self.scope.reverse_zones
         for zone in self.reverse_zones:
             zone_cidr(zone)
 
     def _name(self, fqdn: str) -> str:
-        name = dns.name.from_text(fqdn)
-        if not name.is_subdomain(self.zone):
-            raise OutOfScope("%s is outside the configured zone %s" % (fqdn, self.zone),
-                             backend=BACKEND)
-        return name.to_text(omit_final_dot=True).lower()
+        return self.scope.name(fqdn).to_text(omit_final_dot=True).lower()
 
     def _reverse_zone(self, address: str) -> dns.name.Name:
         """The zone that puts ``address`` in scope: a ``[naming prefix]`` rule's first.
@@ -71,16 +63,7 @@ class InfobloxDns(DnsDriver):
         NIOS itself files the PTR under the most specific reverse zone it holds for
         the address; ``check`` proves every zone named here exists in the view.
         """
-        chosen = reverse_zone(address, self.reverse_prefixes)
-        if chosen is not None:
-            return dns.name.from_text(chosen)
-        reverse = dns.reversename.from_address(address)
-        for zone in self.reverse_zones:
-            if reverse.is_subdomain(zone):
-                return zone
-        raise OutOfScope("address %s is outside every configured reverse zone (%s)"
-                         % (address, ", ".join(z.to_text() for z in self.reverse_zones) or "none"),
-                         backend=BACKEND)
+        return self.scope.reverse_zone(address, self.reverse_prefixes)
 
     def _tagged(self, instance_uuid: str) -> Dict[str, List[Dict[str, Any]]]:
         """Every A, AAAA and PTR record in the view carrying this instance's tag."""

@@ -11,13 +11,12 @@ delete takes back only what this instance owns.
 from typing import Any, Dict, List, Optional, Sequence, Set
 
 import dns.name
-import dns.reversename
 
 from novahooks.event import Address
 from tasks.backends.dns.base import DnsDriver
+from tasks.backends.dns.scope import Scope
 from tasks.backends.memory import Backend, MemoryDriver
-from tasks.errors import Conflict, Misconfigured, OutOfScope
-from tasks.policy import reverse_zone
+from tasks.errors import Conflict, OutOfScope
 
 
 class DnsStore(Backend):
@@ -45,30 +44,14 @@ class MemoryDns(DnsDriver, MemoryDriver):
 
     def __init__(self, settings: Any) -> None:
         super().__init__(settings)
-        if not settings.zone:
-            raise Misconfigured("[dns] zone is not set", backend=self.KIND)
-        self.zone = dns.name.from_text(settings.zone)
-        self.reverse_zones = sorted((dns.name.from_text(z) for z in settings.reverse_zones),
-                                    key=lambda n: -len(n.labels))
+        self.scope = Scope(settings, self.KIND)
+        self.zone, self.reverse_zones = self.scope.zone, self.scope.reverse_zones
 
     def _name(self, fqdn: str) -> str:
-        name = dns.name.from_text(fqdn)
-        if not name.is_subdomain(self.zone):
-            raise OutOfScope("%s is outside the configured zone %s" % (fqdn, self.zone),
-                             backend=self.KIND)
-        return _text(name)
+        return _text(self.scope.name(fqdn))
 
     def _reverse_zone(self, address: str) -> dns.name.Name:
-        chosen = reverse_zone(address, self.reverse_prefixes)
-        if chosen is not None:
-            return dns.name.from_text(chosen)
-        reverse = dns.reversename.from_address(address)
-        for zone in self.reverse_zones:
-            if reverse.is_subdomain(zone):
-                return zone
-        raise OutOfScope("address %s is outside every configured reverse zone (%s)"
-                         % (address, ", ".join(z.to_text() for z in self.reverse_zones) or "none"),
-                         backend=self.KIND)
+        return self.scope.reverse_zone(address, self.reverse_prefixes)
 
     def _served(self, store: DnsStore, zones: Sequence[dns.name.Name]) -> None:
         for zone in zones:
