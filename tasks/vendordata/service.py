@@ -7,6 +7,13 @@ at once, a delete (its tombstone) excludes both, and what one made the other
 finds in the ledger and does not redo. A later read of the same instance costs
 the ledger and the credential store, not the directory.
 
+The work runs in the service's own threads and the HTTP thread waits for it at
+most ``[vendordata] budget``: in a mass boot the directory is slower than Nova's
+5 s read timeout allows, and an answer Nova no longer waits for is lost. At the
+budget the guest is answered ``over_budget`` (retry) while the work goes on;
+the read after Nova's 15 s cache finds it done. Reads of one instance that
+arrive together share one job and its answer.
+
 Answers about the instance are HTTP 200 with either the registration or an
 ``error`` (code, message, whether to retry): under Nova's DynamicJSON a 4xx or
 5xx reaches the guest as ``{}``, and the guest's first-boot script should be
@@ -15,8 +22,12 @@ able to say why it did not join. Requests that are Nova's fault (bad JSON) are
 """
 
 import contextlib
+import functools
 import logging
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Dict, List, NamedTuple, Optional
 
 from sqlalchemy import delete, select, update
@@ -46,7 +57,7 @@ class Deleted(PermanentError):
 
 
 class OverBudget(TransientError):
-    """The answer would come after Nova stopped waiting; what was done stays done."""
+    """The work did not finish within the budget: answered so, and it goes on."""
 
 
 def _code(exc: StepError) -> str:
@@ -85,6 +96,13 @@ class Vendordata(object):
         self.audit = [drivers.load("audit", name, settings.audit)
                       for name in settings.audit.drivers]
         self._swept = 0.0
+        #: The work runs here, not on the HTTP thread, so that an answer leaves at the budget
+        #: whatever the directory does; one job per instance at a time (a second read of it
+        #: waits for the same job).
+        self._pool = ThreadPoolExecutor(max_workers=self.config.threads,
+                                        thread_name_prefix="vendordata-work")
+        self._jobs: Dict[str, "Future[Answer]"] = {}
+        self._lock = threading.Lock()
 
     def answer(self, body: bytes) -> Answer:
         """Nova's POST body -> the answer; never raises for anything a request can cause."""
@@ -95,10 +113,44 @@ class Vendordata(object):
             self._log(None, "bad_request", started, str(exc))
             return Answer(400, {"error": {"code": "bad_request", "message": str(exc),
                                           "retry": False}})
+        with self._lock:
+            job = self._jobs.get(event.uuid)
+            if job is None:
+                job = self._pool.submit(self._work, event, started)
+                self._jobs[event.uuid] = job
+                job.add_done_callback(functools.partial(self._done, event.uuid))
+        try:
+            return job.result(timeout=max(0.0, started + self.config.budget - time.monotonic()))
+        except FutureTimeout:
+            return self._over_budget(event, started)
+
+    def _done(self, instance_uuid: str, job: "Future[Answer]") -> None:
+        with self._lock:
+            if self._jobs.get(instance_uuid) is job:
+                del self._jobs[instance_uuid]
+
+    def _over_budget(self, event: InstanceEvent, started: float) -> Answer:
+        """Answer before Nova stops waiting; the work goes on and the next read gets it."""
+        exc = OverBudget("no answer within [vendordata] budget (%.1f s); the registration "
+                         "goes on and a later read gets its outcome" % self.config.budget,
+                         backend="vendordata")
+        error = "%s: %s" % (type(exc).__name__, exc)
+        record = {"credential": "none"}
+        try:
+            self._audit(event, "failed", error, record)
+        except Exception:  # noqa: BLE001 - this answer carries no credential
+            LOG.exception("vendordata: audit of %s failed", event.uuid)
+        self._log(event, "failed", started, error, record)
+        return Answer(200, {"instance_id": event.uuid, "hostname": event.hostname,
+                            "error": {"code": _code(exc), "message": str(exc),
+                                      "retry": True}})
+
+    def _work(self, event: InstanceEvent, started: float) -> Answer:
+        """One instance's registration and answer, in the service's own pool of threads."""
         record: Dict[str, Any] = {}
         try:
             self._sweep()
-            reply = self._register(event, started + self.config.budget, record)
+            reply = self._register(event, record)
             stage, error = ("skipped" if reply.get("registered") is False else "done"), None
         except StepError as exc:
             error = "%s: %s" % (type(exc).__name__, exc)
@@ -118,8 +170,7 @@ class Vendordata(object):
         self._log(event, stage, started, error, record)
         return Answer(200, reply)
 
-    def _register(self, event: InstanceEvent, deadline: float,
-                  record: Dict[str, Any]) -> Dict[str, Any]:
+    def _register(self, event: InstanceEvent, record: Dict[str, Any]) -> Dict[str, Any]:
         decision = policy.decide(event, self.settings)
         record["policy"] = {"register": decision.register, "rule": decision.rule}
         if not decision.register:
@@ -140,7 +191,6 @@ class Vendordata(object):
             registered = {}
             for step in self.steps:
                 if step not in made:
-                    self._within(deadline, step)
                     made[step] = self.drivers[step].register(named)
                     self.book.remember(event.uuid, step, made[step])
                 registered[step] = made[step]
@@ -155,9 +205,8 @@ class Vendordata(object):
                                     "directory to [vendordata] steps", backend="vendordata")
             stored = self.store.get(event.uuid)
             if stored is None:
-                self._within(deadline, "credential")
                 secret = join.issue(kind, named, self.drivers["directory"], self.settings,
-                                    max(0.1, deadline - time.monotonic()))
+                                    self.config.budget)
                 stored = self.store.put(event.uuid, kind, secret, self.config.credential_ttl)
                 record["credential"] = "issued"
             else:
@@ -171,12 +220,6 @@ class Vendordata(object):
                 reply["join"] = join.shown(stored.method, stored.secret, named, self.settings,
                                            stored.expires_at)
             return reply
-
-    @staticmethod
-    def _within(deadline: float, what: str) -> None:
-        if time.monotonic() > deadline:
-            raise OverBudget("over [vendordata] budget before %s; the next read goes on"
-                             % what, backend="vendordata")
 
     def _sweep(self) -> None:
         """Drop the credentials of deleted instances, wipe expired ones (once a minute)."""

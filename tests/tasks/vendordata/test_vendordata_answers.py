@@ -14,6 +14,7 @@ import pytest
 
 from novahooks.settings import Settings, load_settings
 from tests.servers.samba import SambaServer
+from tests.helpers import until
 from tests.servers.vendordata import write_config
 from tests.tasks.backends.test_directory_ad import show
 from tests.tasks.vendordata.test_vendordata_service import bind_as_machine, body
@@ -95,3 +96,22 @@ def test_a_missing_or_bad_key_file_stops_the_service(tmp_path: Path, samba: Samb
                             vendordata={"secret_key_file": str(key)})
     with pytest.raises(Misconfigured, match="secret_key_file"):
         Vendordata(settings)
+
+
+def test_an_answer_leaves_at_the_budget_and_the_work_goes_on(tmp_path: Path,
+                                                             samba: SambaServer) -> None:
+    service = Vendordata(settings_for(tmp_path, samba, vendordata={"budget": "0.05"}))
+    request = body("bud-" + uuid.uuid4().hex[:6], "windows")
+    started = time.monotonic()
+    first = answer(service, request)
+    assert time.monotonic() - started < 0.5
+    assert first["error"]["code"] == "over_budget" and first["error"]["retry"] is True
+    assert "join" not in first
+    # Nova asks again after its 15 s cache; here: until the work has landed.
+    later = until(lambda: answer(service, request).get("join"), 30, "the credential")
+    assert bind_as_machine(samba, request["hostname"].upper(), later["machine_password"]).bound
+    records = [json.loads(line) for line in
+               Path(service.settings.audit.path).read_text().splitlines()
+               if request["instance-id"] in line]
+    assert records[0]["stage"] == "failed" and "OverBudget" in records[0]["error"]
+    assert [r["credential"] for r in records].count("issued") == 1
