@@ -6,13 +6,14 @@ their servers, never through the driver under test.
 """
 
 import uuid
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Type
 
 import pytest
 
 from novahooks.settings import (AuditSettings, DirectorySettings, DnsSettings, InventorySettings,
                                 IpamSettings, Secret)
 from tasks.backends import memory
+from tasks.backends.memory import MemoryDriver
 from tasks.backends.audit.memory import AuditStore, MemoryAudit
 from tasks.backends.directory.memory import DirectoryStore, MemoryDirectory
 from tasks.backends.dns.memory import DnsStore, MemoryDns
@@ -34,14 +35,36 @@ def url() -> str:
     return "memory://test-%s" % uuid.uuid4().hex
 
 
-def down(store: memory.Backend) -> memory.Backend:
-    store.up = False
-    return store
+def memory_fixtures(kind: str, driver: Type[MemoryDriver], section: Type[Any],
+                    **values: Any) -> type:
+    """The three driver fixtures a contract asks for, named after its kind: the driver on
+    this test's backend, the same with a secret the backend does not take, and with the
+    backend down. ``seed(store)`` prepares the backend as its admin would."""
+    location = driver.LOCATION
 
+    def build(url: str, **extra: Any) -> MemoryDriver:
+        return driver(section(dict(values, **{location: url}, **extra)))
 
-def guarded(store: memory.Backend) -> memory.Backend:
-    store.secret = SECRET
-    return store
+    class Fixtures(object):
+        def seed(self, store: Any) -> None:
+            """Nothing to prepare, unless a kind's backend wants it."""
+
+        @pytest.fixture(name=kind)
+        def under_test(self, url: str) -> MemoryDriver:
+            self.seed(memory.backend(driver.BACKEND, url))
+            return build(url)
+
+        @pytest.fixture(name=kind + "_bad_credentials")
+        def bad_credentials(self, url: str) -> MemoryDriver:
+            memory.backend(driver.BACKEND, url).secret = SECRET
+            return build(url, **({driver.SECRET: Secret("wrong")} if driver.SECRET else {}))
+
+        @pytest.fixture(name=kind + "_unreachable")
+        def unreachable(self, url: str) -> MemoryDriver:
+            memory.backend(driver.BACKEND, url).up = False
+            return build(url)
+
+    return Fixtures
 
 
 class MemoryIpamReader(IpamReader):
@@ -55,28 +78,16 @@ class MemoryIpamReader(IpamReader):
         return str(self.store.addresses[address]["dns_name"])
 
 
-class TestMemoryIpam(IpamContract):
-    @pytest.fixture
-    def ipam(self, url: str) -> MemoryIpam:
-        memory.backend(IpamStore, url).prefixes = ["10.20.0.0/16", "2001:db8:20::/64"]
-        return MemoryIpam(IpamSettings({"driver": "memory", "url": url}))
+class TestMemoryIpam(memory_fixtures("ipam", MemoryIpam, IpamSettings), IpamContract):
+    def seed(self, store: IpamStore) -> None:
+        store.prefixes = ["10.20.0.0/16", "2001:db8:20::/64"]
 
     @pytest.fixture
     def ipam_reader(self, url: str) -> MemoryIpamReader:
         return MemoryIpamReader(memory.backend(IpamStore, url))
 
-    @pytest.fixture
-    def ipam_bad_credentials(self, url: str) -> MemoryIpam:
-        guarded(memory.backend(IpamStore, url))
-        return MemoryIpam(IpamSettings({"url": url, "token": Secret("wrong")}))
-
-    @pytest.fixture
-    def ipam_unreachable(self, url: str) -> MemoryIpam:
-        down(memory.backend(IpamStore, url))
-        return MemoryIpam(IpamSettings({"url": url}))
-
     def test_a_guarded_backend_takes_its_own_secret(self, url: str) -> None:
-        guarded(memory.backend(IpamStore, url))
+        memory.backend(IpamStore, url).secret = SECRET
         assert "accepted" in MemoryIpam(IpamSettings({"url": url,
                                                       "token": Secret(SECRET)})).check()
 
@@ -104,18 +115,10 @@ ZONE = "cloud.example.test"
 REVERSE = ["10.in-addr.arpa", "8.b.d.0.1.0.0.2.ip6.arpa"]
 
 
-def dns_settings(url: str, **over: Any) -> DnsSettings:
-    values: Dict[str, Any] = {"driver": "memory", "url": url, "zone": ZONE,
-                              "reverse_zones": REVERSE}
-    values.update(over)
-    return DnsSettings(values)
-
-
-class TestMemoryDns(DnsContract):
-    @pytest.fixture
-    def dns(self, url: str) -> MemoryDns:
-        memory.backend(DnsStore, url).zones = {ZONE} | set(REVERSE)
-        return MemoryDns(dns_settings(url))
+class TestMemoryDns(memory_fixtures("dns", MemoryDns, DnsSettings, zone=ZONE,
+                                    reverse_zones=REVERSE), DnsContract):
+    def seed(self, store: DnsStore) -> None:
+        store.zones = {ZONE} | set(REVERSE)
 
     @pytest.fixture
     def dns_space(self) -> DnsSpace:
@@ -125,20 +128,10 @@ class TestMemoryDns(DnsContract):
     def dns_reader(self, url: str) -> MemoryDnsReader:
         return MemoryDnsReader(memory.backend(DnsStore, url))
 
-    @pytest.fixture
-    def dns_bad_credentials(self, url: str) -> MemoryDns:
-        guarded(memory.backend(DnsStore, url))
-        return MemoryDns(dns_settings(url, tsig_secret=Secret("wrong")))
-
-    @pytest.fixture
-    def dns_unreachable(self, url: str) -> MemoryDns:
-        down(memory.backend(DnsStore, url))
-        return MemoryDns(dns_settings(url))
-
     def test_check_names_a_zone_the_backend_does_not_serve(self, url: str) -> None:
         memory.backend(DnsStore, url).zones = {ZONE, "10.in-addr.arpa"}
         with pytest.raises(OutOfScope, match="8.b.d.0.1.0.0.2.ip6.arpa"):
-            MemoryDns(dns_settings(url)).check()
+            MemoryDns(DnsSettings({"url": url, "zone": ZONE, "reverse_zones": REVERSE})).check()
 
 
 class MemoryDirectoryReader(DirectoryReader):
@@ -154,11 +147,8 @@ class MemoryDirectoryReader(DirectoryReader):
                                                 "addresses": [], "macs": []}
 
 
-class TestMemoryDirectory(DirectoryContract):
-    @pytest.fixture
-    def directory(self, url: str) -> MemoryDirectory:
-        return MemoryDirectory(DirectorySettings({"driver": "memory", "url": url}))
-
+class TestMemoryDirectory(memory_fixtures("directory", MemoryDirectory, DirectorySettings),
+                          DirectoryContract):
     @pytest.fixture
     def directory_event(self) -> Any:
         return make_event
@@ -166,16 +156,6 @@ class TestMemoryDirectory(DirectoryContract):
     @pytest.fixture
     def directory_reader(self, url: str) -> MemoryDirectoryReader:
         return MemoryDirectoryReader(memory.backend(DirectoryStore, url))
-
-    @pytest.fixture
-    def directory_bad_credentials(self, url: str) -> MemoryDirectory:
-        guarded(memory.backend(DirectoryStore, url))
-        return MemoryDirectory(DirectorySettings({"url": url, "password": Secret("wrong")}))
-
-    @pytest.fixture
-    def directory_unreachable(self, url: str) -> MemoryDirectory:
-        down(memory.backend(DirectoryStore, url))
-        return MemoryDirectory(DirectorySettings({"url": url}))
 
 
 class MemoryInventoryReader(InventoryReader):
@@ -191,32 +171,15 @@ class MemoryInventoryReader(InventoryReader):
             del self.store.records[record["id"]]
 
 
-def inventory_settings(url: str, **over: Any) -> InventorySettings:
-    return InventorySettings(dict({"driver": "memory", "url": url}, **over))
-
-
-class TestMemoryInventory(InventoryContract):
-    @pytest.fixture
-    def inventory(self, url: str) -> MemoryInventory:
-        return MemoryInventory(inventory_settings(url))
-
+class TestMemoryInventory(memory_fixtures("inventory", MemoryInventory, InventorySettings),
+                          InventoryContract):
     @pytest.fixture
     def inventory_decommissioning(self, url: str) -> MemoryInventory:
-        return MemoryInventory(inventory_settings(url, on_delete="decommission"))
+        return MemoryInventory(InventorySettings({"url": url, "on_delete": "decommission"}))
 
     @pytest.fixture
     def inventory_reader(self, url: str) -> MemoryInventoryReader:
         return MemoryInventoryReader(memory.backend(InventoryStore, url))
-
-    @pytest.fixture
-    def inventory_bad_credentials(self, url: str) -> MemoryInventory:
-        guarded(memory.backend(InventoryStore, url))
-        return MemoryInventory(inventory_settings(url, token=Secret("wrong")))
-
-    @pytest.fixture
-    def inventory_unreachable(self, url: str) -> MemoryInventory:
-        down(memory.backend(InventoryStore, url))
-        return MemoryInventory(inventory_settings(url))
 
     def test_a_name_another_instance_holds_is_a_conflict(self, inventory: MemoryInventory,
                                                          url: str) -> None:
@@ -236,19 +199,10 @@ class MemoryAuditReader(AuditReader):
         return list(self.store.records)
 
 
-class TestMemoryAudit(AuditContract):
-    @pytest.fixture
-    def audit(self, url: str) -> MemoryAudit:
-        return MemoryAudit(AuditSettings({"drivers": ["memory"], "path": url}))
-
+class TestMemoryAudit(memory_fixtures("audit", MemoryAudit, AuditSettings), AuditContract):
     @pytest.fixture
     def audit_reader(self, url: str) -> MemoryAuditReader:
         return MemoryAuditReader(memory.backend(AuditStore, url))
-
-    @pytest.fixture
-    def audit_unreachable(self, url: str) -> MemoryAudit:
-        down(memory.backend(AuditStore, url))
-        return MemoryAudit(AuditSettings({"path": url}))
 
     def test_an_entry_that_is_not_json_is_refused(self, audit: MemoryAudit,
                                                   audit_reader: MemoryAuditReader) -> None:
