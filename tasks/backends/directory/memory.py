@@ -28,7 +28,7 @@ class DirectoryStore(Backend):
 class MemoryDirectory(DirectoryDriver, MemoryDriver):
     BACKEND = DirectoryStore
     SECRET = "password"
-    KIND = "ldap"
+    KIND = "directory"
 
     def dn_for(self, key: str) -> str:
         return "cn=%s,%s" % (key, self.settings.base_dn or "dc=memory")
