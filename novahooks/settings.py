@@ -84,6 +84,9 @@ class Section(object):
                  rules: Optional[Mapping[Tuple[str, str], "Section"]] = None) -> None:
         for key, (_, default) in self.FIELDS.items():
             setattr(self, key, values.get(key, default))
+        #: The keys the file or the environment set (``novahooks check`` probes what is
+        #: configured, not what merely has a default).
+        self.given = frozenset(values)
         #: (kind, value) -> that sub-section, in file order.
         self.rules = dict(rules or {})  # type: Dict[Tuple[str, str], Any]
 

@@ -107,6 +107,8 @@ def check(settings: Settings) -> List[Dict[str, Any]]:
                                                    ("ledger", ledger_)]
     if settings.gate.steps:
         checks.append(("gate", functools.partial(_gate_answer, settings)))
+    if settings.notifications.given:
+        checks.append(("notifications", functools.partial(_notification_transport, settings)))
     if settings.vendordata.password:
         from tasks.vendordata.probe import probe as vendordata_probe
         checks.append(("vendordata", functools.partial(vendordata_probe, settings)))
@@ -167,6 +169,27 @@ def _consumers() -> Dict[str, List[str]]:
         for queue in queues or []:
             serving.setdefault(str(queue.get("name")), []).append(worker)
     return serving
+
+
+def _notification_transport(settings: Settings) -> str:
+    """``novahooks listen`` can reach [notifications] transport_url (each host of it)."""
+    from urllib.parse import urlsplit
+
+    from kombu import Connection
+
+    from tasks.notifications.listener import redacted, transport_url
+    url = transport_url(settings)
+    parts = urlsplit(url)
+    if parts.scheme not in ("rabbit", "amqp"):
+        raise ValueError("%s transports are not probed; only rabbit:// and amqp://"
+                         % parts.scheme)
+    reached = []
+    for host in parts.netloc.split(","):
+        with Connection("amqp://%s%s" % (host, parts.path or "/"),
+                        connect_timeout=settings.broker.connect_timeout) as conn:
+            conn.ensure_connection(max_retries=1, timeout=settings.broker.connect_timeout)
+        reached.append(host.rpartition("@")[-1])
+    return "%s reachable (%s)" % (redacted(url), ", ".join(reached))
 
 
 def _gate_answer(settings: Settings) -> str:

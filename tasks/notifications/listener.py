@@ -184,6 +184,9 @@ def build(settings: Settings, handler: Handler) -> Any:
 
 
 def main_loop(settings: Settings) -> None:
+    # oslo.service warns at import that eventlet is deprecated, a multi-line block on
+    # stderr: through logging it becomes one JSON line like every other.
+    logging.captureWarnings(True)
     handler = Handler(Outbox(settings.outbox.path, settings.outbox.busy_timeout_ms),
                       State(settings.ledger.url))
     server = build(settings, handler)
