@@ -83,7 +83,8 @@ class Bus(object):
         """Publish through oslo.messaging's Notifier, run in its own process (notify.py)."""
         if self._notifier is None or self._notifier.poll() is not None:
             self._notifier = subprocess.Popen(
-                [sys.executable, str(Path(__file__).with_name("notify.py")), self.url],
+                [sys.executable, str(ROOT / "tests" / "novahooks" / "notifications" / "notify.py"),
+                 self.url],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         assert self._notifier.stdin is not None and self._notifier.stdout is not None
         self._notifier.stdin.write(json.dumps({
@@ -325,3 +326,120 @@ def test_listener_killed_mid_burst_loses_and_duplicates_nothing(bus: Bus,
         inventory = drivers.inventory()
         assert len(list(inventory.api.virtualization.virtual_machines.filter(
             name=vm.hostname))) == 1
+        assert chains(stack, vm) == ["build"], "a redelivered notification ran its chain again"
+
+
+def chains(stack: Stack, vm: Vm) -> List[str]:
+    """The kinds of the VM's chains that closed, in order (one audit record each)."""
+    return [r["kind"] for r in audit_lines(stack.audit_path, vm.uuid) if r.get("stage") == "done"]
+
+
+def resized_flavor(body: Dict[str, Any], vcpus: int, memory_mb: int) -> Dict[str, Any]:
+    body["payload"]["nova_object.data"]["flavor"]["nova_object.data"].update(
+        name="m1.resized", vcpus=vcpus, memory_mb=memory_mb)
+    return body
+
+
+def legacy(event_type: str, vm: Vm, hostname: str = "", **payload: Any) -> Dict[str, Any]:
+    body = samples.legacy_create_end(vm.uuid, hostname or vm.hostname, list(vm.addresses))
+    body["event_type"] = event_type
+    body["payload"].update(payload)
+    return body
+
+
+def test_notification_format_both_is_one_chain_per_action(bus: Bus, stack: Stack) -> None:
+    """Nova with notification_format = both sends every action twice (versioned and
+    legacy, milliseconds apart): each action is one chain, whichever twin comes first."""
+    vm, port = new_vm("both", v6=False)
+    renamed = vm._replace(hostname=vm.hostname + "-r")
+    bus.nova(legacy("compute.instance.create.end", vm))
+    bus.nova(versioned("instance-create-end", vm, port))
+    until(lambda: registered(vm), 120, "registered", interval=1)
+    bus.nova(samples.vary("instance-update", vm.uuid, renamed.hostname,
+                          [(a, m, port) for a, m in vm.addresses], task_state=None,
+                          old_display_name=vm.hostname))
+    bus.nova(legacy("compute.instance.update", vm, renamed.hostname,
+                    old_display_name=vm.hostname))
+    until(lambda: chains(stack, vm).count("network") >= 1, 60, "rename chain")
+    bus.nova(legacy("compute.instance.finish_resize.end", vm, renamed.hostname, vcpus=4,
+                    memory_mb=8192, instance_type="m1.resized"))
+    bus.nova(resized_flavor(versioned("instance-resize_finish-end", vm, port,
+                                      renamed.hostname), 4, 8192))
+    until(lambda: chains(stack, vm).count("resize") >= 1, 60, "resize chain")
+    state = held(renamed)
+    assert state["dns"]["A"] == [vm.addresses[0][0]] and not held(vm)["dns"]["A"]
+    assert (state["inventory"]["name"], state["inventory"]["vcpus"],
+            state["inventory"]["memory"]) == (renamed.hostname, 4, 8192)
+    bus.nova(versioned("instance-delete-start", vm, port, renamed.hostname))
+    bus.nova(legacy("compute.instance.delete.start", vm, renamed.hostname))
+    bus.nova(legacy("compute.instance.delete.end", vm, renamed.hostname, fixed_ips=[]))
+    bus.nova(versioned("instance-delete-end", vm, port, renamed.hostname, ip_addresses=[]))
+    until(lambda: "delete" in chains(stack, vm), 60, "delete chain")
+    until(lambda: bus.queued() == (0, 0), 30, "every notification acknowledged")
+    until(lambda: gone(renamed), 30, "everything removed", interval=1)
+    assert chains(stack, vm) == ["build", "network", "resize", "delete"]
+    paired = [r for r in bus.lines() if r.get("outcome") == "ignored"
+              and "twin of" in str(r.get("reason"))]
+    assert len(paired) == 5, paired  # create, rename, resize, delete.start, delete.end
+
+
+def test_a_notification_published_twice_is_one_event(bus: Bus, stack: Stack) -> None:
+    """The same message (its message_id) published again, or redelivered: one chain."""
+    vm, port = new_vm("twice", v6=False)
+    body = dict(versioned("instance-create-end", vm, port),
+                timestamp="2026-12-01 23:08:48.523874", publisher_id="nova-compute:test")
+    wire = json.dumps(samples.envelope(body))
+    bus.raw(wire)
+    until(lambda: registered(vm), 120, "registered", interval=1)
+    bus.raw(wire)
+    until(lambda: bus.queued() == (0, 0), 30, "acknowledged")
+    until(lambda: any(body["message_id"] in str(r.get("reason")) for r in bus.lines()), 30,
+          "the second one logged as handled already")
+    follower, follower_port = new_vm("twice-next", v6=False)
+    bus.nova(versioned("instance-create-end", follower, follower_port))
+    until(lambda: chains(stack, follower) == ["build"], 120, "a later chain")
+    assert chains(stack, vm) == ["build"]
+
+
+def test_rename_without_notify_on_state_change_moves_records_at_the_next_event(
+        bus: Bus, stack: Stack) -> None:
+    """Nova's default sends nothing for a rename; the resize after it carries the new
+    name, and every backend moves to it then."""
+    vm, port = new_vm("quiet", v6=False)
+    bus.nova(versioned("instance-create-end", vm, port))
+    until(lambda: registered(vm), 120, "registered", interval=1)
+    renamed = vm._replace(hostname=vm.hostname + "-q")
+    bus.nova(resized_flavor(versioned("instance-resize_finish-end", vm, port,
+                                      renamed.hostname), 2, 4096))
+    until(lambda: len(chains(stack, vm)) == 2, 60, "the resize's chain")
+    state = held(renamed)
+    assert state["dns"]["A"] == [vm.addresses[0][0]]
+    assert state["dns"]["PTR"] == {vm.addresses[0][0]: [
+        "%s.cloud.example.test." % renamed.hostname]}
+    assert state["ldap"] == ["cn=%s,%s" % (renamed.hostname, stack.slapd.hosts_base)]
+    assert (state["inventory"]["name"], state["inventory"]["memory"]) == (renamed.hostname,
+                                                                          4096)
+    assert not held(vm)["dns"]["A"]
+
+
+def test_check_probes_the_notification_transport(bus: Bus, stack: Stack) -> None:
+    from novahooks.settings import load_settings
+    from tasks.operations import check
+    env = dict(os.environ, NOVAHOOKS_NOTIFICATIONS_PASSWORD="guest")
+    results = {r["check"]: r for r in check(load_settings(str(bus.config), env))}
+    assert results["notifications"]["ok"], results["notifications"]
+    assert "127.0.0.1:5672 reachable" in results["notifications"]["detail"]
+    assert "guest" not in results["notifications"]["detail"]
+    wrong = dict(env, NOVAHOOKS_NOTIFICATIONS_PASSWORD="not-the-password")
+    refused = {r["check"]: r for r in check(load_settings(str(bus.config), wrong))}
+    assert not refused["notifications"]["ok"]
+    assert "not-the-password" not in refused["notifications"]["detail"]
+    hooks_only = {r["check"] for r in check(load_settings(str(stack.config_path)))}
+    assert "notifications" not in hooks_only, "a hook-only configuration is not probed"
+
+
+def test_the_listener_log_is_json_lines_only(bus: Bus) -> None:
+    text = bus.text(1)
+    assert text.strip()
+    for line in text.splitlines():
+        json.loads(line)
