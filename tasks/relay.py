@@ -70,7 +70,14 @@ class Relay(object):
         if spooled:
             LOG.info("moved %d spooled events into the outbox", spooled)
         batch = self.outbox.pending(self.settings.relay.batch)
-        published = self._published_before(batch)
+        parsed: Dict[int, Any] = {}
+        for item in batch:
+            try:
+                parsed[item.seq] = event_from_json(item.body)
+            except EventFormatError as exc:
+                parsed[item.seq] = exc
+        published = self._published_before([e.event_id for e in parsed.values()
+                                            if isinstance(e, InstanceEvent) and e.event_id])
         bodies: Dict[int, str] = {}
         done: List[int] = []
         sent: List[Tuple[int, str]] = []
@@ -85,10 +92,10 @@ class Relay(object):
                 # pipeline is flushed once, when the block ends
                 with producer.batch(2 * len(batch) + 1):
                     for item in batch:
-                        try:
-                            event = event_from_json(item.body)
-                        except EventFormatError as exc:
-                            LOG.error("outbox event %d is unreadable, dropped: %s", item.seq, exc)
+                        event = parsed[item.seq]
+                        if isinstance(event, EventFormatError):
+                            LOG.error("outbox event %d is unreadable, dropped: %s", item.seq,
+                                      event)
                             done.append(item.seq)
                             continue
                         if event.event_id and event.event_id in published:
@@ -134,20 +141,14 @@ class Relay(object):
         from tasks.ledger import ledger
         return ledger(self.settings.ledger.url, self.settings.ledger.sqlite_synchronous)
 
-    def _published_before(self, batch: List[Any]) -> Set[str]:
-        """Event ids of this batch whose chains the ledger already saw published.
+    def _published_before(self, ids: List[str]) -> Set[str]:
+        """Which of these event ids the ledger already saw published.
 
         When the ledger cannot answer, everything is published (a duplicate chain
         is harmless: its steps see their own version and run again idempotently).
         """
-        ids = []
-        for item in batch:
-            try:
-                ids.append(str(json.loads(item.body).get("event_id") or ""))
-            except (ValueError, AttributeError):
-                continue
         try:
-            return set(self._ledger().known_events([i for i in ids if i]))
+            return set(self._ledger().known_events(ids))
         except Exception as exc:  # noqa: BLE001 - publish anyway, see above
             LOG.warning("ledger did not say which events were published before (%s)", exc)
             return set()
@@ -205,6 +206,9 @@ class Relay(object):
                 return
 
 
+_NO_ORDER = '"order":null'
+
+
 def stamped(event: InstanceEvent, body: str, seq: int) -> str:
     """The event's JSON with its order: the hook's wall clock at the call (``emitted_at``)
     and this outbox's sequence as the tie-breaker (events of one host in the order its
@@ -212,7 +216,12 @@ def stamped(event: InstanceEvent, body: str, seq: int) -> str:
     notification's own time) go out as they are."""
     if event.order is not None:
         return body
-    return event._replace(order=(microseconds(event.emitted_at), seq)).to_json()
+    order = (microseconds(event.emitted_at), seq)
+    if body.count(_NO_ORDER) == 1:
+        # The hooks' compact, sorted JSON: "order":null can only be the event's own key
+        # (every nested value is a string, a number or an object without that key).
+        return body.replace(_NO_ORDER, '"order":[%d,%d]' % order)
+    return event._replace(order=order).to_json()
 
 
 def start_gate(relay: Relay) -> "Optional[GateService]":

@@ -144,3 +144,25 @@ def test_hook_events_carry_their_call_time_and_outbox_sequence(stack: Stack) -> 
     applied = book.register_state(event.uuid, "directory")[1]
     assert applied is not None and applied.event_id == event.event_id
     assert applied.order[0] == round(event.emitted_at * 1000000) and applied.order[1] > 0
+
+
+def test_register_steps_after_a_delete_are_skipped_and_say_why(stack: Stack) -> None:
+    """The tombstone rule, whatever the order: a build that loses the race to its delete
+    leaves nothing, and its steps log outcome skipped (not ok) with the reason."""
+    build = make_event(flavor=SMALL, addresses=[Address(unique_v4(), 4, mac(), "private")])
+    delete = build._replace(kind="delete", event_id=str(uuidlib.uuid4()),
+                            emitted_at=build.emitted_at - 5.0)  # even an "older" delete
+    enqueue(stack, delete)
+    until(lambda: done(stack, delete), 120, "the delete's chain")
+    enqueue(stack, build)
+    (record,) = until(lambda: done(stack, build), 120, "the build's chain")
+    assert sorted(record["skipped"]) == ["dns.register", "inventory.register",
+                                         "ipam.reserve", "ldap.register"]
+    assert all(r == "skipped: instance %s was deleted" % build.uuid
+               for r in record["skipped"].values())
+    steps = until(lambda: step_lines(stack, build, ("ldap", "inventory")), 30, "log lines")
+    assert {s["outcome"] for s in steps.values()} == {"skipped"}
+    from tests.demo import gone
+    vm = Vm(build.hostname or "", ((build.addresses[0].address, build.addresses[0].mac or ""),),
+            uuid=build.uuid)
+    assert gone(vm, held(build))
