@@ -18,7 +18,7 @@ from celery.exceptions import Reject, Retry
 
 from novahooks.logs import FIELDS
 from novahooks.event import EventFormatError, InstanceEvent, describe_order, event_from_dict
-from tasks import drivers, metrics, policy, validate
+from tasks import drivers, metrics, policy, preflight, validate
 from tasks.chains import step_key
 from tasks.config import settings
 from tasks.errors import InvalidEvent, TransientError
@@ -87,6 +87,7 @@ class StepTask(Task):
         named = event._replace(hostname=decision.hostname)
         directory = settings().directory
         drivers.driver_class("directory", directory.driver).precheck(directory, named)
+        preflight.run(self.name, named, decision)  # the first writer asks for the whole chain
         return named, decision
 
     def backend_call(self, action: Callable[[], Any]) -> Any:

@@ -110,6 +110,7 @@ class AdDirectory(LdapDirectory):
                                 backend=BACKEND)
         self.domain_dn = ",".join(domain)
         self.dns_domain = settings.dns_domain.strip(".").lower()
+        self._netbios = None  # type: Optional[List[str]]
 
     def _wants_computer(self, event: InstanceEvent) -> bool:
         return wants_computer(self.settings, event)
@@ -139,10 +140,54 @@ class AdDirectory(LdapDirectory):
 
     @classmethod
     def precheck(cls, settings: Any, event: InstanceEvent) -> None:
+        super().precheck(settings, event)
         if wants_computer(settings, event):
             computer_name(event.hostname)
 
+    def preflight(self, event: InstanceEvent) -> None:
+        self.precheck(self.settings, event)
+        if not self._wants_computer(event):
+            return
+        name = computer_name(event.hostname)
+        conn = self._connect()
+        try:
+            self._claim(conn, name, self.computer_dn(name), event.uuid)
+        finally:
+            conn.unbind()
+
+    def _netbios_names(self, conn: Connection) -> List[str]:
+        """The domain's (and forest's) NetBIOS names, from the partitions container."""
+        if self._netbios is None:
+            found = self._computers(conn, "(nETBIOSName=*)", "CN=Partitions,CN=Configuration,"
+                                    + self.domain_dn, ("nETBIOSName",))
+            self._netbios = [str(v).upper() for entry in found
+                             for v in entry.nETBIOSName.values]
+        return self._netbios
+
+    def _claim(self, conn: Connection, name: str, dn: str, instance_uuid: str) -> bool:
+        """True if our own computer object holds ``name``; False if nobody does; else
+        Conflict: the domain's NetBIOS name, or any object (user, group, computer,
+        anywhere in the domain) holding it as sAMAccountName, with or without "$"."""
+        if name.upper() in self._netbios_names(conn):
+            raise Conflict("%s is the domain's NetBIOS name" % name, backend=BACKEND)
+        holders = self._computers(conn, "(|(sAMAccountName=%s)(sAMAccountName=%s))" % (
+            escape_filter_chars(name), escape_filter_chars(name + "$")), self.domain_dn,
+            ("cn", "description", "sAMAccountName"))
+        ours = False
+        for holder in holders:
+            owners = [str(v) for v in holder.description.values] \
+                if "description" in holder else []
+            if holder.entry_dn.lower() != dn.lower() or instance_uuid not in owners:
+                account = str(holder.sAMAccountName.value) if "sAMAccountName" in holder \
+                    else name
+                raise Conflict("account %s exists as %s and belongs to %s, not instance %s"
+                               % (account, holder.entry_dn, ", ".join(owners) or
+                                  "no instance", instance_uuid), backend=BACKEND)
+            ours = True
+        return ours
+
     def register(self, event: InstanceEvent) -> Dict[str, Any]:
+        self.precheck(self.settings, event)
         if not self._wants_computer(event):
             if self.settings.linux == "skip":
                 return {"skipped": "not a Windows VM ([directory] linux = skip)"}
@@ -160,16 +205,7 @@ class AdDirectory(LdapDirectory):
             for stale in self._computers_of(conn, event.uuid):
                 if stale.entry_dn.lower() != dn.lower():
                     self._delete(conn, stale.entry_dn)
-            holders = self._computers(conn, "(sAMAccountName=%s)" % escape_filter_chars(
-                name + "$"), self.domain_dn)
-            holder = holders[0] if holders else None
-            if holder is not None:
-                owners = [str(v) for v in holder.description.values] \
-                    if "description" in holder else []
-                if holder.entry_dn.lower() != dn.lower() or event.uuid not in owners:
-                    raise Conflict("computer %s$ exists as %s and belongs to %s, not instance "
-                                   "%s" % (name, holder.entry_dn, ", ".join(owners) or
-                                           "no instance", event.uuid), backend=BACKEND)
+            if self._claim(conn, name, dn, event.uuid):
                 self._update(conn, dn, fqdn, spns, addresses, macs)
                 return {"dn": dn, "sAMAccountName": name + "$", "action": "updated"}
             classes = list(_COMPUTER_CLASSES) + (["ipHost"] if addresses else []) + \

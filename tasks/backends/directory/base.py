@@ -5,6 +5,7 @@ from typing import Any, Dict
 
 from novahooks.event import InstanceEvent
 from tasks.backends.base import Driver
+from tasks.errors import InvalidEvent
 
 
 class DirectoryDriver(Driver):
@@ -16,7 +17,19 @@ class DirectoryDriver(Driver):
         step's worker can run it: a chain then refuses a name the directory cannot
         hold (an AD computer name over 15 characters) before an earlier step writes.
         """
-        return None
+        reserved = {name.strip().lower() for name in getattr(settings, "reserved_names", ())}
+        name = (event.hostname or "").lower()
+        if name in reserved or name.rstrip("$") in reserved:
+            raise InvalidEvent("hostname", "%r is a reserved name ([directory] "
+                               "reserved_names)" % event.hostname)
+
+    def preflight(self, event: InstanceEvent) -> None:
+        """What :meth:`register` would refuse, asking the server but changing nothing.
+
+        The chain's first writing step runs it (tasks/preflight.py); a driver whose
+        refusals depend on what the directory holds (AD's account names) reads them.
+        """
+        self.precheck(self.settings, event)
 
     @abc.abstractmethod
     def register(self, event: InstanceEvent) -> Dict[str, Any]:

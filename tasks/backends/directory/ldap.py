@@ -120,6 +120,7 @@ class LdapDirectory(DirectoryDriver):
                 "description": [event.uuid]}
 
     def register(self, event: InstanceEvent) -> Dict[str, Any]:
+        self.precheck(self.settings, event)
         dn = self.dn_for(event.hostname or "")
         conn = self._connect()
         try:
