@@ -64,6 +64,17 @@ class DirectoryContract(object):
         assert [e["name"] for e in directory_reader.held(ev.uuid)] == [
             str(renamed.hostname).lower()]
         directory.deregister(renamed)
+        assert directory_reader.held(ev.uuid) == []
+
+    def test_a_build_with_fewer_addresses_holds_exactly_those(
+            self, directory: Any, directory_event: EventMaker,
+            directory_reader: DirectoryReader) -> None:
+        kept, dropped = unique_v4(), unique_v4()
+        ev = directory_event(addresses=[Address(kept, 4, mac()), Address(dropped, 4, mac())])
+        directory.register(ev)
+        directory.register(ev._replace(addresses=[ev.addresses[0]]))
+        assert [e["addresses"] for e in directory_reader.held(ev.uuid)] == [[kept]]
+        directory.deregister(ev)
 
     def test_deregister_removes_every_entry_and_absent_is_success(
             self, directory: Any, directory_event: EventMaker,

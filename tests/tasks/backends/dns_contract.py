@@ -131,6 +131,19 @@ class DnsContract(object):
         assert dns_reader.ptr(old) == [] and dns_reader.ptr(new) == [fqdn]
         dns.deregister(fqdn, owner, [Address(new, 4)])
 
+    def test_every_address_of_a_family_is_held_and_points_back(
+            self, dns: Any, dns_space: DnsSpace, dns_reader: DnsReader) -> None:
+        owner, fqdn = _uuid(), dns_space.name()
+        addresses = sorted([dns_space.v4(), dns_space.v4(), dns_space.v4()])
+        dns.register(fqdn, owner, [Address(a, 4) for a in addresses])
+        assert dns_reader.forward(fqdn) == addresses
+        assert [dns_reader.ptr(a) for a in addresses] == [[fqdn]] * 3
+        dns.register(fqdn, owner, [Address(addresses[1], 4)])
+        assert dns_reader.forward(fqdn) == [addresses[1]]
+        assert [dns_reader.ptr(a) for a in addresses] == [[], [fqdn], []]
+        dns.deregister(fqdn, owner, [])
+        assert dns_reader.forward(fqdn) == [] and dns_reader.ptr(addresses[1]) == []
+
     def test_deregister_takes_back_only_what_the_instance_owns(
             self, dns: Any, dns_space: DnsSpace, dns_reader: DnsReader) -> None:
         mine, theirs = _uuid(), _uuid()
