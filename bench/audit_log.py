@@ -117,16 +117,27 @@ def appends(workdir: Path, records: int, rounds: int, every: int) -> Dict[str, A
 
 
 def generate(path: Path, size: int) -> None:
-    """A log as the writer makes it (chain, canonical JSON), without a write per record."""
+    """A log as the writer makes it (chain, canonical JSON), without a write per record.
+
+    For these records (ASCII keys and strings, integral floats made ints as the writer
+    does, other floats between 1e-4 and 1e16) the standard library's sorted, compact
+    JSON is byte for byte RFC 8785, and four times faster than rfc8785's pure Python:
+    checked against it on the first records.
+    """
+    import json
+
     import rfc8785
 
     from tasks.backends.audit import jsonl
     prev = jsonl.GENESIS
     with open(path, "wb") as handle:
         for seq in range(1, size + 1):
-            record = dict(entry(seq), seq=seq, prev=prev)
+            record = jsonl.as_parsed(dict(entry(seq), seq=seq, prev=prev))
             record["hash"] = prev = jsonl._digest(record)
-            handle.write(rfc8785.dumps(record) + b"\n")
+            line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+            if seq <= 100 and line != rfc8785.dumps(record):
+                raise AssertionError("not canonical: %r" % line)
+            handle.write(line + b"\n")
 
 
 def timed(action: Any) -> Any:

@@ -11,6 +11,7 @@ appender at a time takes the next index, however many worker processes
 append; ``fsync`` makes a returned record durable.
 """
 
+import decimal
 import fcntl
 import hashlib
 import json
@@ -29,6 +30,27 @@ def _digest(record: Dict[str, Any]) -> str:
     body = {k: v for k, v in record.items() if k != "hash"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"))
                           .encode()).hexdigest()
+
+
+def as_parsed(value: Any) -> Any:
+    """``value`` as it reads back from its RFC 8785 form: an integral float is written
+    without a fraction (1.0 as 1) and so comes back an int. The chain's hash is taken
+    over this, so that a verifier parsing the line gets the same hash."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        # The shortest digits, as written: above 2**53 they are not the float's exact value.
+        return int(decimal.Decimal(repr(value)))
+    if isinstance(value, dict):
+        return {k: as_parsed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [as_parsed(v) for v in value]
+    return value
+
+
+def line(entry: Dict[str, Any], seq: int, prev: str) -> bytes:
+    """The stored line of a record: canonical JSON with its place in the chain."""
+    record = dict(entry, seq=seq, prev=prev)
+    record["hash"] = _digest(as_parsed(record))
+    return rfc8785.dumps(record)
 
 
 def _last_line(handle: Any) -> bytes:
@@ -70,10 +92,8 @@ class JsonlAudit(AuditDriver):
                         seq, prev = int(previous["seq"]) + 1, previous["hash"]
                     else:
                         seq, prev = 1, GENESIS
-                    record = dict(entry, seq=seq, prev=prev)
-                    record["hash"] = _digest(record)
                     handle.seek(0, os.SEEK_END)
-                    handle.write(rfc8785.dumps(record) + b"\n")
+                    handle.write(line(entry, seq, prev) + b"\n")
                     handle.flush()
                     os.fsync(handle.fileno())
                 finally:

@@ -7,8 +7,11 @@ import shutil
 import socket
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, Dict
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tasks.backends.audit.jsonl import JsonlAudit, verify
 from tasks.backends.audit.syslog import SyslogAudit
@@ -128,3 +131,28 @@ def test_every_configured_secret_is_masked_in_a_record(tmp_path: Path) -> None:
     assert scrub(entry, found) == {"error": "GET https://nb/api/?token=***: 403",
                                    "backends": {"ldap": {"dn": "cn=x", "bound": ["***"]}},
                                    "n": 3}
+
+
+def test_a_whole_number_float_keeps_its_record_verifiable(tmp_path: Path) -> None:
+    """RFC 8785 writes 1796173098.0 as 1796173098, which reads back as an int: the chain
+    hash is over what a reader gets (a Nova timestamp on a whole second is common)."""
+    path = tmp_path / "audit.jsonl"
+    sink = JsonlAudit(SimpleNamespace(path=str(path)))
+    sink.record({"instance_uuid": "u", "emitted_at": 1796173098.0, "time": 1796173098.5,
+                 "nested": {"n": [2.0, 0.25, 1e22]}})
+    assert b'"emitted_at":1796173098,' in path.read_bytes()
+    assert verify(str(path)) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=8), st.recursive(
+    st.none() | st.booleans() | st.integers(1 - 2 ** 53, 2 ** 53 - 1) | st.text(max_size=20)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                               max_size=3), max_leaves=8),
+    max_size=6))
+def test_any_json_record_reads_back_with_its_hash(entry: Dict[str, Any]) -> None:
+    from tasks.backends.audit.jsonl import _digest, line
+    text = line(entry, 7, "ab" * 32)
+    record = json.loads(text)
+    assert record["hash"] == _digest(record) and record["seq"] == 7
