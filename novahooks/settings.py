@@ -628,9 +628,11 @@ class VendordataSettings(Section):
     # Seconds a credential is handed out again; after that no new one is issued for the
     # instance (a joined machine has changed its password by then).
     credential_ttl: int = 86400
-    # Seconds an answer may take, below Nova's 5 s read timeout; the directory and
-    # inventory calls share it.
-    budget: float = 4.0
+    # Seconds an answer may take, below Nova's 5 s read timeout: then the guest is
+    # answered over_budget (retry) and the work goes on for its next read. The budget
+    # starts when a request reaches the service; TLS and queueing before that took up
+    # to 0.9 s in a 100-VM burst on a loaded machine (bench/RESULTS.md).
+    budget: float = 3.0
     steps: List[str] = list(VENDORDATA_STEPS)
     # Windows VMs with [directory] driver = ad: odj (an offline domain-join blob from
     # Samba's net offlinejoin provision, for djoin /requestODJ) or password (a one-time
@@ -646,6 +648,7 @@ class VendordataSettings(Section):
     # The smb.conf net reads (its lock and cache directories, name resolution); default:
     # Samba's own (/etc/samba/smb.conf).
     odj_smb_conf: Optional[str] = None
+    # Threads doing the work (the HTTP side has 8 per work thread: they mostly wait).
     threads: int = 16
     # For novahooks check: the URL Nova calls (default https://address:port/) and the CA
     # file that verifies it (Nova's vendordata_dynamic_ssl_certfile).

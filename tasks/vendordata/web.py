@@ -5,7 +5,8 @@ HTTPBasicAuth) sends ``Authorization: Basic``; a missing or wrong one is 401
 before the body is read. ``GET /healthz`` (authenticated too) is what
 ``novahooks check`` asks. Bodies are capped (request.MAX_BODY). cheroot serves
 with a fixed pool of threads ([vendordata] threads): a mass boot queues in its
-listen backlog instead of spawning a thread per guest.
+listen backlog instead of spawning a thread per guest; it has
+HTTP_THREADS_PER_WORKER times as many threads as the service's work pool.
 """
 
 import base64
@@ -26,6 +27,10 @@ from tasks.vendordata.service import Vendordata
 
 LOG = logging.getLogger("novahooks.vendordata")
 REALM = "novahooks vendordata"
+#: HTTP threads per work thread ([vendordata] threads): an HTTP thread mostly waits, up
+#: to the budget, for the work; with as few as the work has, a mass boot's answers queue
+#: for HTTP threads and leave after Nova's 5 s (measured: bench/vendordata.py).
+HTTP_THREADS_PER_WORKER = 8
 
 
 def _credentials(header: Optional[str]) -> Optional[Tuple[str, str]]:
@@ -121,8 +126,8 @@ def make_server(settings: Settings, service: Optional[Vendordata] = None) -> wsg
         raise Misconfigured("[vendordata] tls_cert_file and tls_key_file are required: the "
                             "answers carry join credentials", backend="vendordata")
     server = wsgi.Server((config.address, config.port), make_app(service or Vendordata(
-        settings)), numthreads=config.threads, request_queue_size=256, timeout=10,
-        server_name="novahooks-vendordata")
+        settings)), numthreads=config.threads * HTTP_THREADS_PER_WORKER,
+        request_queue_size=256, timeout=10, server_name="novahooks-vendordata")
     adapter = BuiltinSSLAdapter(config.tls_cert_file, config.tls_key_file)
     adapter.context.minimum_version = ssl.TLSVersion.TLSv1_2
     server.ssl_adapter = adapter
