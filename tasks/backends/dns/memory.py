@@ -4,8 +4,10 @@ The rules are the RFC 2136 driver's: the name must lie in ``[dns] zone`` and
 every address in a reverse zone (a ``[naming prefix]`` rule's first, then
 ``[dns] reverse_zones``), checked before the first write; the backend must
 serve those zones (``DnsStore.zones``; None, the default, serves every zone);
-a name holding records another instance or a person made is a conflict, and a
-delete takes back only what this instance owns.
+a name holding records another instance or a person made is a conflict, and so
+is an address whose PTR points at another name; a delete takes back only what
+this instance owns, and ``preflight`` makes every refusal of ``register``
+without writing.
 """
 
 from typing import Any, Dict, List, Optional, Sequence, Set
@@ -72,17 +74,33 @@ class MemoryDns(DnsDriver, MemoryDriver):
         if not targets:
             store.ptrs.pop(address, None)
 
+    def _plan(self, store: DnsStore, fqdn: str, instance_uuid: str,
+              addresses: Sequence[Address]) -> Optional[bool]:
+        """Every refusal register would make, before it writes: whether the name is ours."""
+        name = self._name(fqdn)
+        self._served(store, [self.zone] + [self._reverse_zone(a.address) for a in addresses])
+        owned = self._owner(store, name, instance_uuid)
+        if owned is False:
+            raise Conflict("%s already holds records not owned by instance %s"
+                           % (fqdn, instance_uuid), backend=self.KIND)
+        for item in addresses:
+            others = sorted(store.ptrs.get(item.address, set()) - {name})
+            if others:
+                raise Conflict("the reverse name of %s points at %s, not at %s" % (
+                    item.address, ", ".join(others), fqdn), backend=self.KIND)
+        return owned
+
+    def preflight(self, fqdn: str, instance_uuid: str, addresses: Sequence[Address]) -> None:
+        super().preflight(fqdn, instance_uuid, addresses)
+        with self.session() as store:
+            self._plan(store, fqdn, instance_uuid, addresses)
+
     def register(self, fqdn: str, instance_uuid: str,
                  addresses: Sequence[Address]) -> Dict[str, Any]:
-        name = self._name(fqdn)
         wanted = {a.address: a.version for a in addresses}
-        zones = [self._reverse_zone(a) for a in wanted]
         with self.session() as store:
-            self._served(store, [self.zone] + zones)
-            owned = self._owner(store, name, instance_uuid)
-            if owned is False:
-                raise Conflict("%s already holds records not owned by instance %s"
-                               % (fqdn, instance_uuid), backend=self.KIND)
+            owned = self._plan(store, fqdn, instance_uuid, addresses)
+            name = self._name(fqdn)
             old = set(store.names[name]["A"] | store.names[name]["AAAA"]) if owned else set()
             store.names[name] = {"owner": instance_uuid,
                                  "A": {a for a, v in wanted.items() if v == 4},

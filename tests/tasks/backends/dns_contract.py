@@ -171,6 +171,36 @@ class DnsContract(object):
         assert dns_reader.ptr(intruder) == []
         dns.deregister(fqdn, first, [Address(held, 4)])
 
+    def test_an_address_whose_ptr_another_instance_holds_is_a_conflict_and_stays(
+            self, dns: Any, dns_space: DnsSpace, dns_reader: DnsReader) -> None:
+        first, second, shared = _uuid(), _uuid(), dns_space.v4()
+        first_name, second_name = dns_space.name(), dns_space.name()
+        dns.register(first_name, first, [Address(shared, 4)])
+        with pytest.raises(Conflict, match=shared):
+            dns.register(second_name, second, [Address(shared, 4)])
+        assert dns_reader.ptr(shared) == [first_name]
+        assert dns_reader.forward(second_name) == []
+        dns.deregister(second_name, second, [Address(shared, 4)])
+        assert dns_reader.ptr(shared) == [first_name], "another instance's PTR must stay"
+        dns.deregister(first_name, first, [Address(shared, 4)])
+
+    def test_preflight_refuses_what_register_would_and_writes_nothing(
+            self, dns: Any, dns_space: DnsSpace, dns_reader: DnsReader) -> None:
+        owner, taken, held = _uuid(), dns_space.name(), dns_space.v4()
+        dns.register(taken, owner, [Address(held, 4)])
+        fresh, address = dns_space.name(), dns_space.v4()
+        assert dns.preflight(fresh, _uuid(), [Address(address, 4)]) is None
+        refused = [(Conflict, taken, [Address(dns_space.v4(), 4)]),
+                   (Conflict, fresh, [Address(held, 4)]),
+                   (OutOfScope, fresh, [Address(dns_space.outside_address, 4)]),
+                   (OutOfScope, dns_space.outside_name, [Address(address, 4)])]
+        for error, fqdn, addresses in refused:
+            with pytest.raises(error):
+                dns.preflight(fqdn, _uuid(), addresses)
+        assert dns_reader.forward(fresh) == [] and dns_reader.ptr(address) == []
+        assert dns_reader.forward(taken) == [held]
+        dns.deregister(taken, owner, [Address(held, 4)])
+
     def test_a_name_a_person_made_is_a_conflict_and_stays(
             self, dns: Any, dns_space: DnsSpace, dns_reader: DnsReader) -> None:
         owner, fqdn, theirs = _uuid(), dns_space.name(), dns_space.v4()
