@@ -4,6 +4,7 @@ Each helper call does what the listener does after the events are durable:
 it applies the plan's effects to the state.
 """
 
+import time
 import uuid as uuidlib
 from pathlib import Path
 from typing import Any, Dict, List
@@ -269,3 +270,18 @@ def test_shelve_offload_marks_the_vm_offloaded_and_keeps_its_addresses(state: St
     back["event_type"] = "instance.unshelve.end"
     (event,) = run(state, back).events
     assert event.kind == "resize" and event.vm_state == "active" and event.host
+
+
+def test_handled_message_ids_and_twins_are_pruned_after_the_retention(tmp_path: Path) -> None:
+    state = State("sqlite:///%s" % (tmp_path / "ledger.sqlite"), retention=0.05)
+    v = vm(26)
+    body = at(samples.vary("instance-create-end", v["uuid"], "vm-26", v["fixed"]),
+              "2026-12-01 13:00:00.000000")
+    run(state, body)
+    assert state.seen(body["message_id"]) is not None
+    twin = at(legacy(v, "compute.instance.create.end"), "2026-12-01 13:00:00.002000")
+    time.sleep(0.1)
+    state._pruned = 0.0  # the next write prunes (at most once a minute otherwise)
+    run(state, samples.floatingip("floatingip.create.end", "fip-26", "192.168.1.86", None, None))
+    assert state.seen(body["message_id"]) is None
+    assert [e.kind for e in run(state, twin).events] == ["build"], "its twin was forgotten too"
