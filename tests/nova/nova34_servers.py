@@ -284,7 +284,7 @@ class Nova34(integrated_helpers._IntegratedTestBase):
         notification, then until the tee is quiet; the reply."""
         status, versioned, legacy = ENDS[verb]
         last = versioned if self.tee.enabled["versioned"] else legacy
-        if last == "instance.update" and not ARGS.notify_on_state_change:
+        if verb == "rename" and not ARGS.notify_on_state_change:
             last = None                          # Nova's default: a rename sends nothing
 
         def outcome():

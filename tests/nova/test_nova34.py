@@ -95,13 +95,12 @@ class Listener(object):
 class Nova(object):
     """Drives tests/nova/nova34_servers.py over its line protocol."""
 
-    def __init__(self, python: Path, url: str, fmt: str, log: Path) -> None:
+    def __init__(self, python: Path, url: str, fmt: str, notify: str, log: Path) -> None:
         self.format = fmt
         self.published: List[Dict[str, Any]] = []
         self.proc = subprocess.Popen(
             [str(python), str(ROOT / "tests/nova/nova34_servers.py"), "--transport-url", url,
-             "--format", fmt, "--notify-on-state-change", "vm_and_task_state",
-             "--log", str(log)],
+             "--format", fmt, "--notify-on-state-change", notify, "--log", str(log)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             cwd=str(ROOT), text=True, bufsize=1)
         self.ready = self._read()
@@ -145,13 +144,46 @@ class Bus(object):
         self.workdir = workdir
         self.url = "rabbit://guest:guest@127.0.0.1:5672/%s" % vhost.name
         self.novas: Dict[str, Nova] = {}
+        self.nova_in_use: Optional[Nova] = None
+        self.start = 0          # listener lines before the test began
 
-    def nova(self, fmt: str) -> Nova:
-        """One Nova per notification format for the module (its start-up takes ~13 s)."""
-        if fmt not in self.novas:
-            self.novas[fmt] = Nova(self.python, self.url, fmt,
-                                   self.workdir / ("nova34-%s.log" % fmt))
-        return self.novas[fmt]
+    def begin(self, nova: Nova) -> Nova:
+        """A test's Nova: count its notifications and the listener's lines from here."""
+        self.nova_in_use = nova
+        self.start = len(self.listener.all_lines())
+        nova.published.clear()
+        return nova
+
+    def settle(self, audit: Path, timeout: float = 120) -> None:
+        """Wait (cheaply: log and audit files, not the backends) until the listener handled
+        every notification Nova published so far and every chain it enqueued is audited."""
+        nova = self.nova_in_use
+        assert nova is not None
+        until(lambda: len(self.listener.all_lines()) - self.start >= len(nova.published),
+              timeout, "the listener handling Nova's notifications", interval=0.2)
+
+        def audited() -> bool:
+            rows = self.listener.all_lines()[self.start:]
+            wanted = {r["event_id"] for r in rows if r["outcome"] == "enqueued"}
+            if not wanted:
+                return True
+            seen = set()
+            if not audit.exists():
+                return False
+            with open(audit) as fh:
+                for line in fh:
+                    if '"event_id"' in line:
+                        seen.add(json.loads(line).get("event_id"))
+            return wanted <= seen
+        until(audited, timeout, "every enqueued chain audited", interval=0.3)
+
+    def nova(self, fmt: str, notify: str = "vm_and_task_state") -> Nova:
+        """One Nova per configuration for the module (its start-up takes ~13 s)."""
+        key = "%s-%s" % (fmt, notify or "unset")
+        if key not in self.novas:
+            self.novas[key] = Nova(self.python, self.url, fmt, notify,
+                                   self.workdir / ("nova34-%s.log" % key))
+        return self.novas[key]
 
     def close(self) -> None:
         for nova in self.novas.values():
@@ -200,10 +232,11 @@ def directory_names(uuid: str) -> List[str]:
     return [e.split(",")[0] for e in drivers.directory().describe(uuid)["entries"]]
 
 
-def holds_exactly(stack: Stack, vm: Vm, what: str,
+def holds_exactly(bus: Bus, stack: Stack, vm: Vm, what: str,
                   extra: Callable[[Dict[str, Any]], bool] = lambda held: True,
-                  timeout: float = 90) -> Dict[str, Any]:
+                  timeout: float = 60) -> Dict[str, Any]:
     """Wait until the backends hold this VM's current state, nothing more; return it."""
+    bus.settle(stack.audit_path)
     fqdn = "%s.cloud.example.test." % vm.hostname
 
     def check() -> Optional[Dict[str, Any]]:
@@ -219,7 +252,7 @@ def holds_exactly(stack: Stack, vm: Vm, what: str,
               and extra(held))
         return held if ok else None
     return dict(until(check, timeout, "%s: backends hold %s" % (what, vm.hostname),
-                      interval=1))
+                      interval=0.5))
 
 
 def name_gone(vm: Vm) -> bool:
@@ -237,9 +270,9 @@ def done_kinds(stack: Stack, uuid: str) -> List[str]:
     return [r["kind"] for r in audit_lines(stack.audit_path, uuid) if r.get("stage") == "done"]
 
 
-def record(bus: Bus, name: str, nova: Nova, since: int) -> Dict[str, Any]:
+def record(bus: Bus, name: str, nova: Nova) -> Dict[str, Any]:
     """What Nova emitted and what the listener made of it, kept beside the logs."""
-    rows = bus.listener.all_lines()[since:]
+    rows = bus.listener.all_lines()[bus.start:]
     summary = {
         "emitted": sorted({n["event_type"] for n in nova.published}),
         "emitted_count": len(nova.published),
@@ -261,9 +294,7 @@ def record(bus: Bus, name: str, nova: Nova, since: int) -> Dict[str, Any]:
 
 @pytest.mark.parametrize("fmt", ["versioned", "unversioned"])
 def test_a_servers_whole_life_in_real_nova_34(fmt: str, bus: Bus, stack: Stack) -> None:
-    nova = bus.nova(fmt)
-    start = len(bus.listener.all_lines())
-    nova.published.clear()
+    nova = bus.begin(bus.nova(fmt))
     legacy = fmt == "unversioned"
 
     # Boot: one IPv4 server, one dual-stack server.
@@ -273,9 +304,9 @@ def test_a_servers_whole_life_in_real_nova_34(fmt: str, bus: Bus, stack: Stack) 
     single, vm = vm_of(v4["server"]), vm_of(dual["server"])
     assert len(single.addresses) == 1 and len(vm.addresses) == 2
     assert {a.count(":") > 0 for a in addresses(vm)} == {False, True}   # IPv4 and IPv6
-    holds_exactly(stack, single, "boot")
+    holds_exactly(bus, stack, single, "boot")
     flavor = dual["server"]["flavor"]
-    held = holds_exactly(stack, vm, "boot")
+    held = holds_exactly(bus, stack, vm, "boot")
     assert held["dns"]["A"] and held["dns"]["AAAA"]
     assert (held["inventory"]["vcpus"], held["inventory"]["memory"]) == (
         flavor["vcpus"], flavor["ram"])
@@ -284,7 +315,7 @@ def test_a_servers_whole_life_in_real_nova_34(fmt: str, bus: Bus, stack: Stack) 
     renamed = nova.send("rename %s %s" % (vm.uuid, json.dumps({"name": vm.hostname + "-r"})))
     old, vm = vm, vm_of(renamed["server"])
     assert vm.hostname == old.hostname + "-r"
-    holds_exactly(stack, vm, "rename")
+    holds_exactly(bus, stack, vm, "rename")
     until(lambda: name_gone(old), 30, "old name %s gone" % old.hostname)
     assert directory_names(vm.uuid) == ["cn=%s" % vm.hostname]
 
@@ -294,7 +325,7 @@ def test_a_servers_whole_life_in_real_nova_34(fmt: str, bus: Bus, stack: Stack) 
     nova.send("confirm %s" % vm.uuid)
     new_flavor = resized["server"]["flavor"]
     assert new_flavor["ram"] != flavor["ram"]
-    holds_exactly(stack, vm, "resize", lambda held: (
+    holds_exactly(bus, stack, vm, "resize", lambda held: (
         held["inventory"]["vcpus"], held["inventory"]["memory"],
         held["inventory"]["disk"]) == (new_flavor["vcpus"], new_flavor["ram"],
                                        (new_flavor["disk"] + new_flavor["ephemeral"]) * 1000))
@@ -304,7 +335,7 @@ def test_a_servers_whole_life_in_real_nova_34(fmt: str, bus: Bus, stack: Stack) 
     image = rebuilt["server"]["image"]
     assert image != dual["server"]["image"]
     until(lambda: image in (netbox_vm(vm.uuid).comments or ""), 60, "image in inventory")
-    holds_exactly(stack, vm, "rebuild")
+    holds_exactly(bus, stack, vm, "rebuild")
 
     # Interface attach, then detach: that address's records only.
     extra = unique_v4()
@@ -314,14 +345,14 @@ def test_a_servers_whole_life_in_real_nova_34(fmt: str, bus: Bus, stack: Stack) 
     if legacy:
         # Nova sends no legacy notification for an interface change: nothing can follow it.
         assert attached["notifications"] == []
-        holds_exactly(stack, vm, "attach (not notified)")
+        holds_exactly(bus, stack, vm, "attach (not notified)")
     else:
-        holds_exactly(stack, with_port, "attach")
+        holds_exactly(bus, stack, with_port, "attach")
     detached = nova.send("detach %s %s" % (vm.uuid, attached["port_id"]))
     assert vm_of(detached["server"]) == vm
     if legacy:
         assert detached["notifications"] == []
-    holds_exactly(stack, vm, "detach")
+    holds_exactly(bus, stack, vm, "detach")
     assert holdings(vm._replace(addresses=((extra, ""),)))["dns"]["PTR"] == {extra: []}
 
     # Shelve, offload, unshelve: nothing removed while the VM is offloaded.
@@ -330,18 +361,19 @@ def test_a_servers_whole_life_in_real_nova_34(fmt: str, bus: Bus, stack: Stack) 
     assert offloaded["server"]["host"] is None
     assert any(n["event_type"].endswith("shelve_offload.end")
                for n in offloaded["notifications"])
-    until(lambda: bus.listener.queued() == (0, 0), 30, "offload's notifications handled")
+    bus.settle(stack.audit_path)
     held = holdings(vm)
     assert sorted(held["dns"]["A"] + held["dns"]["AAAA"]) == addresses(vm)
     assert len(held["ldap"]) == 1 and len(held["ipam"]) == len(vm.addresses)
     assert held["inventory"]["name"] == vm.hostname
     unshelved = nova.send("unshelve %s" % vm.uuid)
     assert unshelved["server"]["host"] is not None
-    holds_exactly(stack, vm, "unshelve")
+    holds_exactly(bus, stack, vm, "unshelve")
 
     # Delete both: everything gone, the audit shows each step.
     for server in (single, vm):
         nova.send("delete %s" % server.uuid)
+    bus.settle(stack.audit_path)
     for server in (single, vm):
         until(lambda server=server: gone(server, holdings(server)), 90,
               "%s removed" % server.hostname, interval=1)
@@ -353,7 +385,7 @@ def test_a_servers_whole_life_in_real_nova_34(fmt: str, bus: Bus, stack: Stack) 
     assert kinds.count("network") >= (1 if legacy else 3), kinds   # rename (+ attach, detach)
     assert kinds.count("resize") >= 3, kinds                       # resize, rebuild, unshelve
     until(lambda: bus.listener.queued() == (0, 0), 30, "every notification acknowledged")
-    summary = record(bus, "lifecycle-%s" % fmt, nova, start)
+    summary = record(bus, "lifecycle-%s" % fmt, nova)
     assert summary["malformed"] == [] and summary["requeued"] == 0
     expected = "compute.instance." if legacy else "instance."
     assert all(e.startswith((expected, "scheduler.")) for e in summary["emitted"]), summary
@@ -366,10 +398,8 @@ def test_listener_killed_in_the_middle_of_real_novas_stream_loses_and_duplicates
     Nova goes on publishing while the listener is dead (its queue keeps the messages); what the
     killed listener had taken but not acknowledged is delivered again after the restart.
     """
-    nova = bus.nova("versioned")
+    nova = bus.begin(bus.nova("versioned"))
     listener = bus.listener
-    start = len(listener.all_lines())
-    nova.published.clear()
     first = listener.runs
     before = len(listener.lines(first))
     replies: List[Dict[str, Any]] = []
@@ -405,7 +435,8 @@ def test_listener_killed_in_the_middle_of_real_novas_stream_loses_and_duplicates
     total = len(nova.published)
     assert killed_after < total, "the kill came after Nova's whole stream"
     for vm in (survivor, renamed):
-        holds_exactly(stack, vm, "after the restart")
+        holds_exactly(bus, stack, vm, "after the restart")
+    bus.settle(stack.audit_path)
     until(lambda: gone(deleted, holdings(deleted)), 90, "deleted server removed", interval=1)
     until(lambda: listener.queued() == (0, 0), 30, "stream acknowledged")
     assert name_gone(old)
@@ -427,5 +458,28 @@ def test_listener_killed_in_the_middle_of_real_novas_stream_loses_and_duplicates
         assert not list(ipam.api.ipam.ip_addresses.filter(address=address))
     handled = len(listener.lines(first)) - before + len(listener.lines(listener.runs))
     assert handled >= total        # redelivered ones are handled twice, none skipped
-    summary = record(bus, "listener-killed", nova, start)
+    summary = record(bus, "listener-killed", nova)
     assert summary["malformed"] == []
+
+
+def test_under_novas_defaults_a_rename_is_followed_at_the_next_notification(
+        bus: Bus, stack: Stack) -> None:
+    """Nova's defaults (legacy notifications only, notify_on_state_change unset): a rename
+    sends nothing; the next notification of the instance carries the new hostname."""
+    nova = bus.begin(bus.nova("unversioned", notify=""))
+    vm = vm_of(nova.send("boot " + json.dumps({"name": "n34-dflt", "v4": unique_v4()}))
+               ["server"])
+    holds_exactly(bus, stack, vm, "boot")
+    renamed = nova.send("rename %s %s" % (vm.uuid, json.dumps({"name": vm.hostname + "-r"})))
+    assert renamed["notifications"] == []          # Nova's default: a rename is not sent
+    new = vm_of(renamed["server"])
+    bus.settle(stack.audit_path)
+    holds_exactly(bus, stack, vm, "rename (not notified)")
+    rebuilt = nova.send("rebuild %s other" % vm.uuid)
+    assert "compute.instance.rebuild.end" in [n["event_type"] for n in rebuilt["notifications"]]
+    holds_exactly(bus, stack, new, "the notification after the rename")
+    until(lambda: name_gone(vm), 30, "old name %s gone" % vm.hostname)
+    nova.send("delete %s" % vm.uuid)
+    bus.settle(stack.audit_path)
+    until(lambda: gone(new, holdings(new)), 90, "%s removed" % new.hostname, interval=1)
+    record(bus, "defaults-rename", nova)
