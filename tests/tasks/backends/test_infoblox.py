@@ -24,6 +24,7 @@ from tasks.backends.ipam.infoblox import InfobloxIpam
 from tasks.errors import Misconfigured, OutOfScope
 from tests.conftest import make_event, unique_v4, unique_v6
 from tests.tasks.backends.dns_contract import DnsContract, DnsReader, DnsSpace
+from tests.tasks.backends.findings import finding
 from tests.tasks.backends.ipam_contract import IpamContract, IpamReader
 
 ZONE = "cloud.example.test"
@@ -230,23 +231,16 @@ class TestInfobloxDns(DnsContract):
         url = "http://127.0.0.1:%d/wapi/v2.12" % free_port()
         return InfobloxDns(configure(wapi, tmp_path, url=url).dns)
 
-    @pytest.mark.xfail(strict=True, reason="finding: the Infoblox DNS driver claims a name, "
-                       "never an address: a second instance's register adds a second "
-                       "record:ptr for an address whose PTR another instance holds, so the "
-                       "reverse lookup answers two names (RFC 2136 refuses it)")
-    def test_an_address_whose_ptr_another_instance_holds_is_a_conflict_and_stays(
-            self, dns: Any, dns_space: DnsSpace, dns_reader: DnsReader) -> None:
-        super().test_an_address_whose_ptr_another_instance_holds_is_a_conflict_and_stays(
-            dns, dns_space, dns_reader)
-
-    @pytest.mark.xfail(strict=True, reason="finding: InfobloxDns has no preflight of its "
-                       "own, so the chain's first step checks only [dns] reserved_names; a "
-                       "taken name or an address outside every reverse zone is found at the "
-                       "DNS step, after the IPAM step wrote")
-    def test_preflight_refuses_what_register_would_and_writes_nothing(
-            self, dns: Any, dns_space: DnsSpace, dns_reader: DnsReader) -> None:
-        super().test_preflight_refuses_what_register_would_and_writes_nothing(
-            dns, dns_space, dns_reader)
+    test_an_address_whose_ptr_another_instance_holds_is_a_conflict_and_stays = finding(
+        DnsContract.test_an_address_whose_ptr_another_instance_holds_is_a_conflict_and_stays,
+        "the Infoblox DNS driver claims a name, never an address: a second instance's "
+        "register adds a second record:ptr for an address whose PTR another instance holds, "
+        "so the reverse lookup answers two names (RFC 2136 refuses it)")
+    test_preflight_refuses_what_register_would_and_writes_nothing = finding(
+        DnsContract.test_preflight_refuses_what_register_would_and_writes_nothing,
+        "InfobloxDns has no preflight of its own, so the chain's first step checks only "
+        "[dns] reserved_names; a taken name or an address outside every reverse zone is "
+        "found at the DNS step, after the IPAM step wrote")
 
 
 def test_register_writes_tagged_a_aaaa_and_ptrs(grid: Grid, driver: InfobloxDns) -> None:
