@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -236,6 +237,7 @@ def holds_exactly(bus: Bus, stack: Stack, vm: Vm, what: str,
                   extra: Callable[[Dict[str, Any]], bool] = lambda held: True,
                   timeout: float = 60) -> Dict[str, Any]:
     """Wait until the backends hold this VM's current state, nothing more; return it."""
+    started = time.monotonic()
     bus.settle(stack.audit_path)
     fqdn = "%s.cloud.example.test." % vm.hostname
 
@@ -251,8 +253,11 @@ def holds_exactly(bus: Bus, stack: Stack, vm: Vm, what: str,
               and held["inventory"].get("macs") == sorted({m for _, m in vm.addresses})
               and extra(held))
         return held if ok else None
-    return dict(until(check, timeout, "%s: backends hold %s" % (what, vm.hostname),
+    held = dict(until(check, timeout, "%s: backends hold %s" % (what, vm.hostname),
                       interval=0.5))
+    print("  %s %s: backends hold it %.1f s after Nova's reply" % (
+        what, vm.hostname, time.monotonic() - started))
+    return held
 
 
 def name_gone(vm: Vm) -> bool:
@@ -407,14 +412,14 @@ def test_listener_killed_in_the_middle_of_real_novas_stream_loses_and_duplicates
 
     def drive() -> None:
         try:
-            specs = [{"name": "n34-kill-%d" % i, "v4": unique_v4()} for i in range(3)]
+            specs = [{"name": "n34-kill-%d" % i, "v4": unique_v4()} for i in range(2)]
             specs[1]["v6"] = unique_v6()
             for spec in specs:
                 replies.append(nova.send("boot " + json.dumps(spec)))
             keep = replies[1]["server"]
             replies.append(nova.send("rename %s %s" % (keep["id"], json.dumps(
                 {"name": keep["name"] + "-r"}))))
-            replies.append(nova.send("delete %s" % replies[2]["server"]["id"]))
+            replies.append(nova.send("delete %s" % replies[0]["server"]["id"]))
         except BaseException as exc:  # noqa: BLE001 - reported by the test thread
             failures.append(exc)
 
@@ -429,13 +434,11 @@ def test_listener_killed_in_the_middle_of_real_novas_stream_loses_and_duplicates
     listener.start()
     driver.join(120)
     assert not driver.is_alive() and not failures, failures
-    survivor, renamed_reply = vm_of(replies[0]["server"]), replies[3]
-    renamed, old = vm_of(renamed_reply["server"]), vm_of(replies[1]["server"])
-    deleted = vm_of(replies[2]["server"])
+    deleted, old = vm_of(replies[0]["server"]), vm_of(replies[1]["server"])
+    renamed = vm_of(replies[2]["server"])
     total = len(nova.published)
     assert killed_after < total, "the kill came after Nova's whole stream"
-    for vm in (survivor, renamed):
-        holds_exactly(bus, stack, vm, "after the restart")
+    holds_exactly(bus, stack, renamed, "after the restart")
     bus.settle(stack.audit_path)
     until(lambda: gone(deleted, holdings(deleted)), 90, "deleted server removed", interval=1)
     until(lambda: listener.queued() == (0, 0), 30, "stream acknowledged")
@@ -444,7 +447,7 @@ def test_listener_killed_in_the_middle_of_real_novas_stream_loses_and_duplicates
     # Nothing duplicated: count what each backend holds, not what the driver says.
     from tasks import drivers
     ipam, inventory, dns = drivers.ipam(), drivers.inventory(), drivers.dns()
-    for vm in (survivor, renamed):
+    for vm in (renamed,):
         for address in addresses(vm):
             assert len(list(ipam.api.ipam.ip_addresses.filter(address=address))) == 1, address
         assert len(list(inventory.api.virtualization.virtual_machines.filter(
