@@ -132,8 +132,11 @@ def _drift(args: argparse.Namespace) -> int:
         os.environ["NOVAHOOKS_CONFIG"] = args.config
     from tasks import drivers, naming
     from tasks.errors import StepError
+    import time
+    began = time.time()
     try:
-        events = drift.nova_events(args.cloud)
+        nova = drift.Nova(args.cloud)
+        events = nova.events()
     except Exception as exc:  # noqa: BLE001 - openstacksdk raises many kinds
         print("reconcile: Nova's Compute API unreachable or refused: %s: %s"
               % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""),
@@ -158,8 +161,15 @@ def _drift(args: argparse.Namespace) -> int:
                          expected=drift.policy_hostname)
     _print(rows, args.json, ["instance_uuid", "hostname", "backend", "problem", "detail"])
     if args.fix and rows:
-        published = drift.fix(rows, events, held)
-        print("published %d repairing chain(s)" % len(published), file=sys.stderr)
+        from tasks.config import settings
+        decided = drift.fix(rows, events, held, nova, began, settings().reconcile.prune_after)
+        for item in decided:
+            if item["chain"] == "none":
+                print("reconcile: %s left alone: %s" % (item["instance_uuid"], item["why"]),
+                      file=sys.stderr)
+        print("published %d repairing chain(s)" % sum(1 for item in decided
+                                                       if item["chain"] != "none"),
+              file=sys.stderr)
         return 0
     return 1 if rows else 0
 

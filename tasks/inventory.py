@@ -4,7 +4,8 @@ from typing import Any, Dict
 
 from tasks import drivers
 from tasks.app import app
-from tasks.base import StepTask
+from tasks.base import StepTask, book
+from tasks.drift import REPAIR
 from tasks.errors import InvalidEvent
 
 
@@ -12,7 +13,11 @@ def _register(task: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
     ev, _ = task.admit(event)
     if ev.flavor is None or ev.flavor.vcpus is None or ev.flavor.memory_mb is None:
         raise InvalidEvent("flavor", "unknown flavor (vcpus and memory_mb are required)")
-    return task.register(ev, lambda: drivers.inventory().register(ev))
+    # The ledger is read under the step's lock (inside the action): every step's notes,
+    # since the IPAM step's hold the ids of the addresses this step assigns. A reconcile
+    # repairs what someone changed behind the ledger: it reads the backend.
+    return task.register(ev, lambda: drivers.inventory().register_with(
+        ev, None if ev.source == REPAIR else book().made(ev.uuid)))
 
 
 @app.task(base=StepTask, bind=True, name="inventory.register", backend_kind="inventory")
@@ -28,4 +33,5 @@ def update(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
 @app.task(base=StepTask, bind=True, name="inventory.deregister", backend_kind="inventory")
 def deregister(self: StepTask, event: Dict[str, Any], undo: bool = False) -> Dict[str, Any]:
     ev = self.parse(event, needs_hostname=False)
-    return self.deregister(ev, lambda: drivers.inventory().deregister(ev), undo)
+    return self.deregister(ev, lambda: drivers.inventory().deregister_with(
+        ev, book().made(ev.uuid)), undo)

@@ -4,7 +4,8 @@ from typing import Any, Dict
 
 from tasks import drivers
 from tasks.app import app
-from tasks.base import StepTask
+from tasks.base import StepTask, book
+from tasks.drift import REPAIR
 
 
 @app.task(base=StepTask, bind=True, name="ipam.reserve", backend_kind="ipam")
@@ -13,10 +14,15 @@ def reserve(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
     if ev.addresses is None or decision.fqdn is None:
         return {"skipped": "addresses not known yet"}
     fqdn = decision.fqdn
-    return self.register(ev, lambda: drivers.ipam().ensure(ev.uuid, fqdn, ev.addresses))
+    # The ledger is read under the step's lock (inside the action): what the last run made.
+    # A reconcile repairs what someone changed behind the ledger: it reads the backend.
+    return self.register(ev, lambda: drivers.ipam().ensure_with(
+        ev.uuid, fqdn, ev.addresses,
+        None if ev.source == REPAIR else book().made(ev.uuid).get("ipam", {})))
 
 
 @app.task(base=StepTask, bind=True, name="ipam.release", backend_kind="ipam")
 def release(self: StepTask, event: Dict[str, Any], undo: bool = False) -> Dict[str, Any]:
     ev = self.parse(event, needs_hostname=False)
-    return self.deregister(ev, lambda: drivers.ipam().release(ev.uuid), undo)
+    return self.deregister(ev, lambda: drivers.ipam().release_with(
+        ev.uuid, book().made(ev.uuid).get("ipam")), undo)

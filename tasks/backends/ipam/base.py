@@ -1,7 +1,7 @@
 """The IPAM contract: the records for an instance equal its addresses, keyed by its UUID."""
 
 import abc
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from novahooks.event import Address
 from tasks.backends.base import Driver
@@ -20,6 +20,21 @@ class IpamDriver(Driver):
     @abc.abstractmethod
     def release(self, instance_uuid: str) -> Dict[str, Any]:
         """Release every address the instance holds; none is success."""
+
+    def ensure_with(self, instance_uuid: str, fqdn: str, addresses: Sequence[Address],
+                    known: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        """:meth:`ensure`, given what the last run returned: the ledger's note, ``{}`` when
+        the ledger has none, None when no ledger is consulted (a reconcile's repair).
+
+        A driver that notes its backend's ids there writes by id instead of searching
+        again; the note may be behind the backend, so it is a hint, never the truth.
+        """
+        return self.ensure(instance_uuid, fqdn, addresses)
+
+    def release_with(self, instance_uuid: str,
+                     known: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        """:meth:`release`, given the ledger's note (see :meth:`ensure_with`)."""
+        return self.release(instance_uuid)
 
     @abc.abstractmethod
     def describe(self, instance_uuid: str) -> Dict[str, Any]:

@@ -1,14 +1,28 @@
-"""NetBox as IPAM: one IPAddress per fixed address, in the prefix that contains it."""
+"""NetBox as IPAM: one IPAddress per fixed address, in the prefix that contains it.
+
+What the last run recorded (ids, prefixes, name) is in the ledger, handed in as
+``known``: only addresses the ledger does not know are looked up (one read for
+all of them, to find another holder before anything is written), and every
+write is one list request (NetBox runs it in one transaction). Prefixes are
+read once per process and again when an address falls outside all of them or
+after PREFIXES_FOR seconds.
+"""
 
 import ipaddress
-from typing import Any, Dict, List, Sequence, Tuple
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from novahooks.event import Address
 from tasks.backends.ipam.base import IpamDriver
 from tasks.backends.netbox import client
-from tasks.errors import Conflict, OutOfScope
+from tasks.errors import Conflict, OutOfScope, TransientError
 
 BACKEND = "ipam"
+#: How long a process trusts its copy of NetBox's prefixes: a prefix an operator
+#: resizes is seen this much later (a new prefix at once, on its first address).
+PREFIXES_FOR = 300.0
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
 class NetBoxIpam(IpamDriver):
@@ -16,68 +30,150 @@ class NetBoxIpam(IpamDriver):
         super().__init__(settings)
         self.api = client.connect(settings, BACKEND)
         self._fields_ready = False
+        self._prefixes: List[Network] = []
+        self._prefixes_at = 0.0
 
     def _ready(self) -> None:
         if not self._fields_ready:
             client.ensure_custom_fields(self.api)
             self._fields_ready = True
 
+    def _load_prefixes(self) -> None:
+        self._prefixes = sorted((ipaddress.ip_network(str(p.prefix))
+                                 for p in self.api.ipam.prefixes.all()),
+                                key=lambda n: -n.prefixlen)
+        self._prefixes_at = time.monotonic()
+
     def _cidr(self, address: str) -> str:
-        prefixes = list(self.api.ipam.prefixes.filter(contains=address))
-        if not prefixes:
-            raise OutOfScope("address %s is in no prefix known to NetBox" % address,
-                             backend=BACKEND)
-        longest = max(prefixes, key=lambda p: ipaddress.ip_network(str(p.prefix)).prefixlen)
-        return "%s/%d" % (address, ipaddress.ip_network(str(longest.prefix)).prefixlen)
+        ip = ipaddress.ip_address(address)
+        if time.monotonic() - self._prefixes_at > PREFIXES_FOR:
+            self._load_prefixes()
+        for attempt in range(2):
+            longest = next((n for n in self._prefixes if n.version == ip.version and ip in n),
+                           None)
+            if longest is not None:
+                return "%s/%d" % (address, longest.prefixlen)
+            if attempt == 0:
+                self._load_prefixes()
+        raise OutOfScope("address %s is in no prefix known to NetBox" % address,
+                         backend=BACKEND)
 
     def mine(self, instance_uuid: str) -> Dict[str, Any]:
         return {str(ip.address).split("/")[0]: ip
                 for ip in client.owned_by(self.api.ipam.ip_addresses, instance_uuid)}
 
-    def ensure(self, instance_uuid: str, fqdn: str,
-               addresses: Sequence[Address]) -> Dict[str, Any]:
-        with client.translated(BACKEND, self.settings.url):
-            self._ready()
-            mine = self.mine(instance_uuid)
-            plan: List[Tuple[str, str]] = []
-            for item in addresses:
-                cidr = self._cidr(item.address)
-                if item.address not in mine:
-                    for other in self.api.ipam.ip_addresses.filter(address=item.address):
-                        owner = (other.custom_fields or {}).get(client.UUID_FIELD)
-                        if owner == instance_uuid:
-                            mine[item.address] = other
-                            continue
-                        raise Conflict("address %s is already recorded in NetBox (id %s) for %s"
-                                       % (item.address, other.id,
-                                          "instance %s" % owner if owner else
-                                          "something not managed by novahooks"),
-                                       backend=BACKEND)
-                plan.append((item.address, cidr))
-            created, updated = [], []
-            for address, cidr in plan:
-                record = mine.pop(address, None)
-                fields = {"address": cidr, "status": "active", "dns_name": fqdn,
-                          "description": "Nova instance %s" % instance_uuid,
-                          "custom_fields": {client.UUID_FIELD: instance_uuid}}
-                if record is None:
-                    with client.raced(BACKEND, "address %s" % address):
-                        self.api.ipam.ip_addresses.create(**fields)
-                    created.append(address)
-                elif str(record.address) != cidr or record.dns_name != fqdn:
-                    record.update({"address": cidr, "dns_name": fqdn})
-                    updated.append(address)
-            released = sorted(mine)
-            for record in mine.values():
-                record.delete()
-        return {"created": created, "updated": updated, "released": released}
+    def _held(self, instance_uuid: str,
+              known: Optional[Dict[str, Any]]) -> Tuple[Dict[str, Tuple[int, str, str]], bool]:
+        """address -> (id, address with prefix, DNS name); True when from the ledger.
 
-    def release(self, instance_uuid: str) -> Dict[str, Any]:
+        ``{}``: the ledger has no note, so nothing was made (a run whose note was lost
+        shows up as a duplicate when it creates, and is read then); None: no ledger.
+        """
+        if known is not None and not known:
+            return {}, True
+        if known and isinstance(known.get("ids"), dict) and known.get("netbox") == \
+                self.settings.url:
+            return {a: (int(i), known["cidrs"][a], known.get("fqdn") or "")
+                    for a, i in known["ids"].items()}, True
+        return {a: (int(ip.id), str(ip.address), ip.dns_name or "")
+                for a, ip in self.mine(instance_uuid).items()}, False
+
+    def ensure(self, instance_uuid: str, fqdn: str, addresses: Sequence[Address],
+               known: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         with client.translated(BACKEND, self.settings.url):
             self._ready()
-            mine = self.mine(instance_uuid)
-            for record in mine.values():
-                record.delete()
+            held, from_ledger = self._held(instance_uuid, known)
+            try:
+                return self._ensure(instance_uuid, fqdn, addresses, held)
+            except client.Stale as exc:
+                if not from_ledger:
+                    raise TransientError("addresses of %s changed in NetBox while they were "
+                                         "written: %s" % (instance_uuid, exc),
+                                         backend=BACKEND) from exc
+            held, _ = self._held(instance_uuid, None)
+            try:
+                return self._ensure(instance_uuid, fqdn, addresses, held)
+            except client.Stale as exc:
+                raise TransientError("addresses of %s changed in NetBox while they were "
+                                     "written: %s" % (instance_uuid, exc),
+                                     backend=BACKEND) from exc
+
+    def ensure_with(self, instance_uuid: str, fqdn: str, addresses: Sequence[Address],
+                    known: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        return self.ensure(instance_uuid, fqdn, addresses, known)
+
+    def release_with(self, instance_uuid: str,
+                     known: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        return self.release(instance_uuid, known)
+
+    def _ensure(self, instance_uuid: str, fqdn: str, addresses: Sequence[Address],
+                held: Dict[str, Tuple[int, str, str]]) -> Dict[str, Any]:
+        held = dict(held)
+        plan = [(item.address, self._cidr(item.address)) for item in addresses]
+        unknown = [address for address, _ in plan if address not in held]
+        if unknown:
+            for other in self.api.ipam.ip_addresses.filter(address=unknown):
+                owner = (other.custom_fields or {}).get(client.UUID_FIELD)
+                address = str(other.address).split("/")[0]
+                if owner == instance_uuid:
+                    held.setdefault(address, (int(other.id), str(other.address),
+                                              other.dns_name or ""))
+                    continue
+                raise Conflict("address %s is already recorded in NetBox (id %s) for %s"
+                               % (address, other.id, "instance %s" % owner if owner else
+                                  "something not managed by novahooks"), backend=BACKEND)
+        create, change, created, updated = [], [], [], []
+        ids, cidrs = {}, {}
+        for address, cidr in plan:
+            record = held.pop(address, None)
+            cidrs[address] = cidr
+            if record is None:
+                create.append({"address": cidr, "status": "active", "dns_name": fqdn,
+                               "description": "Nova instance %s" % instance_uuid,
+                               "custom_fields": {client.UUID_FIELD: instance_uuid}})
+                created.append(address)
+                continue
+            ids[address] = record[0]
+            if record[1] != cidr or record[2] != fqdn:
+                change.append({"id": record[0], "address": cidr, "dns_name": fqdn})
+                updated.append(address)
+        endpoint = self.api.ipam.ip_addresses
+        with client.stale_if_refused():
+            if held:
+                endpoint.delete([record[0] for record in held.values()])
+            if change:
+                endpoint.update(change)
+            if create:
+                for made in endpoint.create(create):
+                    ids[str(made.address).split("/")[0]] = int(made.id)
+        return {"created": created, "updated": updated, "released": sorted(held),
+                "ids": ids, "cidrs": cidrs, "fqdn": fqdn, "netbox": self.settings.url}
+
+    def release(self, instance_uuid: str,
+                known: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """One read (by the ledger's ids when it has them) and one list delete, if any is left.
+
+        Deleting a NetBox VM deletes the addresses on its interfaces too, so when
+        inventory is this NetBox the read usually finds nothing left to delete.
+        """
+        with client.translated(BACKEND, self.settings.url):
+            self._ready()
+            held, from_ledger = self._held(instance_uuid, known)
+            if from_ledger:
+                mine = {str(ip.address).split("/")[0]: ip for ip in (
+                    self.api.ipam.ip_addresses.filter(id=[i for i, _, _ in held.values()])
+                    if held else []) if (ip.custom_fields or {}).get(client.UUID_FIELD) ==
+                    instance_uuid}
+            else:
+                mine = self.mine(instance_uuid)
+            if mine:
+                try:
+                    with client.stale_if_refused():
+                        self.api.ipam.ip_addresses.delete(list(mine.values()))
+                except client.Stale as exc:
+                    raise TransientError("addresses of %s changed in NetBox while they were "
+                                         "released: %s" % (instance_uuid, exc),
+                                         backend=BACKEND) from exc
         return {"released": sorted(mine)}
 
     def describe(self, instance_uuid: str) -> Dict[str, Any]:

@@ -76,10 +76,35 @@ def raced(backend: str, what: str) -> Iterator[None]:
         yield
     except pynetbox.RequestError as exc:
         text = str(getattr(exc, "error", "") or exc).lower()
-        if getattr(exc.req, "status_code", 0) == 400 and (
-                "duplicate" in text or "already exists" in text or "must be unique" in text):
+        if _refused(exc, "duplicate", "already exists", "must be unique"):
             raise TransientError("%s was created concurrently: %s" % (what, text[:200]),
                                  backend=backend) from exc
+        raise
+
+
+class Stale(Exception):
+    """A write by id or a create showed that what the ledger remembers is behind NetBox.
+
+    Raised only inside a driver, which then reads NetBox and applies the change again.
+    """
+
+
+def _refused(exc: Any, *words: str) -> bool:
+    text = str(getattr(exc, "error", "") or exc).lower()
+    return getattr(exc.req, "status_code", 0) == 400 and any(word in text for word in words)
+
+
+@contextlib.contextmanager
+def stale_if_refused() -> Iterator[None]:
+    """A write naming an object NetBox no longer has (404; a bulk write's 400 "does not
+    exist"), or a create of one it already has (400 duplicate): the ledger is behind."""
+    try:
+        yield
+    except pynetbox.RequestError as exc:
+        if getattr(exc.req, "status_code", 0) == 404 or _refused(
+                exc, "does not exist", "could not be found", "object not found", "duplicate",
+                "already exists", "must be unique"):
+            raise Stale(str(exc)[:300]) from exc
         raise
 
 

@@ -96,3 +96,21 @@ class IpamContract(object):
         with pytest.raises(BackendUnavailable):
             ipam_unreachable.ensure(make_event().uuid, "x.cloud.example.test",
                                     [Address(unique_v4(), 4)])
+
+    def test_the_last_runs_note_stands_in_for_a_search(
+            self, ipam: Any, ipam_reader: IpamReader) -> None:
+        """What the steps do: each run gets the ledger's note of the one before."""
+        first, second = unique_v4(), unique_v4()
+        ev = make_event()
+        note = ipam.ensure_with(ev.uuid, "c-g.cloud.example.test", [Address(first, 4)], None)
+        note = ipam.ensure_with(ev.uuid, "c-g.cloud.example.test",
+                                [Address(first, 4), Address(second, 4)], note)
+        assert note["created"] == [second]
+        assert ipam_reader.held(ev.uuid) == sorted([first, second])
+        note = ipam.ensure_with(ev.uuid, "c-h.cloud.example.test", [Address(second, 4)], note)
+        assert note["released"] == [first] and note["updated"] == [second]
+        assert ipam_reader.held(ev.uuid) == [second]
+        assert ipam_reader.name_of(second) == "c-h.cloud.example.test"
+        assert ipam.release_with(ev.uuid, note)["released"] == [second]
+        assert ipam_reader.held(ev.uuid) == []
+        assert ipam.release_with(ev.uuid, note)["released"] == []
