@@ -3,21 +3,24 @@
 Nova's own metadata API and DynamicJSON provider (nova34_metadata.py, in the
 Nova 34 venv) call ``novahooks vendordata`` over TLS with http_basic; what the
 guest reads is then tried against the DC: the Windows server's machine
-password and the Linux server's one-time password each authenticate as NAME$.
+password and the Linux server's one-time password each authenticate as NAME$,
+and with ``windows_join = odj`` the blob joins through Samba's requestodj
+(test_vendordata_odj.py says why that is the consumer here).
 """
 
 import json
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
 from tests.nova.venv import NOVA_34, ensure_nova_venv, venv_python
-from tests.servers.samba import SambaServer
+from tests.servers.samba import SambaServer, client_conf, start_samba
 from tests.servers.vendordata import VendordataServer, start_vendordata
 from tests.tasks.backends.test_directory_ad import show
+from tests.tasks.vendordata.test_vendordata_odj import request_odj, rpc_testjoin
 from tests.tasks.vendordata.test_vendordata_service import audit, bind_as_machine
 
 SCRIPT = Path(__file__).with_name("nova34_metadata.py")
@@ -84,3 +87,39 @@ def test_nova34_hands_the_guest_a_credential_that_authenticates(
         instance = by_name[name][0]["novahooks"]["instance_id"]
         assert show(samba, name.upper())["description"] == [instance]
         assert [r["credential"] for r in audit(service, instance)] == ["issued", "reused"]
+
+
+@pytest.fixture(scope="module")
+def odj_service(tmp_path_factory: pytest.TempPathFactory
+                ) -> Iterator[Tuple[VendordataServer, SambaServer]]:
+    """A DC with SMB (one per machine at a time) and a service answering ODJ blobs."""
+    dc = start_samba(tmp_path_factory.mktemp("samba-smb-nova34") / "dc", smb=True)
+    try:
+        workdir = tmp_path_factory.mktemp("vendordata-nova34-odj")
+        server = start_vendordata(workdir, dc, vendordata={
+            "windows_join": "odj", "odj_dc": dc.address,
+            "odj_smb_conf": str(client_conf(workdir / "net", dc, "NOVAVD"))})
+        try:
+            yield server, dc
+        finally:
+            server.stop()
+    finally:
+        dc.stop()
+
+
+def test_nova34_hands_a_windows_guest_a_blob_that_joins_the_domain(
+        odj_service: Tuple[VendordataServer, SambaServer], tmp_path: Path) -> None:
+    service, dc = odj_service
+    name = "o" + uuid.uuid4().hex[:8]
+    reads = guest_reads(service, [{"name": name, "metadata": {"os_type": "windows"}}],
+                        tmp_path)
+    first, second = [read["vendor_data2"] for read in reads]
+    assert first == second
+    assert "join" in first["novahooks"], first
+    join = first["novahooks"]["join"]
+    assert join["method"] == "odj" and join["computer_name"] == name.upper()
+    guest = tmp_path / "guest"
+    said = request_odj(guest, dc, name.upper(), join["odj_blob"])
+    assert "Successfully requested Offline Domain Join" in said, said
+    joined = rpc_testjoin(guest, dc)
+    assert "is OK" in joined.stdout, joined.stdout + joined.stderr
