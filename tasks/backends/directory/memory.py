@@ -2,11 +2,12 @@
 
 The rules are the LDAP driver's: the entry is found again by its owner's UUID
 (a rename moves it), a name whose entry lists other owners, or none (a
-person's), is a conflict, addresses and MACs are kept when an event does not
-know them yet (pre-boot), and a delete removes only the instance's own entries.
+person's), is a conflict (``preflight`` finds it without writing), addresses
+and MACs are kept when an event does not know them yet (pre-boot), and a
+delete removes only the instance's own entries.
 """
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from novahooks.event import InstanceEvent
 from tasks.backends.directory.base import DirectoryDriver
@@ -38,14 +39,10 @@ class MemoryDirectory(DirectoryDriver, MemoryDriver):
             raise InvalidEvent("hostname", "missing; a directory entry needs a name")
         key = event.hostname.lower()
         with self.session() as store:
+            current = self._claim(store, event)
             for stale in store.owned_by(event.uuid):
                 if stale != key:
                     del store.entries[stale]
-            current = store.entries.get(key)
-            if current is not None and event.uuid not in current["owners"]:
-                raise Conflict("%s exists and belongs to %s, not instance %s" % (
-                    self.dn_for(key), ", ".join(current["owners"]) or "no instance",
-                    event.uuid), backend=self.KIND)
             entry = current or {"name": event.hostname, "owners": [event.uuid],
                                 "addresses": [], "macs": []}
             if event.addresses is not None:
@@ -53,6 +50,21 @@ class MemoryDirectory(DirectoryDriver, MemoryDriver):
                 entry["macs"] = sorted({a.mac for a in event.addresses if a.mac})
             store.entries[key] = entry
         return {"dn": self.dn_for(key), "action": "updated" if current else "added"}
+
+    def _claim(self, store: DirectoryStore, event: InstanceEvent) -> Optional[Dict[str, Any]]:
+        """The entry at the event's name if it is the instance's own (None: no entry);
+        Conflict if it lists other owners or none (a person's)."""
+        current = store.entries.get(str(event.hostname).lower())
+        if current is not None and event.uuid not in current["owners"]:
+            raise Conflict("%s exists and belongs to %s, not instance %s" % (
+                self.dn_for(str(event.hostname).lower()),
+                ", ".join(current["owners"]) or "no instance", event.uuid), backend=self.KIND)
+        return current
+
+    def preflight(self, event: InstanceEvent) -> None:
+        super().preflight(event)
+        with self.session() as store:
+            self._claim(store, event)
 
     def deregister(self, event: InstanceEvent) -> Dict[str, Any]:
         with self.session() as store:

@@ -99,6 +99,20 @@ class DirectoryContract(object):
         assert len(directory_reader.held(first.uuid)) == 1
         directory.deregister(first)
 
+    def test_preflight_refuses_a_name_another_instance_holds_and_writes_nothing(
+            self, directory: Any, directory_event: EventMaker,
+            directory_reader: DirectoryReader) -> None:
+        first = directory_event(addresses=[])
+        directory.register(first)
+        assert directory.preflight(first) is None
+        fresh = directory_event(addresses=[])
+        assert directory.preflight(fresh) is None
+        second = directory_event(hostname=first.hostname, addresses=[])
+        with pytest.raises(Conflict):
+            directory.preflight(second)
+        assert directory_reader.held(second.uuid) == [] and directory_reader.held(fresh.uuid) == []
+        directory.deregister(first)
+
     def test_a_name_a_person_made_is_a_conflict(
             self, directory: Any, directory_event: EventMaker,
             directory_reader: DirectoryReader) -> None:
