@@ -63,6 +63,15 @@ class InventoryContract(object):
         assert [r["name"] for r in inventory_reader.records(ev.uuid)] == [renamed.hostname]
         inventory.deregister(renamed)
 
+    def test_a_record_someone_deleted_is_made_again(
+            self, inventory: Any, inventory_reader: InventoryReader) -> None:
+        ev = make_event(addresses=[])
+        inventory.register(ev)
+        inventory_reader.forget(ev.uuid)
+        assert inventory.register(ev)["action"] == "created"
+        assert [r["name"] for r in inventory_reader.records(ev.uuid)] == [ev.hostname]
+        inventory.deregister(ev)
+
     def test_decommission_keeps_the_record_marked(
             self, inventory_decommissioning: Any, inventory_reader: InventoryReader) -> None:
         ev = make_event(addresses=[])
