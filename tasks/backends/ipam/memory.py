@@ -40,6 +40,14 @@ class MemoryIpam(IpamDriver, MemoryDriver):
     SECRET = "token"
     KIND = "ipam"
 
+    def prefix_of(self, address: str) -> Optional[Any]:
+        """The most specific prefix holding the address (tasks/preflight.py refuses its
+        network and broadcast addresses), None when the backend knows no prefixes."""
+        with self.session() as store:
+            ip = ipaddress.ip_address(address)
+            holding = [n for n in map(ipaddress.ip_network, store.prefixes or []) if ip in n]
+        return max(holding, key=lambda n: n.prefixlen) if holding else None
+
     def ensure(self, instance_uuid: str, fqdn: str,
                addresses: Sequence[Address]) -> Dict[str, Any]:
         wanted = sorted({_plain(a.address) for a in addresses})

@@ -91,6 +91,13 @@ class TestMemoryIpam(memory_fixtures("ipam", MemoryIpam, IpamSettings), IpamCont
         assert "accepted" in MemoryIpam(IpamSettings({"url": url,
                                                       "token": Secret(SECRET)})).check()
 
+    def test_prefix_of_is_the_most_specific_seeded_prefix(self, ipam: MemoryIpam,
+                                                          url: str) -> None:
+        memory.backend(IpamStore, url).prefixes = ["10.20.0.0/16", "10.20.7.0/24"]
+        assert str(ipam.prefix_of("10.20.7.9")) == "10.20.7.0/24"
+        assert str(ipam.prefix_of("10.20.8.9")) == "10.20.0.0/16"
+        assert ipam.prefix_of("172.30.0.1") is None
+
     def test_a_url_of_another_scheme_is_misconfigured(self) -> None:
         with pytest.raises(Misconfigured, match="memory://"):
             MemoryIpam(IpamSettings({"url": "https://netbox.example.com"}))
