@@ -29,6 +29,7 @@ Commands (``<id>`` is a server uuid; JSON arguments):
 * ``attach <id> {"v4"}`` (a new port) -> ``port_id`` in the reply; ``detach <id> <port id>``.
 * ``shelve <id>`` (stays SHELVED: ``shelved_offload_time = -1``), ``shelve_offload <id>``,
   ``unshelve <id>``, ``delete <id>``, ``show <id>``, ``ping``, ``quit``.
+* ``notify_on_state_change vm_state|vm_and_task_state|unset`` - change that setting from now.
 
 ``server`` is ``{"id", "name", "hostname", "host", "status", "vm_state", "task_state",
 "addresses": {label: [{"addr", "version", "mac"}]}, "flavor", "image"}``.
@@ -396,6 +397,13 @@ class Nova34(integrated_helpers._IntegratedTestBase):
             return self.action("unshelve", server_id, {"unshelve": None})
         if verb == "delete":
             return self.delete(server_id)
+        if verb == "notify_on_state_change":
+            # Nova reads it at each notification: one harness serves both settings.
+            ARGS.notify_on_state_change = "" if server_id == "unset" else server_id
+            self.flags(notify_on_state_change=ARGS.notify_on_state_change or None,
+                       group="notifications")
+            return {"command": verb, "server": None, "notifications": [], "seconds": 0,
+                    "notify_on_state_change": ARGS.notify_on_state_change or None}
         if verb == "show":
             return {"command": "show", "server": self._describe(server_id),
                     "notifications": [], "seconds": 0}

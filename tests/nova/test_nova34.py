@@ -469,7 +469,15 @@ def test_under_novas_defaults_a_rename_is_followed_at_the_next_notification(
         bus: Bus, stack: Stack) -> None:
     """Nova's defaults (legacy notifications only, notify_on_state_change unset): a rename
     sends nothing; the next notification of the instance carries the new hostname."""
-    nova = bus.begin(bus.nova("unversioned", notify=""))
+    nova = bus.begin(bus.nova("unversioned"))
+    nova.send("notify_on_state_change unset")
+    try:
+        defaults_rename(nova, bus, stack)
+    finally:
+        nova.send("notify_on_state_change vm_and_task_state")
+
+
+def defaults_rename(nova: Nova, bus: Bus, stack: Stack) -> None:
     vm = vm_of(nova.send("boot " + json.dumps({"name": "n34-dflt", "v4": unique_v4()}))
                ["server"])
     holds_exactly(bus, stack, vm, "boot")
