@@ -178,13 +178,13 @@ class Bus(object):
             return wanted <= seen
         until(audited, timeout, "every enqueued chain audited", interval=0.3)
 
-    def nova(self, fmt: str, notify: str = "vm_and_task_state") -> Nova:
-        """One Nova per configuration for the module (its start-up takes ~13 s)."""
-        key = "%s-%s" % (fmt, notify or "unset")
-        if key not in self.novas:
-            self.novas[key] = Nova(self.python, self.url, fmt, notify,
-                                   self.workdir / ("nova34-%s.log" % key))
-        return self.novas[key]
+    def nova(self, fmt: str) -> Nova:
+        """One Nova per notification format for the module (its start-up takes ~13 s);
+        renames are sent at once (notify_on_state_change) unless a test turns that off."""
+        if fmt not in self.novas:
+            self.novas[fmt] = Nova(self.python, self.url, fmt, "vm_and_task_state",
+                                   self.workdir / ("nova34-%s.log" % fmt))
+        return self.novas[fmt]
 
     def close(self) -> None:
         for nova in self.novas.values():
