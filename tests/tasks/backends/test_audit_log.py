@@ -106,20 +106,20 @@ def trail(stack: Stack, processes: Processes,
     witness = Process("witness", argv + ["witness"], workdir / "witness.log")
     signer = None
     try:
-        wait_for(lambda: port_open(witness_port), 30, "witness", witness.proc,
+        wait_for(lambda: port_open(witness_port), 90, "witness", witness.proc,
                  workdir / "witness.log")
         signer = Process("signer", argv + ["signer"], workdir / "signer.log")
-        wait_for(lambda: (workdir / "run" / "signer.sock").exists(), 30, "signer socket",
+        wait_for(lambda: (workdir / "run" / "signer.sock").exists(), 90, "signer socket",
                  signer.proc, workdir / "signer.log")
         # Two VMs, the one under test second, so that its records sit inside the log.
         before, vm = (with_uuid(Vm(name, ((unique_v4(), mac()),)))
                       for name in ("audit-before", "audit-proof"))
         for each in (before, vm):
             create(each)
-            until(functools.partial(_done, stack, each, "build"), 120, "build")
+            until(functools.partial(_done, stack, each, "build"), 180, "build")
         for each in (before, vm):
             delete(each)
-            until(functools.partial(_done, stack, each, "delete"), 120, "delete")
+            until(functools.partial(_done, stack, each, "delete"), 180, "delete")
         yield Trail(workdir, config, vkey, wkey, log_key, Path(stack.audit_path),
                     workdir / "worm", syslog, str(vm.uuid), metrics_port, witness_port)
     finally:
@@ -142,7 +142,7 @@ def covered(trail: Trail) -> checkpoint.Signed:
         signed = latest(trail) if (trail.log.parent / (trail.log.name + ".checkpoint")
                                    ).exists() else None
         return signed if signed and signed.checkpoint.size > last else None
-    return until(covering, 30, "a checkpoint covering record %d" % last)
+    return until(covering, 60, "a checkpoint covering record %d" % last)
 
 
 def test_checkpoints_follow_the_workers_and_reach_every_anchor(trail: Trail) -> None:
@@ -168,6 +168,15 @@ def test_checkpoints_follow_the_workers_and_reach_every_anchor(trail: Trail) -> 
     assert body.decode() == signed.note
     state = json.loads((trail.workdir / "witness.json").read_text())
     assert state["audit.novahooks.test/log"]["size"] >= cp.size
+    # Only the signer (and its group) may talk to it.
+    sock = trail.workdir / "run" / "signer.sock"
+    assert oct(sock.stat().st_mode & 0o777) == "0o660"
+    assert oct(sock.parent.stat().st_mode & 0o777) == "0o750"
+    rc, out = cli(trail.config, "audit", "checkpoint", "--status")
+    status = json.loads(out)
+    assert rc == 0 and status["refused"] is None and status["records"] >= cp.size
+    rc, out = cli(trail.config, "audit", "checkpoint")
+    assert rc == 0 and out.startswith("audit.novahooks.test/log\n"), out
 
 
 def test_prove_gives_each_record_of_the_vm_with_a_logarithmic_inclusion_proof(
@@ -301,7 +310,7 @@ def test_a_witness_refuses_a_rolled_back_or_forked_log(trail: Trail, tmp_path: P
     witness = Process("witness2", [sys.executable, "-m", "novahooks.cli", "--config",
                                    str(config), "audit", "witness"], tmp_path / "w2.log")
     try:
-        wait_for(lambda: port_open(port), 30, "witness", witness.proc, tmp_path / "w2.log")
+        wait_for(lambda: port_open(port), 90, "witness", witness.proc, tmp_path / "w2.log")
         url = "http://127.0.0.1:%d/add-checkpoint" % port
         key = note.Signer(trail.log_key.read_text())
         log = Log(str(trail.log))
