@@ -71,9 +71,8 @@ class Log(object):
         except OSError:
             return 0
 
-    def find(self, instance_uuid: str, below: Optional[int] = None) -> Iterator[Tuple[int,
-                                                                                       Dict[str,
-                                                                                            Any]]]:
+    def find(self, instance_uuid: str,
+             below: Optional[int] = None) -> Iterator[Tuple[int, Dict[str, Any]]]:
         """(index, record) of every record of one instance, oldest first."""
         needle = instance_uuid.encode()
         index = 0

@@ -156,3 +156,61 @@ def test_any_json_record_reads_back_with_its_hash(entry: Dict[str, Any]) -> None
     text = line(entry, 7, "ab" * 32)
     record = json.loads(text)
     assert record["hash"] == _digest(record) and record["seq"] == 7
+
+
+def _signer_on(tmp_path: Path, **extra: str) -> Any:
+    from novahooks.settings import load_settings
+    from tasks.audit_signer import Signer
+    from tasks.backends.audit import note
+    path = tmp_path / "audit.jsonl"
+    shutil.copy(DATA / "chained-v1.jsonl", path)
+    skey, vkey = note.generate("audit.example/log")
+    key = tmp_path / "log.key"
+    key.write_text(skey)
+    key.chmod(0o400)
+    lines = ["path = %s" % path, "verifier_key = %s" % vkey, "signer_key_path = %s" % key]
+    lines += ["%s = %s" % item for item in extra.items()]
+    (tmp_path / "n.conf").write_text("[audit]\n%s\n" % "\n".join(lines))
+    return Signer(load_settings(str(tmp_path / "n.conf")).audit)
+
+
+def test_the_signer_rereads_the_log_and_stops_on_an_edit_in_place(tmp_path: Path) -> None:
+    """An edit that keeps the size between two checkpoints is found by the full re-read."""
+    import time
+    signer = _signer_on(tmp_path, checkpoint_every="1", verify_every="600")
+    assert signer.tick() is not None and signer.last.size == 12
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(path.read_bytes().replace(b"old-vm-3", b"old-vm-X", 1))
+    assert signer.tick() is None and signer.refused is None  # not due yet
+    assert signer.tick(now=time.time() + 601) is None
+    assert signer.refused == ("the log's first 12 records no longer hash to the last "
+                              "checkpoint's root: edited or rewritten")
+    assert signer.verify_failures == 1
+    JsonlAudit(SimpleNamespace(path=str(path))).record({"instance_uuid": "after"})
+    assert signer.tick() is None and signer.last.size == 12  # signs nothing more
+
+
+def test_the_signer_checkpoints_on_count_or_interval(tmp_path: Path) -> None:
+    import time
+    signer = _signer_on(tmp_path, checkpoint_every="5", checkpoint_interval="30")
+    now = time.time()
+    assert signer.tick(now) is not None and signer.last.size == 12  # 12 >= 5 unsigned
+    sink = JsonlAudit(SimpleNamespace(path=str(tmp_path / "audit.jsonl")))
+    for i in range(4):
+        sink.record({"instance_uuid": "n%d" % i})
+    assert signer.tick(now + 1) is None  # 4 < 5 and 1 s < 30 s
+    assert signer.tick(now + 31) is not None and signer.last.size == 16  # the interval
+    sink.record({"instance_uuid": "x"})
+    assert signer.tick(now + 32) is None
+    for i in range(4):
+        sink.record({"instance_uuid": "y%d" % i})
+    assert signer.tick(now + 33) is not None and signer.last.size == 21  # the count
+
+
+def test_strict_needs_an_anchor_outside_the_writer(tmp_path: Path) -> None:
+    from novahooks.settings import SettingsError, load_settings
+    (tmp_path / "n.conf").write_text("[audit]\nstrict = true\n")
+    with pytest.raises(SettingsError, match=r"\[audit\] strict: no anchor outside the writer"):
+        load_settings(str(tmp_path / "n.conf"))
+    (tmp_path / "n.conf").write_text("[audit]\nstrict = true\nanchor_dir = /mnt/worm\n")
+    assert load_settings(str(tmp_path / "n.conf")).audit.anchors() == ["worm"]
