@@ -31,6 +31,7 @@ from novahooks.settings import AuditSettings
 from tasks.backends.audit import anchors, checkpoint, note
 from tasks.backends.audit.checkpoint import Checkpoint
 from tasks.backends.audit.log import Log, b64
+from tasks.backends.audit.merkle import leaf_hash
 from tasks.errors import Misconfigured, StepError
 
 LOG = logging.getLogger("novahooks.audit.signer")
@@ -151,6 +152,9 @@ class Signer(object):
         with self.lock:
             if self.refused:
                 return None
+            self._check_tail()
+            if self.refused:
+                return None
             self.log.catch_up()
             if now - self.last_verified >= self.config.verify_every:
                 self._reverify(now)
@@ -159,6 +163,24 @@ class Signer(object):
             if not self.due(now):
                 return None
             return self._sign(now)
+
+    def _check_tail(self) -> None:
+        """Between full re-reads, at each tick: the file did not shrink below what was read,
+        and the last line read is still there as it was (cheap: one line)."""
+        log = self.log
+        if not log.tree.size:
+            return
+        try:
+            size = os.path.getsize(self.config.path)
+            last = log.record(log.tree.size - 1)
+        except OSError as exc:
+            self._refuse("cannot read the log: %s" % exc.strerror)
+            return
+        if size < log.offset:
+            self._refuse("truncated: the log has %d bytes, %d were read" % (size, log.offset))
+        elif leaf_hash(last) != log.tree.leaf(log.tree.size - 1):
+            self._refuse("record %d changed after it was read: edited or rewritten"
+                         % log.tree.size)
 
     def sign_now(self) -> str:
         with self.lock:

@@ -214,3 +214,19 @@ def test_strict_needs_an_anchor_outside_the_writer(tmp_path: Path) -> None:
         load_settings(str(tmp_path / "n.conf"))
     (tmp_path / "n.conf").write_text("[audit]\nstrict = true\nanchor_dir = /mnt/worm\n")
     assert load_settings(str(tmp_path / "n.conf")).audit.anchors() == ["worm"]
+
+
+def test_the_signer_notices_a_cut_or_rewritten_tail_at_its_next_tick(tmp_path: Path) -> None:
+    signer = _signer_on(tmp_path, checkpoint_every="100")
+    assert signer.tick() is not None
+    path = tmp_path / "audit.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    path.write_bytes(b"\n".join(lines[:-2] + [lines[-2].replace(b"old-vm", b"new-vm"), b""]))
+    assert signer.tick() is None
+    assert signer.refused == "record 12 changed after it was read: edited or rewritten"
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    other = _signer_on(cut)
+    other.tick()
+    (cut / "audit.jsonl").write_bytes(b"\n".join(lines[:5] + [b""]))
+    assert other.tick() is None and other.refused.startswith("truncated: the log has ")
