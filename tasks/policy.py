@@ -53,7 +53,7 @@ def _flag(value: str, field: str) -> bool:
     lowered = value.strip().lower()
     if lowered in _TRUE or lowered in _FALSE:
         return lowered in _TRUE
-    raise InvalidEvent(field, "%r is not true or false" % value)
+    raise InvalidEvent(field, "%s is not true or false" % validate.quote(value))
 
 
 def registration(event: InstanceEvent, settings: Settings) -> Tuple[bool, str]:
@@ -119,8 +119,8 @@ def _hostname(event: InstanceEvent, settings: Settings,
     try:
         return validate.hostname(text), where
     except InvalidEvent as exc:
-        raise InvalidEvent("hostname", "%s = %s gives %r: %s" % (
-            where, template, text, str(exc).split(": ", 1)[-1])) from None
+        raise InvalidEvent("hostname", "%s = %s gives %s: %s" % (
+            where, template, validate.quote(text), str(exc).split(": ", 1)[-1])) from None
 
 
 def _fqdn_template(event: InstanceEvent, settings: Settings) -> Tuple[str, str, Optional[str]]:
@@ -153,7 +153,8 @@ def _fqdn(event: InstanceEvent, settings: Settings, hostname: str,
     problem = validate.dns_name_problem(name)
     if problem:
         raise InvalidEvent("hostname" if where == "[dns] zone" else "fqdn",
-                           "%s = %s gives %r: %s" % (where, template, name, problem))
+                           "%s = %s gives %s: %s" % (where, template, validate.quote(name),
+                                                     problem))
     zone = (settings.dns.zone or "").rstrip(".").lower()
     if zone and name != zone and not name.endswith("." + zone):
         raise OutOfScope("%s = %s gives %s, outside [dns] zone %s" % (where, template, name,

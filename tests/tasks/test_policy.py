@@ -116,10 +116,10 @@ def test_a_network_name_is_not_known_before_boot(conf: Any) -> None:
 
 @pytest.mark.parametrize("ini,event,field,words", [
     ("[naming]\nhostname = {display_name}\n", dict(display_name="My Web Server"), "hostname",
-     ["[naming] hostname = {display_name} gives 'My Web Server'", "RFC 1123"]),
+     ['[naming] hostname = {display_name} gives "My Web Server"', "RFC 1123"]),
     ("[naming project %s]\nfqdn = {hostname}.{network}.cloud.example.com\n" % PROJECT,
      dict(networks=["net_1"]), "fqdn",
-     ["[naming project %s] fqdn" % PROJECT, "'net_1'", "not an RFC 1123 label"]),
+     ["[naming project %s] fqdn" % PROJECT, '"net_1"', "not an RFC 1123 label"]),
     ("[naming]\nfqdn = {uuid}{uuid}.cloud.example.com\n", dict(networks=["n"]), "fqdn",
      ["[naming] fqdn", "is 72 characters; DNS allows 63"]),
     ("[naming]\nfqdn = {display_name}.%s.cloud.example.com\n" % ".".join(["a" * 60] * 4),
@@ -313,7 +313,7 @@ def test_explain_gives_the_decision_or_the_error_as_json(conf: Any) -> None:
     assert answer["register"] and answer["fqdn"] == "web-1.%s.cloud.example.com" % PROJECT
     assert answer["fqdn_rule"] == "[naming project %s] fqdn" % PROJECT
     bad = policy.explain(vm(hostname="bad_name", networks=["n"]).to_dict(), settings_)
-    assert bad == {"error": "InvalidEvent: invalid hostname: 'bad_name' is not an RFC 1123 "
+    assert bad == {"error": "InvalidEvent: invalid hostname: \"bad_name\" is not an RFC 1123 "
                             "host label (letters, digits and inner hyphens only)"}
     assert "error" in policy.explain({"kind": "build"}, settings_)
 
