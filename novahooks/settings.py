@@ -75,7 +75,8 @@ class Section(object):
         super().__init_subclass__(**kwargs)
         if "FIELDS" in cls.__dict__:
             return
-        fields = {}  # type: Dict[str, Tuple[Any, Any]]
+        # Inherited keys first (a shared base declares them once), then the class's own.
+        fields = dict(getattr(super(cls, cls), "FIELDS", {}))  # type: Dict[str, Tuple[Any, Any]]
         for key, annotation in cls.__dict__.get("__annotations__", {}).items():
             fields[key] = (_kind(cls.__name__, key, annotation), getattr(cls, key, None))
         cls.FIELDS = fields
@@ -160,13 +161,18 @@ class RetrySettings(Section):
     max_deliveries: int = 3
 
 
-class IpamSettings(Section):
-    NAME = "ipam"
+class HttpBackendSettings(Section):
+    """What IPAM and inventory share: a backend behind an HTTP API (NetBox by default)."""
+
     driver: str = "netbox"
     url: Optional[str] = None
     token: Secret = Secret("")
     verify_tls: bool = True
     timeout: float = 10.0
+
+
+class IpamSettings(HttpBackendSettings):
+    NAME = "ipam"
     # driver = infoblox: url is the WAPI base (https://gm.example.com/wapi/v2.12),
     # basic auth with username and password (or password_file).
     username: Optional[str] = None
@@ -174,13 +180,8 @@ class IpamSettings(Section):
     network_view: str = "default"
 
 
-class InventorySettings(Section):
+class InventorySettings(HttpBackendSettings):
     NAME = "inventory"
-    driver: str = "netbox"
-    url: Optional[str] = None
-    token: Secret = Secret("")
-    verify_tls: bool = True
-    timeout: float = 10.0
     cluster_type: str = "OpenStack Nova"
     cluster: str = "nova"
     on_delete: str = "delete"
