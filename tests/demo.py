@@ -110,6 +110,18 @@ def table(vms: List[Vm], held: Dict[str, Dict[str, Any]]) -> str:
                      for row in rows)
 
 
+def phase(vms: List[Vm], fire: Callable[[Vm], Any], done: Callable[[Vm, Dict[str, Any]], bool],
+          what: str,
+          timing: str) -> None:
+    """Fire one hook per VM, wait until every backend shows ``done``, print the table."""
+    started = time.monotonic()
+    for vm in vms:
+        fire(vm)
+    held = wait(vms, done, what)
+    print((timing + "\n") % (time.monotonic() - started))
+    print(table(vms, held))
+
+
 def run(keep: bool = False, count: int = 4) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="novahooks-demo-"))
     print("novahooks demo in %s" % workdir, flush=True)
@@ -126,22 +138,14 @@ def run(keep: bool = False, count: int = 4) -> int:
         vms = demo_vms(count)
         print("\nfiring Nova's hooks for %d VMs (create_instance, build_instance, "
               "instance_network_info) ..." % len(vms), flush=True)
-        started = time.monotonic()
-        for vm in vms:
-            create(vm)
-        held = wait(vms, registered, "registered in DNS, LDAP, IPAM and inventory")
-        print("all registered %.2f s after the first hook call\n" % (time.monotonic() - started))
-        print(table(vms, held))
+        phase(vms, create, registered, "registered in DNS, LDAP, IPAM and inventory",
+              "all registered %.2f s after the first hook call")
         for command in ("check", "status"):
             print("\n$ novahooks %s" % command, flush=True)
             subprocess.run([sys.executable, "-m", "novahooks.cli", command], env=stack.env())
         print("\nfiring delete_instance for every VM ...", flush=True)
-        started = time.monotonic()
-        for vm in vms:
-            delete(vm)
-        held = wait(vms, gone, "removed from every backend")
-        print("all removed %.2f s after the first delete hook\n" % (time.monotonic() - started))
-        print(table(vms, held))
+        phase(vms, delete, gone, "removed from every backend",
+              "all removed %.2f s after the first delete hook")
         from tasks.backends.audit.jsonl import verify
         time.sleep(1.0)
         lines = stack.audit_path.read_text().splitlines()
