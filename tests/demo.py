@@ -111,8 +111,7 @@ def table(vms: List[Vm], held: Dict[str, Dict[str, Any]]) -> str:
 
 
 def phase(vms: List[Vm], fire: Callable[[Vm], Any], done: Callable[[Vm, Dict[str, Any]], bool],
-          what: str,
-          timing: str) -> None:
+          what: str, timing: str) -> None:
     """Fire one hook per VM, wait until every backend shows ``done``, print the table."""
     started = time.monotonic()
     for vm in vms:
