@@ -65,7 +65,9 @@ def _named_conf(workdir: Path, port: int, zones: Sequence[str], key_name: str,
         f'options {{ directory "{workdir}"; pid-file "{workdir}/named.pid";'
         f' session-keyfile "{workdir}/session.key"; managed-keys-directory "{workdir}";'
         f" listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};"
-        " recursion no; notify no; dnssec-validation no; };",
+        " recursion no; notify no; dnssec-validation no;"
+        # zone transfers (the whole zone, every VM's name) only signed with the key
+        f' allow-transfer {{ key "{key_name}"; }}; }};',
         # An empty controls statement stops named from opening rndc's port 953.
         "controls { };",
     ]

@@ -188,3 +188,14 @@ def test_the_zones_ns_and_mx_targets_are_refused(zone: Zone, settings: Settings)
         assert zone.lookup(target, "A") == ["192.0.2.25"] and zone.lookup(target, "TXT") == []
     finally:
         zone.update(ZONE, ("delete", ZONE + ".", "MX"), ("delete", target))
+
+
+def test_zone_transfers_need_the_key(zone: Zone) -> None:
+    """The whole zone lists every VM: only the TSIG key may transfer it."""
+    import dns.exception
+    import dns.xfr
+    with pytest.raises((dns.xfr.TransferError, dns.exception.FormError, EOFError)):
+        list(dns.query.xfr("127.0.0.1", ZONE, port=zone.port, timeout=5, lifetime=10))
+    signed = list(dns.query.xfr("127.0.0.1", ZONE, port=zone.port, keyring=zone.keyring,
+                                keyname=zone.keyname, timeout=5, lifetime=10))
+    assert signed and signed[0].answer
