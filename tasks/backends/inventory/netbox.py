@@ -25,6 +25,8 @@ from tasks.errors import Conflict, Misconfigured, TransientError
 
 BACKEND = "inventory"
 IFACE_TYPE = "virtualization.vminterface"
+#: An interface's description names its Neutron port, so a read finds the port again.
+PORT_NOTE = "Neutron port "
 
 
 def _slug(text: str) -> str:
@@ -151,7 +153,9 @@ class NetBoxInventory(InventoryDriver):
                             key=lambda i: int(i.id)):
             mac = str(iface.primary_mac_address.mac_address).lower() \
                 if iface.primary_mac_address else ""
-            ports.append(Port(int(iface.id), iface.name, mac, None,
+            note = iface.description or ""
+            ports.append(Port(int(iface.id), iface.name, mac,
+                              note[len(PORT_NOTE):] if note.startswith(PORT_NOTE) else None,
                               assigned.get(int(iface.id), {})))
         return Held(int(vm.id), {"status": str(vm.status.value) if vm.status else None},
                     ports, {"primary_ip4": int(vm.primary_ip4.id) if vm.primary_ip4 else None,
@@ -241,8 +245,10 @@ class NetBoxInventory(InventoryDriver):
         wanted = _wanted(event.addresses or [])
         kept = {}  # type: Dict[str, Port]
         for mac, port_id, _, _ in wanted:
-            match = next((p for p in held if p.mac == mac or
-                          (port_id and p.port_id == port_id)), None)
+            # By MAC; by port id only where the event has no MAC (Neutron changes a port's
+            # MAC only while it is unbound: a new MAC on a VM is a new port).
+            match = next((p for p in held if (p.mac == mac if mac else
+                                              port_id and p.port_id == port_id)), None)
             if match is not None and match not in kept.values():
                 kept[mac] = match
         gone = [p for p in held if p not in kept.values()]
@@ -250,13 +256,11 @@ class NetBoxInventory(InventoryDriver):
             api.virtualization.interfaces.delete([p.id for p in gone])
         for mac, port_id, _, _ in wanted:
             port = kept.get(mac)
-            if port is not None and mac and port.mac != mac:
-                api.virtualization.interfaces.update([{"id": port.id, "mac_address": mac}])
             if port is not None:
-                kept[mac] = port._replace(mac=mac, port_id=port_id or port.port_id)
+                kept[mac] = port._replace(port_id=port_id or port.port_id)
         names = {p.name for p in kept.values()}
         new = []  # type: List[Dict[str, Any]]
-        for mac, _, network, _ in wanted:
+        for mac, port_id, network, _ in wanted:
             if mac in kept:
                 continue
             base = network or "eth"
@@ -266,6 +270,8 @@ class NetBoxInventory(InventoryDriver):
                 name = "%s-%d" % (base, n)
             names.add(name)
             body = {"virtual_machine": vm, "name": name}  # type: Dict[str, Any]
+            if port_id:
+                body["description"] = PORT_NOTE + port_id
             if mac:
                 body["mac_address"] = mac
             new.append(body)

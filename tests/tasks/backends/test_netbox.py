@@ -193,6 +193,8 @@ def test_attach_and_detach_touch_only_their_own_port(
     assert before == {first_mac: (before[first_mac][0], "private", before[first_mac][2],
                                   [first.address])}
     assert len(before[first_mac][2]) == 1
+    assert api.virtualization.interfaces.get(before[first_mac][0]).description == \
+        "Neutron port port-a"
     primary = int(vm.primary_ip4.id)
 
     steps.run(built._replace(kind="network", addresses=[first, attached]))
