@@ -50,7 +50,28 @@ def line(entry: Dict[str, Any], seq: int, prev: str) -> bytes:
     """The stored line of a record: canonical JSON with its place in the chain."""
     record = dict(entry, seq=seq, prev=prev)
     record["hash"] = _digest(as_parsed(record))
-    return rfc8785.dumps(record)
+    try:
+        return rfc8785.dumps(record)
+    except rfc8785.CanonicalizationError:
+        # A number JSON cannot carry exactly (beyond 2**53, NaN): kept as its text rather
+        # than losing the record.
+        record = _representable(dict(entry, seq=seq, prev=prev))
+        record["hash"] = _digest(as_parsed(record))
+        return rfc8785.dumps(record)
+
+
+def _representable(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and abs(value) >= 2 ** 53:
+        return str(value)
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return repr(value)
+    if isinstance(value, dict):
+        return {str(k): _representable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_representable(v) for v in value]
+    return value
 
 
 def _last_line(handle: Any) -> bytes:

@@ -230,3 +230,12 @@ def test_the_signer_notices_a_cut_or_rewritten_tail_at_its_next_tick(tmp_path: P
     other.tick()
     (cut / "audit.jsonl").write_bytes(b"\n".join(lines[:5] + [b""]))
     assert other.tick() is None and other.refused.startswith("truncated: the log has ")
+
+
+def test_a_number_json_cannot_carry_is_kept_as_text_not_lost(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    JsonlAudit(SimpleNamespace(path=str(path))).record(
+        {"instance_uuid": "u", "attempts": 2 ** 60, "raw": {"x": float("nan")}})
+    record = json.loads(path.read_text())
+    assert record["attempts"] == str(2 ** 60) and record["raw"] == {"x": "nan"}
+    assert verify(str(path)) == []
