@@ -54,7 +54,10 @@ def guest_reads(service: VendordataServer, servers: List[Dict[str, Any]],
     for line in lines:
         if line["event"] == "nova_log":
             print("nova: %(level)s %(message)s" % line)  # Nova's own word on each call
-    return [line for line in lines if line["event"] == "read"]
+    # Reads answered "retry" (over_budget on a loaded machine) were read again; keep the rest.
+    return [line for line in lines if line["event"] == "read"
+            and not (isinstance(line["vendor_data2"], dict) and line["vendor_data2"].get(
+                "novahooks", {}).get("error", {}).get("retry"))]
 
 
 def test_nova34_hands_the_guest_a_credential_that_authenticates(
@@ -86,7 +89,8 @@ def test_nova34_hands_the_guest_a_credential_that_authenticates(
     for name in (windows, linux):
         instance = by_name[name][0]["novahooks"]["instance_id"]
         assert show(samba, name.upper())["description"] == [instance]
-        assert [r["credential"] for r in audit(service, instance)] == ["issued", "reused"]
+        handed = [r["credential"] for r in audit(service, instance)]
+        assert handed[0] == "issued" and set(handed[1:]) == {"reused"}, handed
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +117,7 @@ def test_nova34_hands_a_windows_guest_a_blob_that_joins_the_domain(
     name = "o" + uuid.uuid4().hex[:8]
     reads = guest_reads(service, [{"name": name, "metadata": {"os_type": "windows"}}],
                         tmp_path)
-    first, second = [read["vendor_data2"] for read in reads]
+    first, second = [read["vendor_data2"] for read in reads if read["name"] == name]
     assert first == second
     assert "join" in first["novahooks"], first
     join = first["novahooks"]["join"]

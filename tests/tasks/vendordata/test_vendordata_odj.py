@@ -72,7 +72,7 @@ def test_windows_vm_gets_a_blob_that_joins_the_domain(service: VendordataServer,
                                                       dc: SambaServer, tmp_path: Path) -> None:
     host = "odj-" + uuid.uuid4().hex[:8]
     request = body(host, "windows")
-    answer = service.post(request, timeout=15)
+    answer = service.settle(request)
     assert answer.status_code == 200, answer.text
     join = answer.json()["join"]
     assert join["method"] == "odj" and join["computer_name"] == host.upper()
@@ -92,13 +92,13 @@ def test_windows_vm_gets_a_blob_that_joins_the_domain(service: VendordataServer,
     client_conf(stranger, dc, host.upper())
     assert "is OK" not in rpc_testjoin(stranger, dc).stdout
 
-    assert service.post(request, timeout=15).json()["join"]["odj_blob"] == blob
+    assert service.settle(request).json()["join"]["odj_blob"] == blob
     assert blob not in service.audit_path.read_text() + service.log.read_text()
 
 
 def test_a_blob_for_another_machine_is_refused_by_requestodj(
         service: VendordataServer, dc: SambaServer, tmp_path: Path) -> None:
-    blob = service.post(body("odj-" + uuid.uuid4().hex[:8], "windows"),
+    blob = service.settle(body("odj-" + uuid.uuid4().hex[:8], "windows"),
                         timeout=15).json()["join"]["odj_blob"]
     said = request_odj(tmp_path / "other", dc, "OTHERVM", blob)
     assert "Successfully" not in said and "netbios name" in said
@@ -108,7 +108,7 @@ def test_deleting_the_vm_removes_the_joined_account(service: VendordataServer,
                                                     dc: SambaServer, tmp_path: Path) -> None:
     host = "odj-" + uuid.uuid4().hex[:8]
     request = body(host, "windows")
-    blob = service.post(request, timeout=15).json()["join"]["odj_blob"]
+    blob = service.settle(request).json()["join"]["odj_blob"]
     guest = tmp_path / "guest"
     assert "Successfully" in request_odj(guest, dc, host.upper(), blob)
     settings = load_settings(str(service.config_path))

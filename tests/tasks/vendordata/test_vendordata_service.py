@@ -63,8 +63,11 @@ def bind_as_machine(samba: SambaServer, computer: str, password: str) -> Connect
 
 
 def audit(service: VendordataServer, instance: str) -> list:
+    """The instance's audit records, less over_budget answers (a loaded machine's: they
+    carried nothing, and the work behind them has a record of its own)."""
     return [r for r in map(json.loads, service.audit_path.read_text().splitlines())
-            if r.get("instance_uuid") == instance]
+            if r.get("instance_uuid") == instance
+            and "OverBudget" not in (r.get("error") or "")]
 
 
 def store(service: VendordataServer) -> CredentialStore:
@@ -77,7 +80,7 @@ def test_windows_vm_gets_a_machine_password_the_dc_accepts_and_the_same_on_every
         service: VendordataServer, samba: SambaServer) -> None:
     host = name("win-")
     request = body(host, "windows")
-    first = service.post(request)
+    first = service.settle(request)
     assert first.status_code == 200, first.text
     answer = first.json()
     assert answer["join"]["method"] == "unsecure_join"
@@ -97,12 +100,13 @@ def test_windows_vm_gets_a_machine_password_the_dc_accepts_and_the_same_on_every
     assert [e.entry_dn for e in conn.entries] == shown["dn"]
     assert not bind_as_machine(samba, host.upper(), password[::-1]).bound
 
-    again = service.post(request)
+    again = service.settle(request)
     assert again.status_code == 200 and again.json() == answer
 
     records = audit(service, request["instance-id"])
-    assert [(r["stage"], r["credential"]) for r in records] == [("done", "issued"),
-                                                                 ("done", "reused")]
+    assert [(r["stage"], r["credential"]) for r in records][:2] == [("done", "issued"),
+                                                                     ("done", "reused")]
+    assert {r["credential"] for r in records[2:]} <= {"reused"}
     assert all(r["join"] == "password" and r["registered"] == ["directory"]
                for r in records)
     for where in (service.audit_path, service.log):
@@ -116,7 +120,7 @@ def test_linux_vm_gets_a_one_time_password_for_adcli(service: VendordataServer,
                                                      samba: SambaServer) -> None:
     host = name("lnx-")
     request = body(host, "linux")
-    answer = service.post(request).json()
+    answer = service.settle(request).json()
     join = answer["join"]
     assert join["method"] == "one_time_password"
     assert "machine_password" not in join and "odj_blob" not in join
@@ -128,7 +132,7 @@ def test_concurrent_first_reads_of_one_instance_issue_one_credential(
         service: VendordataServer, samba: SambaServer) -> None:
     request = body(name("par-"), "windows")
     with ThreadPoolExecutor(6) as pool:
-        answers = list(pool.map(lambda _: service.post(request).json(), range(6)))
+        answers = list(pool.map(lambda _: service.settle(request).json(), range(6)))
     passwords = {a["join"]["machine_password"] for a in answers}
     assert len(passwords) == 1, answers
     assert bind_as_machine(samba, request["hostname"].upper(), passwords.pop()).bound
@@ -167,7 +171,7 @@ def test_a_squatted_name_gets_an_error_answer_and_no_credential(
     host = name("sq-")
     samba.samba_tool("computer", "create", host.upper(), "--computerou=OU=%s" % "NovaVMs")
     request = body(host, "windows")
-    answer = service.post(request)
+    answer = service.settle(request)
     assert answer.status_code == 200
     error = answer.json()["error"]
     assert error["code"] == "conflict" and error["retry"] is False
@@ -182,7 +186,7 @@ def test_a_squatted_name_gets_an_error_answer_and_no_credential(
 def test_a_name_ad_refuses_gets_an_error_answer(service: VendordataServer,
                                                 samba: SambaServer) -> None:
     host = "win-" + uuid.uuid4().hex[:12]  # 16 characters: over NetBIOS's 15
-    answer = service.post(body(host, "windows")).json()
+    answer = service.settle(body(host, "windows")).json()
     assert answer["error"]["code"] == "refused_name"
     assert "at most 15" in answer["error"]["message"]
     assert show(samba, host.upper()) is None
@@ -204,7 +208,7 @@ def test_a_deleted_instance_loses_its_account_and_gets_no_credential(
     settings = load_settings(str(service.config_path))
     host = name("del-")
     request = body(host, "windows")
-    password = service.post(request).json()["join"]["machine_password"]
+    password = service.settle(request).json()["join"]["machine_password"]
     assert show(samba, host.upper()) is not None
     # What the delete chain's ldap.deregister does (tasks/base.py StepTask.deregister):
     # tombstone in the ledger, then the driver removes what belongs to the instance.
@@ -213,7 +217,7 @@ def test_a_deleted_instance_loses_its_account_and_gets_no_credential(
     AdDirectory(settings.directory).deregister(event)
     assert show(samba, host.upper()) is None
     assert not bind_as_machine(samba, host.upper(), password).bound
-    answer = service.post(request).json()
+    answer = service.settle(request).json()
     assert answer["error"]["code"] == "deleted" and "join" not in answer
     assert store(service).raw(request["instance-id"]) is None
 
@@ -221,7 +225,7 @@ def test_a_deleted_instance_loses_its_account_and_gets_no_credential(
 def test_a_vm_policy_leaves_out_gets_no_registration(service: VendordataServer,
                                                      samba: SambaServer) -> None:
     host = name("out-")
-    answer = service.post(body(host, "windows", metadata={
+    answer = service.settle(body(host, "windows", metadata={
         "os_type": "windows", "novahooks:register": "false"})).json()
     assert answer["registered"] is False and "join" not in answer
     assert "novahooks:register=false" in answer["rule"]
