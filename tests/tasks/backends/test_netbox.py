@@ -287,3 +287,23 @@ def test_a_vm_lifecycle_costs_at_most_three_reads_and_six_writes(
         steps.run(built)
         steps.delete(built)
     assert counted["GET"] <= 3 and counted["writes"] <= 6, counted
+
+
+def test_a_rename_with_the_ledgers_note_checks_the_new_name_first(
+        api: pynetbox.api, ipam: NetBoxIpam, inventory: NetBoxInventory) -> None:
+    other = make_event(addresses=[])
+    inventory.register(other)
+    port = Address(unique_v4(), 4, mac(), "private", "port-r")
+    steps = Chain(ipam, inventory, True)
+    built = make_event(addresses=[port])
+    steps.run(built)
+    with pytest.raises(Conflict, match=other.hostname):
+        steps.run(built._replace(kind="network", hostname=other.hostname))
+    steps.run(built._replace(kind="network", hostname=built.hostname + "-new"))
+    vm = api.virtualization.virtual_machines.get(**{"cf_" + UUID_FIELD: built.uuid})
+    assert vm.name == built.hostname + "-new"
+    assert str(vm.primary_ip4.address) == port.address + "/16"
+    assert api.ipam.ip_addresses.get(address=port.address).dns_name == \
+        built.hostname + "-new.cloud.example.test"
+    steps.delete(built)
+    inventory.deregister(other)
