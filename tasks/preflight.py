@@ -7,7 +7,8 @@ later one would make, reading the backends but writing none: the name and
 addresses as DNS would take them (scope, reverse zones, reserved names, names
 and PTRs held by others, delegations), the name as the directory would take it
 (reserved and existing account names), and the addresses as IPAM holds their
-prefixes (network and broadcast addresses). The later steps check again when
+prefixes (network and broadcast addresses, where the IPAM driver knows the
+prefix: ``prefix_of``). The later steps check again when
 they write (the backends may have changed since): this only moves the refusal
 in front of the first write.
 
@@ -37,10 +38,9 @@ def run(step: str, event: InstanceEvent, decision: Decision) -> None:
 
 def _addresses(event: InstanceEvent) -> None:
     """A network or broadcast address of its IPAM prefix is no host's address."""
-    prefix_of = getattr(drivers.ipam(), "prefix_of", None)
+    ipam = drivers.ipam()
     for index, item in enumerate(event.addresses or []):
-        network = prefix_of(item.address) if prefix_of is not None else None
-        problem = host_problem(item.address, network)
+        problem = host_problem(item.address, ipam.prefix_of(item.address))
         if problem:
             raise InvalidEvent("addresses[%d].address" % index, problem)
 

@@ -128,3 +128,17 @@ def test_a_routers_ptr_is_refused_before_ipam_writes(stack: Stack,
         update = dns_._update(dns.name.from_text("10.in-addr.arpa"))
         update.delete(reverse)
         dns_._send(update, "remove the router's PTR")
+
+
+@pytest.mark.parametrize("address,word", [("192.168.1.0", "network address of 192.168.1.0/24"),
+                                          ("192.168.1.255",
+                                           "broadcast address of 192.168.1.0/24")])
+def test_a_network_or_broadcast_address_is_refused_before_ipam_writes(
+        stack: Stack, processes: Processes, address: str, word: str) -> None:
+    """192.168.1.0/24 is a NetBox prefix of the stack (tests/servers/stack.py PREFIXES)."""
+    event = make_event(addresses=[Address(unique_v4(), 4, mac(), "private"),
+                                  Address(address, 4, mac(), "private")])
+    record = run_chain(stack, event)
+    assert record["step"] == "ipam.reserve" and word in record["error"], record
+    assert "addresses[1].address" in record["error"]
+    assert nothing_held(event) == {}

@@ -36,6 +36,14 @@ class IpamDriver(Driver):
         """:meth:`release`, given the ledger's note (see :meth:`ensure_with`)."""
         return self.release(instance_uuid)
 
+    def prefix_of(self, address: str) -> Optional[Any]:
+        """The IPAM prefix (an ``ipaddress`` network) holding ``address``, None if unknown.
+
+        The chain's first step refuses the network and broadcast address of it
+        (tasks/preflight.py) before any backend holds the VM.
+        """
+        return None
+
     @abc.abstractmethod
     def describe(self, instance_uuid: str) -> Dict[str, Any]:
         """The addresses recorded for the instance."""

@@ -58,6 +58,12 @@ class NetBoxIpam(IpamDriver):
         raise OutOfScope("address %s is in no prefix known to NetBox" % address,
                          backend=BACKEND)
 
+    def prefix_of(self, address: str) -> Optional[Network]:
+        try:
+            return ipaddress.ip_interface(self._cidr(address)).network
+        except OutOfScope:
+            return None  # ensure() refuses it, naming NetBox
+
     def mine(self, instance_uuid: str) -> Dict[str, Any]:
         return {str(ip.address).split("/")[0]: ip
                 for ip in client.owned_by(self.api.ipam.ip_addresses, instance_uuid)}
@@ -159,22 +165,22 @@ class NetBoxIpam(IpamDriver):
         with client.translated(BACKEND, self.settings.url):
             self._ready()
             held, from_ledger = self._held(instance_uuid, known)
-            if from_ledger:
-                mine = {str(ip.address).split("/")[0]: ip for ip in (
-                    self.api.ipam.ip_addresses.filter(id=[i for i, _, _ in held.values()])
-                    if held else []) if (ip.custom_fields or {}).get(client.UUID_FIELD) ==
-                    instance_uuid}
-            else:
-                mine = self.mine(instance_uuid)
-            if mine:
+            if from_ledger and held:
+                present = {str(ip.address).split("/")[0]: int(ip.id) for ip in
+                           self.api.ipam.ip_addresses.filter(id=[r[0] for r in held.values()])
+                           if (ip.custom_fields or {}).get(client.UUID_FIELD) == instance_uuid}
+            else:  # read just now (or nothing to read)
+                present = {address: record[0] for address, record in held.items()}
+            if present:
                 try:
                     with client.stale_if_refused():
-                        self.api.ipam.ip_addresses.delete(list(mine.values()))
+                        self.api.ipam.ip_addresses.delete(list(present.values()))
                 except client.Stale as exc:
                     raise TransientError("addresses of %s changed in NetBox while they were "
                                          "released: %s" % (instance_uuid, exc),
                                          backend=BACKEND) from exc
-        return {"released": sorted(mine)}
+        # What the note held and NetBox no longer has went with its VM (or by hand).
+        return {"released": sorted(present), "already_gone": sorted(set(held) - set(present))}
 
     def describe(self, instance_uuid: str) -> Dict[str, Any]:
         with client.translated(BACKEND, self.settings.url):
