@@ -155,6 +155,17 @@ def limits(ev: InstanceEvent, bounds: Optional[Any] = None) -> None:
                            % (size, bounds.max_event_bytes))
 
 
+def _unique(addresses: List[Address]) -> None:
+    """One VM holds an address once: a repeat would make IPAM create it twice (a conflict
+    with itself, retried) and DNS list it twice."""
+    first = {}  # type: dict
+    for index, item in enumerate(addresses):
+        if item.address in first:
+            raise InvalidEvent("addresses[%d].address" % index, "%s is also addresses[%d]"
+                               % (item.address, first[item.address]))
+        first[item.address] = index
+
+
 def _delete_addresses(ev: InstanceEvent) -> List[Address]:
     """The addresses of a delete event a step can use; the others are left out, logged."""
     usable = []
@@ -189,6 +200,7 @@ def event(ev: InstanceEvent, needs_hostname: bool = True,
         addresses = _delete_addresses(ev)
     elif ev.addresses is not None:
         addresses = [address(a, i) for i, a in enumerate(ev.addresses)]
+        _unique(addresses)
     flavor = ev.flavor
     if flavor is not None:
         for name in _FLAVOR_NUMBERS:

@@ -200,3 +200,13 @@ def test_error_messages_quote_values_escaped_and_bounded() -> None:
     message = str(caught.value)
     assert "\x1b" not in message and "\\u001b[2J" in message
     assert len(message) < 300 and "(10004 characters)" in message
+
+
+def test_an_address_given_twice_is_refused(conf: Settings) -> None:
+    """Issue 19: one address twice made IPAM conflict with itself, retried six times."""
+    payload = new_event("build", "6f1c2a6e-1b7d-4c1e-9d3a-000000000003", "vm-3",
+                        source="t").to_dict()
+    payload["addresses"] = [{"address": "2001:db8:20::5", "version": 6},
+                            {"address": "2001:DB8:20:0::5", "version": 6}]
+    with pytest.raises(PermanentError, match=r"addresses\[1\].address.*also addresses\[0\]"):
+        validate.event(event_from_dict(payload), bounds=conf.limits)

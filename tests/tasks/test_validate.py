@@ -131,11 +131,17 @@ def faults(d: Any, needs_hostname: bool) -> Set[str]:
         if not isinstance(addresses, list):
             bad.add("addresses")
         else:
+            seen = set()  # type: Set[Any]
             for i, item in enumerate(addresses):
                 found = item_faults(item, "addresses[%d]" % i)
                 if d.get("kind") == "delete" and isinstance(item, dict) and \
                         item.get("address") and "version" in item:
                     continue  # a delete leaves out an address it cannot use, and goes on
+                if not found:
+                    canonical = parse_ip(item["address"])
+                    if canonical in seen:  # one VM holds an address once
+                        found = {"addresses[%d].address" % i}
+                    seen.add(canonical)
                 bad |= found
     return bad
 
