@@ -73,7 +73,8 @@ def conf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     yield load_settings(str(Path(path)), environ={})
     print("\nhostile events: %d, outcomes %s" % (sum(OUTCOMES.values()),
                                                  dict(sorted(OUTCOMES.items()))))
-    assert sum(OUTCOMES.values()) >= 1000
+    if OUTCOMES:  # the generated test ran (not deselected): it saw at least 1,000 events
+        assert sum(OUTCOMES.values()) >= 1000
 
 
 fragment = st.one_of(st.text(alphabet=string.ascii_letters + string.digits + "-",
