@@ -477,10 +477,12 @@ def test_listener_killed_in_the_middle_of_real_novas_stream_loses_and_duplicates
     assert summary["malformed"] == []
 
 
-def test_under_novas_defaults_a_rename_is_followed_at_the_next_notification(
+def test_under_novas_defaults_a_rename_and_an_attach_follow_at_the_next_notification(
         bus: Bus, stack: Stack) -> None:
     """Nova's defaults (legacy notifications only, notify_on_state_change unset): a rename
-    sends nothing; the next notification of the instance carries the new hostname."""
+    and an interface attach send nothing; the next notification that carries the instance's
+    hostname and fixed IPs (rebuild.end) brings both; a detach nobody announced is removed with
+    the VM."""
     nova = bus.begin(bus.nova("unversioned"))
     nova.send("notify_on_state_change unset")
     try:
@@ -496,13 +498,23 @@ def defaults_rename(nova: Nova, bus: Bus, stack: Stack) -> None:
     renamed = nova.send("rename %s %s" % (vm.uuid, json.dumps({"name": vm.hostname + "-r"})))
     assert renamed["notifications"] == []          # Nova's default: a rename is not sent
     new = vm_of(renamed["server"])
+    extra = unique_v4()
+    attached = nova.send("attach %s %s" % (vm.uuid, json.dumps({"v4": extra})))
+    assert attached["notifications"] == []         # nor is an interface change
     bus.settle(stack.audit_path)
-    holds_exactly(bus, stack, vm, "rename (not notified)")
+    holds_exactly(bus, stack, vm, "rename and attach (not notified)")
     rebuilt = nova.send("rebuild %s other" % vm.uuid)
     assert "compute.instance.rebuild.end" in [n["event_type"] for n in rebuilt["notifications"]]
-    holds_exactly(bus, stack, new, "the notification after the rename")
+    # rebuild.end carries the hostname and the fixed IPs: both changes arrive with it.
+    with_port = vm_of(rebuilt["server"])
+    assert with_port.hostname == new.hostname and extra in addresses(with_port)
+    holds_exactly(bus, stack, with_port, "the notification after the rename and attach")
     until(lambda: name_gone(vm), 30, "old name %s gone" % vm.hostname)
+    detached = nova.send("detach %s %s" % (vm.uuid, attached["port_id"]))
+    assert detached["notifications"] == []
     nova.send("delete %s" % vm.uuid)
     bus.settle(stack.audit_path)
-    until(lambda: gone(new, holdings(new)), 90, "%s removed" % new.hostname, interval=1)
+    # The delete removes what was registered, the address detached unannounced included.
+    until(lambda: gone(with_port, holdings(with_port)), 90, "%s removed" % new.hostname,
+          interval=1)
     record(bus, "defaults-rename", nova)
