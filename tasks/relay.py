@@ -108,7 +108,11 @@ class Relay(object):
                             continue
                         published.add(event.event_id)
                         current = item.seq
-                        body = bodies[item.seq] = stamped(event, item.body, item.seq)
+                        event, text = self._bounded(event, item.body, item.seq)
+                        if text is None:
+                            done.append(item.seq)
+                            continue
+                        body = bodies[item.seq] = stamped(event, text, item.seq)
                         self.publisher.publish(producer, event.kind, body, retry=False,
                                                confirm_timeout=self.settings.broker.connect_timeout)
                         sent.append((item.seq, event.kind))
@@ -136,6 +140,33 @@ class Relay(object):
                 self.metrics.latency.observe(share)
                 self.metrics.events.labels(kind).inc()
         return len(done)
+
+    def _bounded(self, event: InstanceEvent, body: str,
+                 seq: int) -> Tuple[InstanceEvent, Optional[str]]:
+        """The event and JSON to publish within ``[limits] max_event_bytes``, or (event,
+        None) for one too big to publish: logged and audited, then dropped (every worker
+        would refuse it; its chain message, the event five times over, could even be
+        refused unread). A delete goes out without the metadata it does not need."""
+        limit = self.settings.limits.max_event_bytes
+        size = len(body.encode("utf-8"))
+        if size <= limit:
+            return event, body
+        if event.kind == "delete":
+            slim = event._replace(metadata={}, image_properties={})
+            text = slim.to_json()
+            if len(text.encode("utf-8")) <= limit:
+                LOG.warning("outbox event %d (delete of %s): %d bytes, sent without its "
+                            "metadata", seq, event.uuid, size)
+                return slim, text
+        error = "event of %d bytes, above [limits] max_event_bytes %d; not published" % (
+            size, limit)
+        LOG.error("outbox event %d (%s of %s) refused: %s", seq, event.kind, event.uuid, error)
+        summary = {"uuid": event.uuid, "kind": event.kind, "event_id": event.event_id,
+                   "source": event.source,
+                   "hostname": event.hostname[:63] if isinstance(event.hostname, str) else None}
+        self.app.send_task("audit.record", args=[summary, "failed"], queue="audit",
+                           kwargs={"step": "relay", "error": error})
+        return event, None
 
     def _ledger(self) -> Any:
         from tasks.ledger import ledger

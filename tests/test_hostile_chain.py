@@ -142,3 +142,21 @@ def test_a_network_or_broadcast_address_is_refused_before_ipam_writes(
     assert record["step"] == "ipam.reserve" and word in record["error"], record
     assert "addresses[1].address" in record["error"]
     assert nothing_held(event) == {}
+
+
+def test_an_oversized_event_is_audited_by_the_relay_and_never_published(
+        stack: Stack, processes: Processes) -> None:
+    """Issue 19: a 20 MB metadata event was accepted and stored; its chain message (the
+    event five times over) would be refused unread by every worker, unaudited."""
+    from novahooks.nova.outbox import Outbox
+    event = make_event(addresses=[Address(unique_v4(), 4, mac(), "private")],
+                       metadata={"blob": "y" * 200000})
+    Outbox(str(stack.outbox_path)).append(event.uuid, event.kind, event.to_json())
+    (record,) = until(lambda: failures(stack, event.uuid), 60, "the relay's audit record")
+    assert record["step"] == "relay" and "max_event_bytes" in record["error"], record
+    assert nothing_held(event) == {}
+    gone = make_event(kind="delete", metadata={"blob": "y" * 200000})
+    Outbox(str(stack.outbox_path)).append(gone.uuid, gone.kind, gone.to_json())
+    until(lambda: any(r["stage"] == "done" and r["kind"] == "delete"
+                      for r in audit_lines(stack.audit_path, gone.uuid)), 60,
+          "the delete, sent without its metadata, audited as done")
