@@ -4,10 +4,11 @@ Each helper call does what the listener does after the events are durable:
 it applies the plan's effects to the state.
 """
 
+import subprocess
 import time
 import uuid as uuidlib
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
@@ -20,6 +21,23 @@ from tests.novahooks.notifications import samples
 @pytest.fixture
 def state(tmp_path: Path) -> State:
     return State("sqlite:///%s" % (tmp_path / "ledger.sqlite"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[State]:
+    """Several listeners on one queue share their state in PostgreSQL."""
+    if request.param == "sqlite":
+        yield State("sqlite:///%s" % (tmp_path / "ledger.sqlite"))
+        return
+    name = "novahooks_state_%s" % uuidlib.uuid4().hex[:8]
+    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", name], check=True)
+    try:
+        state = State("postgresql://postgres@127.0.0.1:5432/%s" % name)
+        yield state
+        state.engine.dispose()
+    finally:
+        subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", name],
+                       check=True)
 
 
 def run(state: State, body: Dict[str, Any]) -> Plan:
@@ -169,8 +187,9 @@ def legacy(v: Dict[str, Any], event_type: str, hostname: str = "", **payload: An
     return body
 
 
-def test_a_notification_handled_once_is_not_handled_again(state: State) -> None:
+def test_a_notification_handled_once_is_not_handled_again(shared_state: State) -> None:
     """Redelivered after a crash, or published twice: one event, whatever came between."""
+    state = shared_state
     v = vm(20)
     body = at(samples.vary("instance-create-end", v["uuid"], "vm-20", v["fixed"]),
               "2026-12-01 10:00:00.000000")
@@ -184,9 +203,10 @@ def test_a_notification_handled_once_is_not_handled_again(state: State) -> None:
     assert state.known(v["uuid"]).hostname == "vm-20b", "the redelivery changed nothing"
 
 
-def test_versioned_and_legacy_twins_of_one_action_are_one_event(state: State) -> None:
+def test_versioned_and_legacy_twins_of_one_action_are_one_event(shared_state: State) -> None:
     """notification_format = both: whichever twin comes first is used, the other ignored;
     two actions of one kind, each with its twins, stay two events."""
+    state = shared_state
     v = vm(21)
     plans = [run(state, body) for body in (
         at(legacy(v, "compute.instance.create.end"), "2026-12-01 11:00:00.001000"),
