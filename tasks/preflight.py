@@ -14,26 +14,49 @@ in front of the first write.
 
 First writers: ``ipam.reserve`` (build and network chains) and ``ldap.register``
 of the pre-boot chain (``create``), which has no address yet.
+
+A later step's backend that does not answer (a transient error) is not waited
+for: its own step retries until it does, as before, and it is not asked again
+for :data:`DOWN_FOR` seconds, so a DNS outage does not stall IPAM behind a
+timeout per event. Only permanent refusals move forward.
 """
 
 import ipaddress
-from typing import Any, Optional
+import logging
+import time
+from typing import Any, Callable, Dict, Optional
 
 from novahooks.event import InstanceEvent
 from tasks import drivers
-from tasks.errors import InvalidEvent
+from tasks.errors import InvalidEvent, TransientError
 from tasks.policy import Decision
+
+LOG = logging.getLogger("novahooks.preflight")
+DOWN_FOR = 30.0
+_down_until: Dict[str, float] = {}
 
 
 def run(step: str, event: InstanceEvent, decision: Decision) -> None:
     """Raise the PermanentError a later step of ``event``'s chain would raise."""
     if step == "ipam.reserve":
         _addresses(event)
-        drivers.directory().preflight(event)
+        _ask("directory", lambda: drivers.directory().preflight(event))
     elif not (step == "ldap.register" and event.kind == "create"):
         return
-    if decision.fqdn is not None:
-        drivers.dns().preflight(decision.fqdn, event.uuid, event.addresses or [])
+    fqdn = decision.fqdn
+    if fqdn is not None:
+        _ask("dns", lambda: drivers.dns().preflight(fqdn, event.uuid, event.addresses or []))
+
+
+def _ask(kind: str, check: Callable[[], None]) -> None:
+    if time.monotonic() < _down_until.get(kind, 0.0):
+        return
+    try:
+        check()
+    except TransientError as exc:
+        _down_until[kind] = time.monotonic() + DOWN_FOR
+        LOG.warning("preflight: %s not asked for %.0f s, it did not answer: %s", kind,
+                    DOWN_FOR, exc)
 
 
 def _addresses(event: InstanceEvent) -> None:
