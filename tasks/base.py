@@ -11,44 +11,19 @@ few lines that differ.
 
 import logging
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 from celery import Task
-from celery.exceptions import Reject, Retry
 
-from novahooks.logs import FIELDS
 from novahooks.event import EventFormatError, InstanceEvent, describe_order, event_from_dict
-from tasks import drivers, metrics, policy, preflight, validate
+from tasks import drivers, middleware, policy, preflight, validate
 from tasks.chains import step_key
 from tasks.config import settings
 from tasks.errors import InvalidEvent, TransientError
-from tasks.ledger import Ledger, ledger
+from tasks.ledger import book
+from tasks.middleware import StepSkipped
 
 LOG = logging.getLogger("novahooks.step")
-
-
-def _summary(payload: Any) -> Dict[str, Any]:
-    if not isinstance(payload, dict):
-        return {}
-    return {"instance_uuid": payload.get("uuid"), "hostname": payload.get("hostname"),
-            "kind": payload.get("kind"), "event_id": payload.get("event_id")}
-
-
-class StepSkipped(Exception):
-    """A register step that must do nothing for this event: the outcome is ``skipped``.
-
-    Raised under the instance lock (the tombstone or a newer version was found there),
-    after the ledger noted it for the chain's audit record.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def book() -> Ledger:
-    config = settings().ledger
-    return ledger(config.url, config.sqlite_synchronous)
 
 
 class StepTask(Task):
@@ -148,98 +123,12 @@ class StepTask(Task):
             ledger_.forget(event.uuid, self.backend_kind)
         return result
 
-    def _redelivered(self) -> bool:
-        """The broker gave this message back after a worker took it.
-
-        RabbitMQ marks a requeued message itself; kombu's Redis transport marks
-        every message it restores (worker lost, visibility timeout, shutdown).
-        """
-        return self.request.id is not None and \
-            bool((self.request.delivery_info or {}).get("redelivered"))
-
-    def _park_poison(self, args: Any, kwargs: Any) -> None:
-        """Count a redelivery; past the limit, park the message instead of running it.
-
-        Rejecting (without requeue) stops the chain here; the dead letter keeps the event.
-        A first delivery writes nothing: most messages are delivered once, and the
-        ledger write was a large part of a step's own cost.
-        """
-        if not self._redelivered():
-            return
-        key = "%s:%d" % (self.request.id, self.request.retries)
-        count = book().delivered(key) + 1  # the first delivery is not counted
-        limit = settings().retry.max_deliveries
-        if count <= limit:
-            return
-        error = "PoisonMessage: delivered %d times without finishing (worker died each " \
-                "time); parked" % count
-        self.on_failure(RuntimeError(error), self.request.id, args, kwargs, None)
-        book().settled(key)
-        raise Reject(error, requeue=False)
-
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        started = time.monotonic()
+        """The step inside what every step shares (tasks/middleware.py: outcome, delivery
+        counting and poison parking, skips, progress)."""
         self._backend_seconds = self._lock_seconds = 0.0
-        outcome: str = "ok"
-        error: Optional[str] = None
-        skipped: Optional[str] = None
-        why: Optional[str] = None
-        try:
-            try:
-                self._park_poison(args, kwargs)
-            except TransientError as exc:  # the ledger itself is briefly unavailable
-                raise self.retry(exc=exc) from exc
-            try:
-                result = super().__call__(*args, **kwargs)
-            except policy.Skipped as exc:
-                outcome, skipped = "skipped", exc.decision.rule
-                result = {"skipped": str(exc), "rule": skipped}
-            except StepSkipped as exc:
-                outcome, why = "skipped", exc.reason
-                result = {"skipped": why}
-            if args and isinstance(args[0], dict) and kwargs.get("stage") != "failed":
-                # Finished means the plan's closing step ran, not merely "end of this
-                # message's chain": a chain cut short by a crash is not finished.
-                last = not self.request.chain and self.name == "audit.record"
-                try:
-                    book().step_done(args[0], step_key(self.name, kwargs), last=last)
-                except TransientError:
-                    # The work is done; without this note reconcile may redo it, harmlessly.
-                    LOG.warning("could not record progress of %s", self.name, exc_info=True)
-            return result
-        except Retry as exc:
-            outcome, error = "retry", str(exc.exc or exc)
-            raise
-        except Reject as exc:
-            outcome, error = "parked", str(exc.reason)
-            raise
-        except Exception as exc:
-            outcome, error = "failed", "%s: %s" % (type(exc).__name__, exc)
-            raise
-        finally:
-            if outcome != "parked" and self._redelivered():
-                # Only a delivery whose worker died stays counted.
-                try:
-                    book().settled("%s:%d" % (self.request.id, self.request.retries))
-                except TransientError:
-                    LOG.warning("could not settle delivery count of %s", self.name,
-                                exc_info=True)
-            line = {"step": self.name, "backend": self.backend_kind, "outcome": outcome,
-                    "attempt": self.request.retries + 1,
-                    "duration_ms": round((time.monotonic() - started) * 1000, 2),
-                    "backend_ms": round(self._backend_seconds * 1000, 2),
-                    "lock_wait_ms": round(self._lock_seconds * 1000, 2)}
-            line.update(_summary(args[0] if args else None))
-            if error:
-                line["error"] = error
-            if skipped:
-                line["skipped_by"] = skipped
-            if why:
-                line["skipped"] = why
-            metrics.observe(self.name, outcome, time.monotonic() - started,
-                            self._backend_seconds)
-            LOG.log(logging.WARNING if error else logging.INFO, "%s %s", self.name, outcome,
-                    extra={FIELDS: line})
+        return middleware.run_through(middleware.STACK, middleware.Run(self, args, kwargs),
+                                      lambda: super(StepTask, self).__call__(*args, **kwargs))
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
                    einfo: Any) -> None:

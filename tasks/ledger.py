@@ -466,3 +466,10 @@ def ledger(url: str, synchronous: str = "normal") -> Ledger:
     if key not in _ledgers:
         _ledgers[key] = Ledger(url, synchronous)
     return _ledgers[key]
+
+
+def book() -> Ledger:
+    """The worker's ledger, as its settings name it (what every step and command uses)."""
+    from tasks.config import settings
+    config = settings().ledger
+    return ledger(config.url, config.sqlite_synchronous)

@@ -1,0 +1,228 @@
+"""What runs around every step, one concern per piece.
+
+``StepTask.__call__`` used to do all of this in three nested ``try`` blocks; each
+concern is now a small piece with one job, composed in one place (:data:`STACK`)
+and tested on its own (tests/tasks/test_middleware.py). Outermost first:
+
+* :class:`Outcome`: time the run, name its outcome (ok, skipped, retry, parked,
+  failed), one metrics observation and one structured log line, whatever happens;
+* :class:`Deliveries`: count redeliveries of a message whose worker died, park it as
+  poison past ``[retry] max_deliveries``, settle the count once a delivery finishes;
+* :class:`Skips`: a step that must do nothing (policy left the VM out, the instance
+  was deleted, a newer event already reached the backend) ends ``skipped`` with the
+  reason, not as an error;
+* :class:`Progress`: note the step as done for the event in the ledger, which
+  ``reconcile`` reads to find chains that stopped half-way.
+
+Dead letters stay in ``StepTask.on_failure``: Celery calls it only once a step has
+given up, which is the moment a dead letter is right.
+"""
+
+import functools
+import logging
+import time
+from typing import Any, Callable, Dict, Optional, Sequence
+
+from celery.exceptions import Reject, Retry
+
+from novahooks.logs import FIELDS
+from tasks import metrics, policy
+from tasks.chains import step_key
+from tasks.config import settings
+from tasks.errors import TransientError
+from tasks.ledger import Ledger, book
+
+LOG = logging.getLogger("novahooks.step")
+
+Call = Callable[[], Any]
+
+
+class StepSkipped(Exception):
+    """A register step that must do nothing for this event: the outcome is ``skipped``.
+
+    Raised under the instance lock (the tombstone or a newer version was found there),
+    after the ledger noted it for the chain's audit record.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Run(object):
+    """One run of one step: the task, its arguments, and what the pieces learn."""
+
+    def __init__(self, task: Any, args: Sequence[Any], kwargs: Dict[str, Any],
+                 ledger: Optional[Ledger] = None) -> None:
+        self.task = task
+        self.args = args
+        self.kwargs = kwargs
+        self._ledger = ledger
+        self.outcome = "ok"
+        self.error: Optional[str] = None
+        #: The policy rule that left the VM out (``skipped_by`` in the log line).
+        self.skipped_by: Optional[str] = None
+        #: Why a step that ran did nothing (``skipped`` in the log line).
+        self.skipped: Optional[str] = None
+
+    @property
+    def ledger(self) -> Ledger:
+        """The ledger given (a test's), else the worker's from its settings."""
+        return self._ledger if self._ledger is not None else book()
+
+    @property
+    def event(self) -> Optional[Dict[str, Any]]:
+        """The event payload, when the message carries one as its first argument."""
+        first = self.args[0] if self.args else None
+        return first if isinstance(first, dict) else None
+
+    @property
+    def redelivered(self) -> bool:
+        """The broker gave this message back after a worker took it.
+
+        RabbitMQ marks a requeued message itself; kombu's Redis transport marks
+        every message it restores (worker lost, visibility timeout, shutdown).
+        """
+        request = self.task.request
+        return request.id is not None and \
+            bool((request.delivery_info or {}).get("redelivered"))
+
+    @property
+    def delivery_key(self) -> str:
+        return "%s:%d" % (self.task.request.id, self.task.request.retries)
+
+
+class Middleware(object):
+    def around(self, run: Run, call: Call) -> Any:
+        return call()
+
+
+class Outcome(Middleware):
+    """Every run ends in exactly one log line and one metrics observation."""
+
+    def around(self, run: Run, call: Call) -> Any:
+        started = time.monotonic()
+        try:
+            return call()
+        except Retry as exc:
+            run.outcome, run.error = "retry", str(exc.exc or exc)
+            raise
+        except Reject as exc:
+            run.outcome, run.error = "parked", str(exc.reason)
+            raise
+        except Exception as exc:
+            run.outcome, run.error = "failed", "%s: %s" % (type(exc).__name__, exc)
+            raise
+        finally:
+            self._report(run, time.monotonic() - started)
+
+    @staticmethod
+    def _report(run: Run, seconds: float) -> None:
+        task = run.task
+        backend = getattr(task, "_backend_seconds", 0.0)
+        line: Dict[str, Any] = {
+            "step": task.name, "backend": task.backend_kind, "outcome": run.outcome,
+            "attempt": task.request.retries + 1, "duration_ms": round(seconds * 1000, 2),
+            "backend_ms": round(backend * 1000, 2),
+            "lock_wait_ms": round(getattr(task, "_lock_seconds", 0.0) * 1000, 2)}
+        event = run.event or {}
+        line.update({"instance_uuid": event.get("uuid"), "hostname": event.get("hostname"),
+                     "kind": event.get("kind"), "event_id": event.get("event_id")})
+        for key, value in (("error", run.error), ("skipped_by", run.skipped_by),
+                           ("skipped", run.skipped)):
+            if value:
+                line[key] = value
+        metrics.observe(task.name, run.outcome, seconds, backend)
+        LOG.log(logging.WARNING if run.error else logging.INFO, "%s %s", task.name,
+                run.outcome, extra={FIELDS: line})
+
+
+class Deliveries(Middleware):
+    """Park a message that keeps killing its worker instead of letting it loop.
+
+    A first delivery writes nothing (most messages are delivered once, and the ledger
+    write was a large part of a step's own cost); only a delivery whose worker died
+    stays counted.
+    """
+
+    def __init__(self, max_deliveries: Optional[int] = None) -> None:
+        #: None: ``[retry] max_deliveries`` of the worker's settings.
+        self.max_deliveries = max_deliveries
+
+    def around(self, run: Run, call: Call) -> Any:
+        try:
+            self._park_poison(run)
+        except TransientError as exc:  # the ledger itself is briefly unavailable
+            raise run.task.retry(exc=exc) from exc
+        try:
+            return call()
+        finally:
+            if run.outcome != "parked" and run.redelivered:
+                try:
+                    run.ledger.settled(run.delivery_key)
+                except TransientError:
+                    LOG.warning("could not settle delivery count of %s", run.task.name,
+                                exc_info=True)
+
+    def _park_poison(self, run: Run) -> None:
+        """Rejecting (without requeue) stops the chain here; the dead letter keeps the event."""
+        if not run.redelivered:
+            return
+        count = run.ledger.delivered(run.delivery_key) + 1  # the first delivery is not counted
+        limit = self.max_deliveries if self.max_deliveries is not None else \
+            settings().retry.max_deliveries
+        if count <= limit:
+            return
+        error = "PoisonMessage: delivered %d times without finishing (worker died each " \
+                "time); parked" % count
+        run.outcome = "parked"
+        run.task.on_failure(RuntimeError(error), run.task.request.id, run.args, run.kwargs,
+                            None)
+        run.ledger.settled(run.delivery_key)
+        raise Reject(error, requeue=False)
+
+
+class Skips(Middleware):
+    """A step that must do nothing ends ``skipped``, with the reason, not as an error."""
+
+    def around(self, run: Run, call: Call) -> Any:
+        try:
+            return call()
+        except policy.Skipped as exc:
+            run.outcome, run.skipped_by = "skipped", exc.decision.rule
+            return {"skipped": str(exc), "rule": exc.decision.rule}
+        except StepSkipped as exc:
+            run.outcome, run.skipped = "skipped", exc.reason
+            return {"skipped": exc.reason}
+
+
+class Progress(Middleware):
+    """Note the step done for its event once it finished (skipped included).
+
+    Finished means the plan's closing step ran, not merely "end of this message's
+    chain": a chain cut short by a crash is not finished.
+    """
+
+    def around(self, run: Run, call: Call) -> Any:
+        result = call()
+        event = run.event
+        if event is not None and run.kwargs.get("stage") != "failed":
+            task = run.task
+            last = not task.request.chain and task.name == "audit.record"
+            try:
+                run.ledger.step_done(event, step_key(task.name, run.kwargs), last=last)
+            except TransientError:
+                # The work is done; without this note reconcile may redo it, harmlessly.
+                LOG.warning("could not record progress of %s", task.name, exc_info=True)
+        return result
+
+
+#: Outermost first.
+STACK: Sequence[Middleware] = (Outcome(), Deliveries(), Skips(), Progress())
+
+
+def run_through(stack: Sequence[Middleware], run: Run, step: Call) -> Any:
+    """Call ``step`` inside every piece of ``stack``, the first one outermost."""
+    if not stack:
+        return step()
+    return stack[0].around(run, functools.partial(run_through, stack[1:], run, step))
