@@ -10,7 +10,6 @@ Samba itself: ``samba-tool computer show`` and DNS queries.
 import uuid
 from typing import Iterator
 
-import dns.reversename
 import pytest
 
 from novahooks.nova import hooks
@@ -20,7 +19,7 @@ from tasks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import mac, pipeline, unique_v4
 from tests.helpers import audit_lines, until
 from tests.tasks.backends.test_directory_ad import show as computer
-from tests.tasks.backends.test_dns_rfc2136_samba import lookup
+from tests.tasks.backends.dns_contract import QueryReader
 
 REVERSE = "20.10.in-addr.arpa"
 
@@ -74,14 +73,15 @@ def test_windows_vm_gets_a_computer_object_and_samba_dns_records_and_loses_them(
     assert sorted(shown["servicePrincipalName"]) == sorted(
         ["HOST/%s" % name.upper(), "HOST/%s" % fqdn.rstrip(".").lower()])
     assert vm.uuid in shown["description"][0]
-    assert lookup(samba, fqdn, "A") == [ip]
-    assert lookup(samba, dns.reversename.from_address(ip).to_text(), "PTR") == [fqdn.lower()]
+    dns_ = QueryReader(samba.address, 53, samba.zone)
+    assert dns_.ask(fqdn, "A") == [ip]
+    assert dns_.ptr(ip) == [fqdn.rstrip(".").lower()]
 
     delete(vm)
     until(lambda: done(ad, vm, "delete"), 180, "delete chain of %s" % name)
     assert computer(samba, name.upper()) is None
-    assert lookup(samba, fqdn, "A") == []
-    assert lookup(samba, dns.reversename.from_address(ip).to_text(), "PTR") == []
+    assert dns_.ask(fqdn, "A") == []
+    assert dns_.ptr(ip) == []
 
 
 @pytest.mark.usefixtures("fire")
@@ -96,7 +96,7 @@ def test_a_name_ad_refuses_stops_the_chain_before_any_backend_is_written(
     failed = [r for r in audit_lines(ad.audit_path, vm.uuid) if r["stage"] == "failed"]
     assert {r["step"] for r in failed} <= {"ipam.reserve", "ldap.register"}
     assert all("at most 15" in r["error"] for r in failed), failed
-    assert lookup(samba, "%s.%s." % (name, samba.zone), "A") == []
+    assert QueryReader(samba.address, 53, samba.zone).ask("%s.%s." % (name, samba.zone), "A") == []
     assert computer(samba, name.upper()) is None
     from tasks import drivers  # this process's drivers: the session stack's NetBox
     assert drivers.ipam().describe(vm.uuid)["addresses"] == []

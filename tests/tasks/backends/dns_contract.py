@@ -71,17 +71,18 @@ class QueryReader(DnsReader):
             if key_name and key_secret else None
         self.key_name, self.key_algorithm = key_name, key_algorithm
 
-    def _ask(self, name: str, rdtype: str) -> List[str]:
+    def ask(self, name: str, rdtype: str) -> List[str]:
+        """The records of one type at one name, as the server answers them."""
         response = dns.query.tcp(dns.message.make_query(name, rdtype), self.host,
                                  port=self.port, timeout=3)
         return sorted(rd.to_text() for rrset in response.answer
                       if rrset.rdtype == dns.rdatatype.from_text(rdtype) for rd in rrset)
 
     def forward(self, fqdn: str) -> List[str]:
-        return sorted(self._ask(fqdn, "A") + self._ask(fqdn, "AAAA"))
+        return sorted(self.ask(fqdn, "A") + self.ask(fqdn, "AAAA"))
 
     def ptr(self, address: str) -> List[str]:
-        return _bare(self._ask(dns.reversename.from_address(address).to_text(), "PTR"))
+        return _bare(self.ask(dns.reversename.from_address(address).to_text(), "PTR"))
 
     def plant(self, fqdn: str, address: str) -> None:
         update = dns.update.UpdateMessage(self.zone, keyring=self.keyring,
