@@ -98,6 +98,16 @@ class Server:
     def stop(self) -> None:
         self.process.stop()
 
+    def ready(self: "S", check: Callable[[], bool], timeout: float, what: str,
+              log: Optional[Path] = None) -> "S":
+        """Wait until ``check`` holds; a server that never answers is stopped, not leaked."""
+        try:
+            wait_for(check, timeout, what, self.process.proc, log)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     def __enter__(self: "S") -> "S":
         return self
 

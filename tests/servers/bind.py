@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Sequence, Tuple
 
-from tests.servers.base import Process, Server, ServerError, free_port, wait_for
+from tests.servers.base import Process, Server, ServerError, free_port
 
 KEY_ALGORITHM = "hmac-sha256"
 
@@ -107,9 +107,5 @@ def start_bind(workdir: Path, forward_zone: str = "cloud.example.test",
     conf.write_text(_named_conf(workdir, port, zones, key_name, key_secret))
     log = workdir / "named.log"
     process = Process("named", ["named", "-g", "-c", str(conf)], log, cwd=workdir)
-    try:
-        wait_for(lambda: _zones_answer(port, zones), timeout, "named", process.proc, log)
-    except BaseException:
-        process.stop()
-        raise
-    return BindServer(process, port, forward_zone, tuple(reverse_zones), key_name, key_secret)
+    server = BindServer(process, port, forward_zone, tuple(reverse_zones), key_name, key_secret)
+    return server.ready(lambda: _zones_answer(port, zones), timeout, "named", log)

@@ -33,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from tests.servers.base import Process, Server, free_port, wait_for
+from tests.servers.base import Process, Server, free_port
 
 
 class Store(object):
@@ -202,12 +202,7 @@ def start_cmdb(workdir: Path, timeout: float = 20.0, page_size: int = 50,
                                str(port), "--token-file", str(token_file), "--page-size",
                                str(page_size), "--public-url", public_url], log, cwd=workdir)
     server = CmdbServer(process, port, token)
-    try:
-        wait_for(lambda: _answers(server.url, token), timeout, "CMDB", process.proc, log)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return server.ready(lambda: _answers(server.url, token), timeout, "CMDB", log)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

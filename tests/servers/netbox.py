@@ -20,7 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from tests.servers.base import CACHE_DIR, Process, ServerError, find_python, free_port, wait_for
+from tests.servers.base import (CACHE_DIR, Process, Server, ServerError,
+                                find_python, free_port, wait_for)
 
 NETBOX_VERSION = "4.7.3"
 HOME = CACHE_DIR / f"netbox-{NETBOX_VERSION}"
@@ -173,7 +174,7 @@ def _template_db(pg_host: str, pg_port: int) -> str:
     return name
 
 
-class NetBoxServer:
+class NetBoxServer(Server):
     """A running NetBox: `url` and `token` for clients; `stop()` also drops its database."""
 
     def __init__(self, url: str, token: str, database: str, process: Process,
@@ -186,12 +187,6 @@ class NetBoxServer:
         """Stop gunicorn's whole process group, then drop the database it used."""
         self.process.stop()
         _drop(*self._pg, self.database)
-
-    def __enter__(self) -> "NetBoxServer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _status_ok(url: str, token: str) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import quote
 
-from tests.servers.base import Process, free_port, wait_for
+from tests.servers.base import Process, Server, free_port
 
 
 def _pong(port: int, password: Optional[str] = None) -> bool:
@@ -26,7 +26,7 @@ def _pong(port: int, password: Optional[str] = None) -> bool:
         return sock.recv(64).startswith(b"+PONG")
 
 
-class RedisServer:
+class RedisServer(Server):
     """A running redis-server; stop it with `stop()` or by leaving a `with` block."""
 
     def __init__(self, process: Process, port: int, password: Optional[str] = None) -> None:
@@ -38,15 +38,6 @@ class RedisServer:
         #: with it, for clients (redis.Redis.from_url, kombu) in tests
         self.url = self.address_url if not password else \
             f"redis://:{quote(password, safe='')}@127.0.0.1:{port}/0"
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def __enter__(self) -> "RedisServer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def start_redis(workdir: Path, timeout: float = 10.0,
@@ -66,9 +57,5 @@ def start_redis(workdir: Path, timeout: float = 10.0,
         conf.chmod(0o600)
         argv.insert(1, str(conf))
     process = Process("redis", argv, log, cwd=workdir)
-    try:
-        wait_for(lambda: _pong(port, password), timeout, "redis", process.proc, log)
-    except BaseException:
-        process.stop()
-        raise
-    return RedisServer(process, port, password)
+    return RedisServer(process, port, password).ready(lambda: _pong(port, password), timeout,
+                                                      "redis", log)

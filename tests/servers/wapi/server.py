@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 from typing import List, Optional
 
-from tests.servers.base import Process, Server, free_port, wait_for
+from tests.servers.base import Process, Server, free_port
 from tests.servers.wapi.http import WAPI_VERSION, serve
 
 
@@ -44,13 +44,8 @@ def start_wapi(workdir: Path, username: str = "novahooks", timeout: float = 20.0
                                str(port), "--credentials-file", str(credentials)], log,
                       cwd=workdir)
     server = WapiServer(process, port, username, password)
-    try:
-        wait_for(lambda: _answers(server.url, username, password), timeout, "WAPI stand-in",
-                 process.proc, log)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return server.ready(lambda: _answers(server.url, username, password), timeout,
+                        "WAPI stand-in", log)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
