@@ -25,3 +25,24 @@ def audit_lines(path: Path, instance_uuid: str) -> List[Dict[str, Any]]:
         return []
     return [r for r in map(json.loads, path.read_text().splitlines())
             if r.get("instance_uuid") == instance_uuid]
+
+
+def audited(path: Path, instance_uuid: str, kind: str, stage: str = "done") -> bool:
+    """The chain of ``kind`` for this instance wrote its closing audit record."""
+    return any(r["stage"] == stage and r["kind"] == kind for r in audit_lines(path, instance_uuid))
+
+
+def assert_registered_everywhere(vm: Any, hosts_base: str, timeout: float = 90.0) -> Dict[str, Any]:
+    """Wait until every backend holds the VM (tests.demo.holdings), then check each one:
+    DNS holds exactly its addresses with PTRs to its name, one LDAP entry, IPAM its
+    addresses, an active inventory record. Returns what the backends hold."""
+    from tests.demo import holdings, registered
+    state = until(lambda: registered(vm, holdings(vm)) and holdings(vm), timeout, vm.hostname)
+    addresses = sorted(a for a, _ in vm.addresses)
+    assert sorted(state["dns"]["A"] + state["dns"]["AAAA"]) == addresses
+    fqdn = "%s.cloud.example.test." % vm.hostname
+    assert all(v == [fqdn] for v in state["dns"]["PTR"].values())
+    assert state["ldap"] == ["cn=%s,%s" % (vm.hostname, hosts_base)]
+    assert sorted(a.split("/")[0] for a in state["ipam"]) == addresses
+    assert state["inventory"]["status"] == "active"
+    return state

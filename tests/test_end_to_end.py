@@ -14,14 +14,13 @@ from novahooks.event import Address
 from tests.servers.stack import Processes, Stack
 from tasks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import mac, make_event, unique_v4, unique_v6
-from tests.helpers import audit_lines, until
+from tests.helpers import assert_registered_everywhere, audit_lines, audited, until
 
 pytestmark = pytest.mark.usefixtures("hook_outbox")
 
 
 def done(stack: Stack, instance_uuid: str, kind: str) -> bool:
-    return any(r["stage"] == "done" and r["kind"] == kind
-               for r in audit_lines(stack.audit_path, instance_uuid))
+    return audited(stack.audit_path, instance_uuid, kind)
 
 
 def failures(stack: Stack, instance_uuid: str) -> List[Dict[str, Any]]:
@@ -35,20 +34,13 @@ def held(vm: Vm) -> Dict[str, Any]:
 
 def test_linux_and_windows_vms_dual_stack_register_and_go_away(
         stack: Stack, processes: Processes) -> None:
-    from tests.demo import gone, registered
+    from tests.demo import gone
     vms = [with_uuid(Vm("e2e-lin", ((unique_v4(), mac()), (unique_v6(), mac())))),
            with_uuid(Vm("e2e-win", ((unique_v4(), mac()),), os_type="windows"))]
     for vm in vms:
         create(vm)
     for vm in vms:
-        state = until(lambda vm=vm: registered(vm, held(vm)) and held(vm), 90, vm.hostname)
-        addresses = sorted(a for a, _ in vm.addresses)
-        assert sorted(state["dns"]["A"] + state["dns"]["AAAA"]) == addresses
-        fqdn = "%s.cloud.example.test." % vm.hostname
-        assert all(v == [fqdn] for v in state["dns"]["PTR"].values())
-        assert state["ldap"] == ["cn=%s,%s" % (vm.hostname, stack.slapd.hosts_base)]
-        assert sorted(a.split("/")[0] for a in state["ipam"]) == addresses
-        assert state["inventory"]["status"] == "active"
+        state = assert_registered_everywhere(vm, stack.slapd.hosts_base)
         assert state["inventory"]["vcpus"] == vm.vcpus
         until(lambda vm=vm: done(stack, vm.uuid, "build"), 30, "audit of build")
     for vm in vms:

@@ -28,7 +28,7 @@ from tests.servers.rabbitmq import RabbitVhost, private_vhost
 from tests.servers.stack import POOLS, Processes, Stack
 from tasks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import ROOT, mac, make_event, unique_v4, unique_v6
-from tests.helpers import audit_lines, until
+from tests.helpers import assert_registered_everywhere, audit_lines, audited, until
 
 STEP_QUEUES = ("ipam", "dns", "ldap", "inventory", "audit")
 
@@ -159,7 +159,7 @@ def test_consumers_ack_late_with_prefetch_one_per_process(rabbit: Rabbit) -> Non
 
 def test_linux_and_windows_vms_dual_stack_register_and_go_away_over_rabbitmq(
         rabbit: Rabbit, hooks_to_rabbit: None) -> None:
-    from tests.demo import gone, registered
+    from tests.demo import gone
     audit = rabbit.stack.audit_path
     vms = [with_uuid(Vm("rmq-lin", ((unique_v4(), mac()), (unique_v6(), mac())))),
            with_uuid(Vm("rmq-win", ((unique_v4(), mac()), (unique_v6(), mac())),
@@ -167,17 +167,9 @@ def test_linux_and_windows_vms_dual_stack_register_and_go_away_over_rabbitmq(
     for vm in vms:
         create(vm)
     for vm in vms:
-        state = until(lambda vm=vm: registered(vm, held(vm)) and held(vm), 90, vm.hostname)
-        addresses = sorted(a for a, _ in vm.addresses)
-        assert sorted(state["dns"]["A"] + state["dns"]["AAAA"]) == addresses
+        state = assert_registered_everywhere(vm, rabbit.stack.slapd.hosts_base)
         assert len(state["dns"]["A"]) == 1 and len(state["dns"]["AAAA"]) == 1
-        fqdn = "%s.cloud.example.test." % vm.hostname
-        assert all(v == [fqdn] for v in state["dns"]["PTR"].values())
-        assert state["ldap"] == ["cn=%s,%s" % (vm.hostname, rabbit.stack.slapd.hosts_base)]
-        assert sorted(a.split("/")[0] for a in state["ipam"]) == addresses
-        assert state["inventory"]["status"] == "active"
-        until(lambda vm=vm: any(r["stage"] == "done" and r["kind"] == "build"
-                                for r in audit_lines(audit, vm.uuid)), 30, "audit of build")
+        until(lambda vm=vm: audited(audit, vm.uuid, "build"), 30, "audit of build")
     # The relay's publishes went through RabbitMQ in confirm mode.
     channels = json.loads(rabbit.vhost.ctl("list_channels", "vhost", "confirm",
                                            "--formatter", "json"))
@@ -186,8 +178,7 @@ def test_linux_and_windows_vms_dual_stack_register_and_go_away_over_rabbitmq(
         delete(vm)
     for vm in vms:
         until(lambda vm=vm: gone(vm, held(vm)), 90, "%s removed" % vm.hostname)
-        until(lambda vm=vm: any(r["stage"] == "done" and r["kind"] == "delete"
-                                for r in audit_lines(audit, vm.uuid)), 30, "audit of delete")
+        until(lambda vm=vm: audited(audit, vm.uuid, "delete"), 30, "audit of delete")
     until(lambda: _outbox_empty(rabbit.stack.outbox_path), 10, "the outbox drained")
     assert "ERROR" not in log_text(rabbit.processes.relay)  # type: ignore[arg-type]
     assert dead_letters(rabbit.vhost) == 0
