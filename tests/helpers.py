@@ -1,9 +1,10 @@
 """Small helpers the integration tests share: waiting for a condition, reading the audit."""
 
+import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, Iterator, List
 
 
 def until(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition",
@@ -46,3 +47,16 @@ def assert_registered_everywhere(vm: Any, hosts_base: str, timeout: float = 90.0
     assert sorted(a.split("/")[0] for a in state["ipam"]) == addresses
     assert state["inventory"]["status"] == "active"
     return state
+
+
+@contextlib.contextmanager
+def hooks_into(config_path: Path, monkeypatch: Any) -> Iterator[None]:
+    """Hooks fired in this process write to the outbox of the stack configured here
+    (whose relay reads it), for the length of the block."""
+    from novahooks.nova import hooks
+    monkeypatch.setenv("NOVAHOOKS_CONFIG", str(config_path))
+    hooks.reset_outbox()
+    try:
+        yield
+    finally:
+        hooks.reset_outbox()

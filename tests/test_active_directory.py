@@ -12,12 +12,11 @@ from typing import Iterator
 
 import pytest
 
-from novahooks.nova import hooks
 from tests.servers.samba import SambaServer
 from tests.servers.stack import Stack
 from tasks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import mac, pipeline, unique_v4
-from tests.helpers import audit_lines, until
+from tests.helpers import audit_lines, hooks_into, until
 from tests.tasks.backends.test_directory_ad import show as computer
 from tests.tasks.backends.dns_contract import QueryReader
 
@@ -46,10 +45,8 @@ def ad(stack: Stack, samba: SambaServer,
 
 @pytest.fixture
 def fire(ad: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("NOVAHOOKS_CONFIG", str(ad.config_path))
-    hooks.reset_outbox()
-    yield
-    hooks.reset_outbox()
+    with hooks_into(ad.config_path, monkeypatch):
+        yield
 
 
 def done(stack: Stack, vm: Vm, kind: str) -> bool:

@@ -10,11 +10,8 @@ from tests.servers.wapi import WapiServer, start_wapi
 
 @pytest.fixture(scope="module")
 def wapi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WapiServer]:
-    server = start_wapi(tmp_path_factory.mktemp("wapi"))
-    try:
+    with start_wapi(tmp_path_factory.mktemp("wapi")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,8 @@ from tests.tasks.backends.inventory_contract import InventoryContract, Inventory
 
 @pytest.fixture(scope="module")
 def cmdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CmdbServer]:
-    server = start_cmdb(tmp_path_factory.mktemp("cmdb"))
-    try:
+    with start_cmdb(tmp_path_factory.mktemp("cmdb")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def held(cmdb: CmdbServer, instance_uuid: str) -> List[Dict[str, Any]]:
