@@ -29,11 +29,8 @@ SCRIPT = Path(__file__).with_name("nova34_metadata.py")
 @pytest.fixture(scope="module")
 def service(samba: SambaServer,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[VendordataServer]:
-    server = start_vendordata(tmp_path_factory.mktemp("vendordata-nova34"), samba)
-    try:
+    with start_vendordata(tmp_path_factory.mktemp("vendordata-nova34"), samba) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def guest_reads(service: VendordataServer, servers: List[Dict[str, Any]],

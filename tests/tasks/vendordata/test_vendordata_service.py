@@ -28,11 +28,8 @@ from tasks.vendordata.credentials import CredentialStore, load_keys
 @pytest.fixture(scope="module")
 def service(samba: SambaServer,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[VendordataServer]:
-    server = start_vendordata(tmp_path_factory.mktemp("vendordata"), samba)
-    try:
+    with start_vendordata(tmp_path_factory.mktemp("vendordata"), samba) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def body(hostname: str, os_type: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
