@@ -8,14 +8,11 @@ by what every backend really holds, in both of Nova's notification formats.
 """
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -23,7 +20,7 @@ from tests.conftest import ROOT, unique_v4, unique_v6
 from tests.demo import gone, holdings, registered
 from tests.helpers import audit_lines, until
 from tests.nova.venv import NOVA_34, ensure_nova_venv, venv_python
-from tests.servers.base import Process
+from tests.servers.listener import ListenerProcess, listener_config
 from tests.servers.rabbitmq import RabbitVhost, private_vhost
 from tests.servers.stack import Processes, Stack
 from tasks.simulate import Vm
@@ -33,71 +30,11 @@ POOL = "novahooks-nova34"
 REPORT = "nova34-notifications.json"
 
 
-class Listener(object):
+class Listener(ListenerProcess):
     """``novahooks listen`` as its own process, on this module's vhost."""
 
     def __init__(self, vhost: RabbitVhost, config: Path, logs: Path) -> None:
-        self.vhost = vhost
-        self.config = config
-        self.logs = logs
-        self.runs = 0
-        self.proc: Optional[Process] = None
-
-    def start(self) -> None:
-        self.runs += 1
-        env = dict(os.environ, NOVAHOOKS_CONFIG=str(self.config),
-                   NOVAHOOKS_NOTIFICATIONS_PASSWORD="guest")
-        self.proc = Process("listener", [sys.executable, "-m", "novahooks.cli", "listen"],
-                            self.log(), env=env, cwd=ROOT)
-        proc = self.proc
-        until(lambda: "listening on" in self.text() or proc.proc.poll() is not None,
-              60, "listener started")
-        assert proc.proc.poll() is None, self.text()
-        until(lambda: any(q["name"] == POOL and q.get("consumers", 0) >= 1
-                          for q in self.vhost.list_queues("name", "consumers")),
-              30, "listener consuming")
-
-    def log(self, run: Optional[int] = None) -> Path:
-        return self.logs / ("listener-%d.log" % (run or self.runs))
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.stop(signal.SIGKILL)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop(signal.SIGTERM)
-
-    def text(self, run: Optional[int] = None) -> str:
-        path = self.log(run)
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def lines(self, run: Optional[int] = None) -> List[Dict[str, Any]]:
-        rows = []
-        for line in self.text(run).splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and row.get("outcome"):
-                rows.append(row)
-        return rows
-
-    def all_lines(self) -> List[Dict[str, Any]]:
-        return [row for run in range(1, self.runs + 1) for row in self.lines(run)]
-
-    def ready(self) -> int:
-        """Messages waiting in the listener's queue (cheaper than rabbitmqctl: no Erlang VM)."""
-        import kombu
-        with kombu.Connection(self.vhost.url) as conn:
-            return int(conn.default_channel.queue_declare(queue=POOL, passive=True)
-                       .message_count)
-
-    def queued(self) -> Tuple[int, int]:
-        row = next(q for q in self.vhost.list_queues("name", "messages_ready",
-                                                     "messages_unacknowledged")
-                   if q["name"] == POOL)
-        return int(row["messages_ready"]), int(row["messages_unacknowledged"])
+        super().__init__(vhost, config, logs, POOL)
 
 
 class Nova(object):
@@ -207,10 +144,7 @@ def bus(stack: Stack, processes: Processes,
     python = venv_python(ensure_nova_venv(lambda line: print(line, flush=True), NOVA_34))
     workdir = tmp_path_factory.mktemp("nova34")
     vhost = private_vhost("novahooks-nova34")
-    config = workdir / "novahooks.conf"
-    config.write_text(stack.config_path.read_text() + "\n[notifications]\n"
-                      "transport_url = rabbit://guest@127.0.0.1:5672/%s\npool = %s\n"
-                      % (vhost.name, POOL))
+    config = listener_config(stack.config_path, workdir, vhost, POOL)
     listener = Listener(vhost, config, workdir)
     running = Bus(vhost, listener, python, workdir)
     try:

@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from tests.servers.base import Process
+from tests.servers.listener import ListenerProcess, listener_config
 from tests.servers.rabbitmq import RabbitVhost, private_vhost
 from tests.servers.stack import Processes, Stack
 from tasks.simulate import Vm
@@ -33,51 +33,13 @@ POOL = "novahooks-listener-test"
 NOISE = 1500
 
 
-class Bus(object):
+class Bus(ListenerProcess):
     """The vhost, the listener process and one oslo.messaging Notifier per exchange."""
 
     def __init__(self, vhost: RabbitVhost, config: Path, logs: Path) -> None:
-        self.vhost = vhost
-        self.config = config
-        self.logs = logs
-        self.runs = 0
-        self.proc = None  # type: Optional[Process]
+        super().__init__(vhost, config, logs, POOL)
         self.url = "rabbit://guest:guest@127.0.0.1:5672/%s" % vhost.name
         self._notifier = None  # type: Optional[subprocess.Popen]
-
-    @property
-    def log(self) -> Path:
-        return self.logs / ("listener-%d.log" % self.runs)
-
-    def start(self) -> None:
-        self.runs += 1
-        env = dict(os.environ, NOVAHOOKS_CONFIG=str(self.config),
-                   NOVAHOOKS_NOTIFICATIONS_PASSWORD="guest")
-        self.proc = Process("listener", [sys.executable, "-m", "novahooks.cli", "listen"],
-                            self.log, env=env, cwd=ROOT)
-        until(lambda: "listening on" in self.text() or self.proc.proc.poll() is not None,
-              60, "listener started")
-        assert self.proc.proc.poll() is None, self.text()
-        until(lambda: any(q["name"] == POOL and q.get("consumers", 0) >= 1
-                          for q in self.vhost.list_queues("name", "consumers")),
-              30, "listener consuming")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.stop(signal.SIGKILL)
-
-    def text(self, run: Optional[int] = None) -> str:
-        path = self.logs / ("listener-%d.log" % (run or self.runs))
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def lines(self, run: Optional[int] = None) -> List[Dict[str, Any]]:
-        rows = []
-        for line in self.text(run).splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue
-        return rows
 
     def _notify(self, exchange: str, topic: str, publisher: str, body: Dict[str, Any]) -> None:
         """Publish through oslo.messaging's Notifier, run in its own process (notify.py)."""
@@ -121,11 +83,6 @@ class Bus(object):
                                  content_type="application/json", content_encoding="utf-8",
                                  declare=[])
 
-    def queued(self) -> Tuple[int, int]:
-        row = next(q for q in self.vhost.list_queues("name", "messages_ready",
-                                                     "messages_unacknowledged")
-                   if q["name"] == POOL)
-        return int(row["messages_ready"]), int(row["messages_unacknowledged"])
 
 
 @pytest.fixture(scope="module")
@@ -133,10 +90,7 @@ def bus(stack: Stack, processes: Processes,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
     workdir = tmp_path_factory.mktemp("listener")
     vhost = private_vhost("novahooks-notify")
-    config = workdir / "novahooks.conf"
-    config.write_text(stack.config_path.read_text() + "\n[notifications]\n"
-                      "transport_url = rabbit://guest@127.0.0.1:5672/%s\npool = %s\n"
-                      % (vhost.name, POOL))
+    config = listener_config(stack.config_path, workdir, vhost, POOL)
     running = Bus(vhost, config, workdir)
     try:
         running.start()
