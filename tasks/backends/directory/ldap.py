@@ -134,7 +134,7 @@ class LdapDirectory(DirectoryDriver):
                 body["cn"] = [str(event.hostname)]
                 if not conn.add(dn, attrs["objectClass"], body):
                     self._fail(conn, "add %s" % dn)
-                return {"dn": dn, "action": "added"}
+                return {"dn": dn, "action": "added", **self._identity(conn, dn)}
             owners = [str(v) for v in current.description.values] if "description" in current \
                 else []
             if event.uuid not in owners:
@@ -151,9 +151,24 @@ class LdapDirectory(DirectoryDriver):
             changes = {k: [(MODIFY_REPLACE, v)] for k, v in attrs.items()}
             if not conn.modify(dn, changes):
                 self._fail(conn, "modify %s" % dn)
-            return {"dn": dn, "action": "updated"}
+            return {"dn": dn, "action": "updated", **self._identity(conn, dn)}
         finally:
             conn.unbind()
+
+    @staticmethod
+    def _identity(conn: Any, dn: str) -> Dict[str, Any]:
+        """The entry's own identity (RFC 4530 ``entryUUID``) and change stamp, which the
+        server keeps however the entry is renamed: the audit record names the entry by it."""
+        if not conn.search(dn, "(objectClass=*)", BASE,
+                           attributes=["entryUUID", "modifyTimestamp"]) or not conn.entries:
+            return {}
+        entry = conn.entries[0]
+        found = {}  # type: Dict[str, Any]
+        if "entryUUID" in entry:
+            found["entry_uuid"] = str(entry.entryUUID.value)
+        if "modifyTimestamp" in entry:
+            found["modify_timestamp"] = str(entry.modifyTimestamp.value)
+        return found
 
     def deregister(self, event: InstanceEvent) -> Dict[str, Any]:
         conn = self._connect()

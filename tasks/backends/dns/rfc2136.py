@@ -308,7 +308,17 @@ class Rfc2136Dns(DnsDriver):
         for zone, update in by_zone.items():
             self._send(update, "update reverse zone %s" % zone)
         return {"fqdn": fqdn, "addresses": sorted(reverse),
-                "removed": sorted(set(old) - set(reverse) - set(kept))}
+                "removed": sorted(set(old) - set(reverse) - set(kept)),
+                "soa_serials": self._serials([self.zone] + list(by_zone))}
+
+    def _serials(self, zones: Sequence[dns.name.Name]) -> Dict[str, int]:
+        """Each updated zone's SOA serial right after the update: the zone's own history
+        (its journal, IXFR) names the change by it, so the audit record can too."""
+        serials = {}  # type: Dict[str, int]
+        for zone in zones:
+            for value in self._query(zone, "SOA"):
+                serials[zone.to_text()] = int(value.split()[2])
+        return serials
 
     def _release_ptr(self, address: str, instance_uuid: str, target: str,
                      by_zone: Dict[dns.name.Name, dns.update.UpdateMessage]) -> bool:

@@ -181,6 +181,13 @@ class NetBoxInventory(InventoryDriver):
 
     def register(self, event: InstanceEvent,
                  made: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        client.take_request_ids(self.api)  # what an earlier call left is not this one's
+        result = self._register(event, made)
+        result["netbox_request_ids"] = client.take_request_ids(self.api)
+        return result
+
+    def _register(self, event: InstanceEvent,
+                  made: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         with client.translated(BACKEND, self.settings.url):
             cluster = self._cluster()
             fields = _vm_fields(event, cluster)

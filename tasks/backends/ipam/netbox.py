@@ -86,6 +86,13 @@ class NetBoxIpam(IpamDriver):
 
     def ensure(self, instance_uuid: str, fqdn: str, addresses: Sequence[Address],
                known: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        client.take_request_ids(self.api)  # what an earlier call left is not this one's
+        result = self._ensure_known(instance_uuid, fqdn, addresses, known)
+        result["netbox_request_ids"] = client.take_request_ids(self.api)
+        return result
+
+    def _ensure_known(self, instance_uuid: str, fqdn: str, addresses: Sequence[Address],
+                      known: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         with client.translated(BACKEND, self.settings.url):
             self._ready()
             held, from_ledger = self._held(instance_uuid, known)

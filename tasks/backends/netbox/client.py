@@ -24,14 +24,47 @@ CUSTOM_FIELDS = {
 _ready_lock = threading.Lock()
 
 
+#: NetBox names every request it serves (``X-Request-ID``) and files each object change
+#: of a write under that id in its changelog: what ties an audit record to NetBox's history.
+REQUEST_ID = "X-Request-ID"
+_WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
 class _TimeoutSession(requests.Session):
+    """Every call with the configured timeout; the request ids of this thread's writes
+    are kept until a step takes them (:func:`take_request_ids`)."""
+
     def __init__(self, timeout: float) -> None:
         super().__init__()
         self._timeout = timeout
+        self._writes = threading.local()
 
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, method: str, *args: Any,  # type: ignore[override]
+                **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout)
-        return super().request(*args, **kwargs)
+        response = super().request(method, *args, **kwargs)
+        request_id = response.headers.get(REQUEST_ID)
+        if request_id and str(method).upper() in _WRITES:
+            self.request_ids().append(request_id)
+        return response
+
+    def request_ids(self) -> List[str]:
+        ids = getattr(self._writes, "ids", None)
+        if ids is None:
+            ids = self._writes.ids = []
+        return ids
+
+
+def take_request_ids(api: pynetbox.api) -> List[str]:
+    """The ``X-Request-ID`` of each write this thread made through ``api`` since the last
+    call, oldest first (NetBox's changelog lists the changes under those ids)."""
+    session = api.http_session
+    if not isinstance(session, _TimeoutSession):
+        return []
+    ids = session.request_ids()
+    taken = list(ids)
+    del ids[:]
+    return taken
 
 
 def connect(settings: Any, backend: str) -> pynetbox.api:
