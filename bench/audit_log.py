@@ -19,7 +19,6 @@ Two parts, in one run::
    the size; and the proofs' sizes in hashes and bytes, against log2(size).
 """
 
-import argparse
 import importlib.util
 import os
 import statistics
@@ -34,7 +33,7 @@ from typing import Any, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, log, ratio, save, table  # noqa: E402
+from bench.common import ROOT, arguments, log, ratio, save, table  # noqa: E402
 
 #: The last commit whose audit file was only hash-chained.
 BASELINE = "a9fcc0e"
@@ -183,7 +182,7 @@ def proofs(workdir: Path, size: int) -> Dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments("audit_log", __doc__)
     parser.add_argument("--records", type=int, default=300, help="appends per round")
     parser.add_argument("--rounds", type=int, default=6, help="rounds (alternating)")
     parser.add_argument("--every", type=int, default=100, help="[audit] checkpoint_every")
@@ -192,7 +191,6 @@ def main() -> int:
                         "for generating and verifying)")
     parser.add_argument("--dir", help="where the logs go (default: a temporary directory "
                         "under /tmp: the disk fsync costs are those of that file system)")
-    parser.add_argument("--json", help="result file (default bench/results/audit_log.json)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="novahooks-audit-bench-", dir=args.dir))
     log("logs in %s" % workdir)

@@ -19,7 +19,6 @@ down over up; target ~1) and ``lost=L``. Run with the project's .venv::
     .venv/bin/python bench/broker_down.py [--events 2000]
 """
 
-import argparse
 import base64
 import json
 import os
@@ -34,7 +33,7 @@ from typing import Any, Dict, List, Optional, Set
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.chaos import chaos_vms  # noqa: E402
-from bench.common import cleanup, exit_on_sigterm, latency, log, ratio, save, table  # noqa: E402
+from bench.common import arguments, cleanup, exit_on_sigterm, latency, log, ratio, save, table  # noqa: E402
 from tests.servers.base import Process, free_port, wait_for  # noqa: E402
 
 
@@ -107,13 +106,10 @@ def wait_empty(outbox: Any, timeout: float, samples: List[Dict[str, float]],
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arguments("broker_down", __doc__, default_timeout=300.0,
+                       timeout="seconds to wait for the outbox to empty (default 300)")
     parser.add_argument("--events", type=int, default=2000,
                         help="hook calls per phase (default 2000)")
-    parser.add_argument("--timeout", type=float, default=300.0,
-                        help="seconds to wait for the outbox to empty (default 300)")
-    parser.add_argument("--json", default=None, help="results file "
-                        "(default bench/results/broker_down.json)")
     args = parser.parse_args(argv)
     if args.events < 10:
         parser.error("--events must be >= 10")

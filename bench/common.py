@@ -5,6 +5,7 @@ level is standard library only and Python 3.6 syntax; everything that needs the
 worker side (Celery, psutil, the stack) is imported inside the function using it.
 """
 
+import argparse
 import json
 import os
 import sys
@@ -94,6 +95,19 @@ def machine() -> Dict[str, Any]:
     except (OSError, ValueError, IndexError):
         pass
     return info
+
+
+def arguments(name: str, doc: str, timeout: Optional[str] = None,
+              default_timeout: float = 0) -> argparse.ArgumentParser:
+    """A bench script's parser with the options every script spells the same way: ``--json``
+    (where :func:`save` writes, default bench/results/<name>.json) and, for a script that
+    waits on workers, ``--timeout`` (``timeout`` is its help; 0 lets the script size it)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    if timeout is not None:
+        parser.add_argument("--timeout", type=float, default=default_timeout, help=timeout)
+    parser.add_argument("--json", default=None,
+                        help="results file (default bench/results/%s.json)" % name)
+    return parser
 
 
 def save(name: str, data: Dict[str, Any], path: Optional[str] = None) -> Path:

@@ -28,7 +28,6 @@ functions for the old and the new path. Run with the project's .venv::
     .venv/bin/python bench/publish.py [--events 5000] [--profile]
 """
 
-import argparse
 import cProfile
 import io
 import json
@@ -41,7 +40,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (cleanup, exit_on_sigterm, latency, log, point_at_config,  # noqa: E402
+from bench.common import (arguments, cleanup, exit_on_sigterm, latency, log, point_at_config,  # noqa: E402
                           save, table)
 
 BATCH = 200  # the relay's default [relay] batch
@@ -116,7 +115,7 @@ def relay_drain(workdir: Path, text: str, count: int, raw_client: Any) -> Dict[s
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arguments("publish", __doc__)
     parser.add_argument("--events", type=int, default=5000, help="events per path "
                         "(default 5000)")
     parser.add_argument("--relay-events", type=int, default=0,
@@ -124,8 +123,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--block", type=int, default=BATCH * 2,
                         help="events per alternating block (default 400)")
     parser.add_argument("--profile", action="store_true", help="print cProfile's top functions")
-    parser.add_argument("--json", default=None, help="results file "
-                        "(default bench/results/publish.json)")
     args = parser.parse_args(argv)
     if args.events < 10 or args.block < 1:
         parser.error("--events must be >= 10 and --block >= 1")

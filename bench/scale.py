@@ -24,7 +24,6 @@ Prints ``rss_growth=P%`` and ``result_keys=K``. Run with the project's .venv::
     .venv/bin/python bench/scale.py [--events 10000]
 """
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.broker_down import fire, queued_uuids  # noqa: E402
 from bench.chaos import chaos_vms  # noqa: E402
-from bench.common import (DepthSampler, cleanup, exit_on_sigterm, latency, log,  # noqa: E402
+from bench.common import (DepthSampler, arguments, cleanup, exit_on_sigterm, latency, log,  # noqa: E402
                           pool_rss_mb, queue_depths, ratio, save, start_stack, table)
 
 
@@ -58,14 +57,10 @@ def result_keys(client: Any) -> Dict[str, int]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arguments("scale", __doc__, timeout="seconds per phase (default 120 + 0.2 per event)")
     parser.add_argument("--events", type=int, default=10000, help="burst size (default 10000)")
     parser.add_argument("--warmup", type=int, default=500,
                         help="tasks the audit pool runs before its RSS is taken (default 500)")
-    parser.add_argument("--timeout", type=float, default=0,
-                        help="seconds per phase (default 120 + 0.2 per event)")
-    parser.add_argument("--json", default=None, help="results file "
-                        "(default bench/results/scale.json)")
     args = parser.parse_args(argv)
     if args.events < 10 or args.warmup < 1:
         parser.error("--events must be >= 10 and --warmup >= 1")

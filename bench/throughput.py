@@ -22,7 +22,6 @@ with it. Run with the project's .venv::
     .venv/bin/python bench/throughput.py --vms 1000
 """
 
-import argparse
 import multiprocessing
 import sys
 import time
@@ -34,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import inline  # noqa: E402
 from bench.chaos import chaos_vms  # noqa: E402
-from bench.common import (DepthSampler, cleanup, exit_on_sigterm, hop_overhead,  # noqa: E402
+from bench.common import (DepthSampler, arguments, cleanup, exit_on_sigterm, hop_overhead,  # noqa: E402
                           latency, log, pool_rss_mb, ratio, save, start_stack, step_log_lines,
                           step_overhead, table, wait_done)
 
@@ -148,7 +147,8 @@ def pipeline(stack: Any, procs: Any, vms: Sequence[Any], timeout: float) -> Dict
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arguments("throughput", __doc__,
+                       timeout="seconds to wait per phase (default 300 + 6 per VM)")
     parser.add_argument("--vms", type=int, default=1000, help="VMs through the pipeline "
                         "(default 1000)")
     parser.add_argument("--alone", type=int, default=50,
@@ -156,10 +156,6 @@ def main(argv: Optional[List[str]] = None) -> int:
                              "five backends (default 50)")
     parser.add_argument("--single", type=int, default=3,
                         help="VMs one at a time for the per-step overhead (default 3)")
-    parser.add_argument("--timeout", type=float, default=0,
-                        help="seconds to wait per phase (default 300 + 6 per VM)")
-    parser.add_argument("--json", default=None, help="results file "
-                        "(default bench/results/throughput.json)")
     args = parser.parse_args(argv)
     if args.vms < 1 or args.alone < len(QUEUE_BACKEND) or args.single < 1:
         parser.error("--vms and --single must be >= 1, --alone >= %d" % len(QUEUE_BACKEND))
