@@ -33,7 +33,8 @@ from typing import Any, Dict, List, Optional, Set
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.chaos import chaos_vms  # noqa: E402
-from bench.common import arguments, cleanup, exit_on_sigterm, latency, log, ratio, save, table  # noqa: E402
+from bench.common import (arguments, at_least, cleanup, exit_on_sigterm, latency, log,  # noqa: E402
+                          ratio, save, table)
 from tests.servers.base import Process, free_port, wait_for  # noqa: E402
 
 
@@ -108,11 +109,9 @@ def wait_empty(outbox: Any, timeout: float, samples: List[Dict[str, float]],
 def main(argv: Optional[List[str]] = None) -> int:
     parser = arguments("broker_down", __doc__, default_timeout=300.0,
                        timeout="seconds to wait for the outbox to empty (default 300)")
-    parser.add_argument("--events", type=int, default=2000,
+    parser.add_argument("--events", type=at_least(10), default=2000,
                         help="hook calls per phase (default 2000)")
     args = parser.parse_args(argv)
-    if args.events < 10:
-        parser.error("--events must be >= 10")
     exit_on_sigterm()
     workdir = Path(tempfile.mkdtemp(prefix="novahooks-bench-broker-down-"))
     broker = Broker(workdir / "redis")

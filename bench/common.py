@@ -97,6 +97,16 @@ def machine() -> Dict[str, Any]:
     return info
 
 
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number of at least ``minimum`` (fewer measures nothing)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError("%d is below %d" % (value, minimum))
+        return value
+    return parse
+
+
 def arguments(name: str, doc: str, timeout: Optional[str] = None,
               default_timeout: float = 0) -> argparse.ArgumentParser:
     """A bench script's parser with the options every script spells the same way: ``--json``

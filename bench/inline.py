@@ -110,15 +110,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     import json
     import sys
     from bench.chaos import chaos_vms
-    from bench.common import cleanup, exit_on_sigterm, latency, point_at_config, start_stack
+    from bench.common import (at_least, cleanup, exit_on_sigterm, latency, point_at_config,
+                              start_stack)
     parser = argparse.ArgumentParser(description=main.__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--calls", type=at_least(1), default=50)
     parser.add_argument("--config", default=None, help="novahooks.conf of running backends")
     parser.add_argument("--first-octet", type=int, default=210,
                         help="VMs get 10.20.<this>.x addresses (default 210)")
     args = parser.parse_args(argv)
-    if args.calls < 1:
-        parser.error("--calls must be >= 1")
     exit_on_sigterm()
     stack = None
     ok = False
