@@ -13,7 +13,7 @@ import ipaddress
 import os
 import re
 import string
-from typing import Any, Dict, List, Mapping, Optional, Tuple, cast
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, cast
 from urllib.parse import quote
 
 DEFAULT_PATH = "/etc/novahooks/novahooks.conf"
@@ -97,6 +97,22 @@ class Section(object):
     def problems(self) -> List[str]:
         """What is wrong with these values beyond their types; each line names its key."""
         return []
+
+    def _one_of(self, key: str, choices: Sequence[str]) -> List[str]:
+        """The problem line of a key whose value is none of ``choices`` (empty when it is)."""
+        value = getattr(self, key)
+        if value in choices:
+            return []
+        return ["[%s] %s: %r is not %s or %s"
+                % (self.NAME, key, value, ", ".join(choices[:-1]), choices[-1])]
+
+    def _all_in(self, key: str, allowed: Sequence[str], why: str = "") -> List[str]:
+        """The problem line of a list key holding values outside ``allowed``, naming them."""
+        unknown = [value for value in getattr(self, key) if value not in allowed]
+        if not unknown:
+            return []
+        return ["[%s] %s: %s%s (choose from %s)"
+                % (self.NAME, key, ", ".join(unknown), why, ", ".join(allowed))]
 
     def __repr__(self) -> str:
         return "%s(%r)" % (type(self).__name__, self.as_dict())
@@ -337,14 +353,8 @@ class LedgerSettings(Section):
     sqlite_synchronous: str = "normal"
 
     def problems(self) -> List[str]:
-        found = []
-        if self.on_permanent_failure not in ("keep", "undo"):
-            found.append("[ledger] on_permanent_failure: %r is not keep or undo"
-                         % self.on_permanent_failure)
-        if self.sqlite_synchronous not in ("normal", "full"):
-            found.append("[ledger] sqlite_synchronous: %r is not normal or full"
-                         % self.sqlite_synchronous)
-        return found
+        return (self._one_of("on_permanent_failure", ("keep", "undo"))
+                + self._one_of("sqlite_synchronous", ("normal", "full")))
 
 
 class MetricsSettings(Section):
@@ -380,16 +390,11 @@ class GateSettings(Section):
     socket: str = ""
 
     def problems(self) -> List[str]:
-        found = []
-        unknown = [step for step in self.steps if step not in GATE_STEPS]
-        if unknown:
-            found.append("[gate] steps: %s cannot gate a boot (choose from %s)"
-                         % (", ".join(unknown), ", ".join(GATE_STEPS)))
+        found = self._all_in("steps", GATE_STEPS, " cannot gate a boot")
         if not 0 < self.timeout <= GATE_MAX_TIMEOUT:
             found.append("[gate] timeout: %r must be above 0 and at most %d seconds"
                          % (self.timeout, GATE_MAX_TIMEOUT))
-        if self.on_failure not in ("continue", "abort"):
-            found.append("[gate] on_failure: %r is not continue or abort" % self.on_failure)
+        found += self._one_of("on_failure", ("continue", "abort"))
         if not 0 < self.poll_interval <= 5:
             found.append("[gate] poll_interval: %r must be above 0 and at most 5 seconds"
                          % self.poll_interval)
@@ -657,17 +662,11 @@ class VendordataSettings(Section):
     ca_file: Optional[str] = None
 
     def problems(self) -> List[str]:
-        found = []
-        unknown = [step for step in self.steps if step not in VENDORDATA_STEPS]
-        if unknown:
-            found.append("[vendordata] steps: %s (choose from %s)"
-                         % (", ".join(unknown), ", ".join(VENDORDATA_STEPS)))
+        found = self._all_in("steps", VENDORDATA_STEPS)
         if not 0 < self.budget < NOVA_VENDORDATA_TIMEOUT:
             found.append("[vendordata] budget: %r must be above 0 and below Nova's %g s "
                          "read timeout" % (self.budget, NOVA_VENDORDATA_TIMEOUT))
-        if self.windows_join not in ("odj", "password"):
-            found.append("[vendordata] windows_join: %r is not odj or password"
-                         % self.windows_join)
+        found += self._one_of("windows_join", ("odj", "password"))
         if self.credential_ttl <= 0:
             found.append("[vendordata] credential_ttl: %r must be above 0"
                          % self.credential_ttl)
