@@ -80,6 +80,29 @@ class _Hook(object):
             LOG.exception("novahooks: %s %s-hook failed; event not recorded", self.name, phase)
 
 
+class _PairedHook(_Hook):
+    """A hook whose ``pre`` notes something of the instance that its ``post`` needs.
+
+    Nova makes one hook object per hooked call and runs ``pre`` and ``post`` on it,
+    so ``_held`` (instance uuid -> what ``pre`` saw) lives exactly as long as one call.
+    """
+
+    def __init__(self) -> None:
+        self._held = {}  # type: Dict[str, Any]
+
+    def pre(self, *args: Any, **kwargs: Any) -> None:
+        self._guard("pre", self._pre, args, kwargs)
+
+    def post(self, rv: Any, *args: Any, **kwargs: Any) -> None:
+        self._guard("post", self._post, args, kwargs)
+
+    def _pre(self, args: tuple, kwargs: Dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _post(self, args: tuple, kwargs: Dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
 class CreateInstanceHook(_Hook):
     """nova-api ``API.create``: the instance has a uuid and hostname but no host or address.
 
@@ -144,7 +167,7 @@ class BuildInstanceHook(_Hook):
             emit(event)
 
 
-class NetworkInfoHook(_Hook):
+class NetworkInfoHook(_PairedHook):
     """``update_instance_cache_with_nw_info``: addresses appear, change or go away.
 
     ``pre`` remembers what the cache held, ``post`` compares with what it holds
@@ -153,15 +176,6 @@ class NetworkInfoHook(_Hook):
     """
 
     name = "instance_network_info"
-
-    def __init__(self) -> None:
-        self._before = {}  # type: Dict[str, Any]
-
-    def pre(self, *args: Any, **kwargs: Any) -> None:
-        self._guard("pre", self._pre, args, kwargs)
-
-    def post(self, rv: Any, *args: Any, **kwargs: Any) -> None:
-        self._guard("post", self._post, args, kwargs)
 
     def _skip(self, instance: Any) -> bool:
         return bool(extract.field(instance, "deleted")) or \
@@ -172,14 +186,14 @@ class NetworkInfoHook(_Hook):
         instance = extract.arg(args, kwargs, 2, "instance")
         uuid = extract.field(instance, "uuid")
         if uuid and not self._skip(instance):
-            self._before[uuid] = extract.cached_addresses(instance)
+            self._held[uuid] = extract.cached_addresses(instance)
 
     def _post(self, args: tuple, kwargs: Dict[str, Any]) -> None:
         instance = extract.arg(args, kwargs, 2, "instance")
         uuid = extract.field(instance, "uuid")
-        if not uuid or uuid not in self._before:
+        if not uuid or uuid not in self._held:
             return
-        before = self._before.pop(uuid)
+        before = self._held.pop(uuid)
         nw_info = extract.arg(args, kwargs, 3, "nw_info")
         after = extract.addresses(nw_info) if nw_info is not None else \
             extract.cached_addresses(instance)
@@ -190,7 +204,7 @@ class NetworkInfoHook(_Hook):
             emit(event)
 
 
-class DeleteInstanceHook(_Hook):
+class DeleteInstanceHook(_PairedHook):
     """nova-compute ``_delete_instance``: capture addresses before, emit after success.
 
     ``post`` runs only if the delete succeeded, so a failed delete removes
@@ -199,26 +213,17 @@ class DeleteInstanceHook(_Hook):
 
     name = "delete_instance"
 
-    def __init__(self) -> None:
-        self._captured = {}  # type: Dict[str, InstanceEvent]
-
-    def pre(self, *args: Any, **kwargs: Any) -> None:
-        self._guard("pre", self._pre, args, kwargs)
-
-    def post(self, rv: Any, *args: Any, **kwargs: Any) -> None:
-        self._guard("post", self._post, args, kwargs)
-
     def _pre(self, args: tuple, kwargs: Dict[str, Any]) -> None:
         instance = extract.arg(args, kwargs, 2, "instance")
         event = _event_for("delete", instance, "hook:delete_instance",
                            addresses=extract.cached_addresses(instance))
         if event is not None:
-            self._captured[event.uuid] = event
+            self._held[event.uuid] = event
 
     def _post(self, args: tuple, kwargs: Dict[str, Any]) -> None:
         instance = extract.arg(args, kwargs, 2, "instance")
         uuid = extract.field(instance, "uuid")
-        event = self._captured.pop(uuid, None) if uuid else None
+        event = self._held.pop(uuid, None) if uuid else None
         if event is None:
             event = _event_for("delete", instance, "hook:delete_instance")
         if event is not None:
