@@ -172,9 +172,12 @@ class RetrySettings(Section):
     NAME = "retry"
     max_retries: int = 8
     backoff_max: int = 600
-    # A message delivered this often without finishing (its worker died each
-    # time) is parked as a dead letter instead of killing workers forever.
+    # A message whose worker died this often while it held it is delivered again
+    # alone, in a process of its own, poison_cooldown seconds later; only if it kills
+    # that process too is it parked as a dead letter (tasks/middleware.py Deliveries).
+    # A RabbitMQ step queue's x-delivery-limit is max_deliveries + 2 (celeryconfig.py).
     max_deliveries: int = 3
+    poison_cooldown: float = 30.0
 
 
 class HttpBackendSettings(Section):
@@ -200,6 +203,7 @@ class InventorySettings(HttpBackendSettings):
     NAME = "inventory"
     cluster_type: str = "OpenStack Nova"
     cluster: str = "nova"
+    # delete: remove the VM's record; decommission: keep it, marked (every driver).
     on_delete: str = "delete"
     # driver = rest: a CMDB's REST API. Paths are relative to url; {uuid} and {id}
     # are filled in (URL-quoted). field_map: cmdb_field=event_field pairs.
@@ -219,6 +223,9 @@ class InventorySettings(HttpBackendSettings):
     field_map: List[str] = ["uuid=uuid", "name=hostname", "status=status",
                             "project=project_id", "vcpus=flavor.vcpus",
                             "memory_mb=flavor.memory_mb", "addresses=addresses"]
+
+    def problems(self) -> List[str]:
+        return self._one_of("on_delete", ("delete", "decommission"))
 
 
 class DnsSettings(Section):
@@ -656,6 +663,10 @@ class VendordataSettings(Section):
     odj_smb_conf: Optional[str] = None
     # Threads doing the work (the HTTP side has 8 per work thread: they mostly wait).
     threads: int = 16
+    # Give a computer object a worker's chain made its credential before the guest asks
+    # (one thread; a DC sets passwords one at a time): a mass boot's reads then only
+    # read it back.
+    issue_ahead: bool = True
     # For novahooks check: the URL Nova calls (default https://address:port/) and the CA
     # file that verifies it (Nova's vendordata_dynamic_ssl_certfile).
     url: Optional[str] = None
