@@ -112,37 +112,43 @@ def faults(d: Any, needs_hostname: bool) -> Set[str]:
             bad.add(name)
     if "emitted_at" in d and not (is_int(d["emitted_at"]) or isinstance(d["emitted_at"], float)):
         bad.add("emitted_at")
-    flavor = d.get("flavor")
-    if flavor is not None:
-        if not isinstance(flavor, dict):
-            bad.add("flavor")
-        else:
-            for name in FLAVOR_INTS:
-                if flavor.get(name) is not None and not (is_int(flavor[name])
-                                                         and flavor[name] >= 0):
-                    bad.add("flavor." + name)
-            if flavor.get("name") is not None and not isinstance(flavor["name"], str):
-                bad.add("flavor.name")
+    bad |= flavor_faults(d.get("flavor"))
     metadata = d.get("metadata")
     if metadata and not isinstance(metadata, dict):  # a falsy non-object reads as {}
         bad.add("metadata")
-    addresses = d.get("addresses")
-    if addresses is not None:
-        if not isinstance(addresses, list):
-            bad.add("addresses")
-        else:
-            seen = set()  # type: Set[Any]
-            for i, item in enumerate(addresses):
-                found = item_faults(item, "addresses[%d]" % i)
-                if d.get("kind") == "delete" and isinstance(item, dict) and \
-                        item.get("address") and "version" in item:
-                    continue  # a delete leaves out an address it cannot use, and goes on
-                if not found:
-                    canonical = parse_ip(item["address"])
-                    if canonical in seen:  # one VM holds an address once
-                        found = {"addresses[%d].address" % i}
-                    seen.add(canonical)
-                bad |= found
+    return bad | addresses_faults(d.get("addresses"), d.get("kind"))
+
+
+def flavor_faults(flavor: Any) -> Set[str]:
+    if flavor is None:
+        return set()
+    if not isinstance(flavor, dict):
+        return {"flavor"}
+    bad = {"flavor." + name for name in FLAVOR_INTS
+           if flavor.get(name) is not None and not (is_int(flavor[name]) and flavor[name] >= 0)}
+    if flavor.get("name") is not None and not isinstance(flavor["name"], str):
+        bad.add("flavor.name")
+    return bad
+
+
+def addresses_faults(addresses: Any, kind: Any) -> Set[str]:
+    if addresses is None:
+        return set()
+    if not isinstance(addresses, list):
+        return {"addresses"}
+    bad = set()  # type: Set[str]
+    seen = set()  # type: Set[Any]
+    for i, item in enumerate(addresses):
+        found = item_faults(item, "addresses[%d]" % i)
+        if kind == "delete" and isinstance(item, dict) and item.get("address") and \
+                "version" in item:
+            continue  # a delete leaves out an address it cannot use, and goes on
+        if not found:
+            canonical = parse_ip(item["address"])
+            if canonical in seen:  # one VM holds an address once
+                found = {"addresses[%d].address" % i}
+            seen.add(canonical)
+        bad |= found
     return bad
 
 
