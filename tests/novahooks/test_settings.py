@@ -29,7 +29,8 @@ def test_inline_comments_are_not_part_of_values(tmp_path: Path) -> None:
 def test_every_wrong_key_is_named(tmp_path: Path) -> None:
     conf = tmp_path / "n.conf"
     conf.write_text("[dns]\nport = fifty\nzon = x\n[dnss]\n[directory]\nstarttls = maybe\n"
-                    "[ledger]\non_permanent_failure = retry\nsqlite_synchronous = off\n")
+                    "[ledger]\non_permanent_failure = retry\nsqlite_synchronous = off\n"
+                    "[inventory]\non_delete = archive\n")
     with pytest.raises(SettingsError) as info:
         load_settings(str(conf), {})
     text = str(info.value)
@@ -39,6 +40,7 @@ def test_every_wrong_key_is_named(tmp_path: Path) -> None:
     assert "[directory] starttls: 'maybe' is not a boolean" in text
     assert "[ledger] on_permanent_failure: 'retry' is not keep or undo" in text
     assert "[ledger] sqlite_synchronous: 'off' is not normal or full" in text
+    assert "[inventory] on_delete: 'archive' is not delete or decommission" in text
 
 
 def test_missing_secret_file_is_named(tmp_path: Path) -> None:

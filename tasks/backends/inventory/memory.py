@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional
 from novahooks.event import InstanceEvent
 from tasks.backends.inventory.base import InventoryDriver, status_of
 from tasks.backends.memory import Backend, MemoryDriver
-from tasks.errors import Conflict, Misconfigured
+from tasks.errors import Conflict
 
 DECOMMISSIONED = "decommissioned"
 
@@ -34,12 +34,6 @@ class MemoryInventory(InventoryDriver, MemoryDriver):
     BACKEND = InventoryStore
     SECRET = "token"
     KIND = "inventory"
-
-    def __init__(self, settings: Any) -> None:
-        super().__init__(settings)
-        if settings.on_delete not in ("delete", "decommission"):
-            raise Misconfigured("[inventory] on_delete must be delete or decommission, not %r"
-                                % settings.on_delete, backend=self.KIND)
 
     def register(self, event: InstanceEvent) -> Dict[str, Any]:
         flavor = event.flavor

@@ -69,9 +69,6 @@ class RestInventory(InventoryDriver):
         if not settings.token:
             raise Misconfigured("[inventory] token is not set (use NOVAHOOKS_INVENTORY_TOKEN "
                                 "or token_file)", backend=BACKEND)
-        if settings.on_delete not in ("delete", "decommission"):
-            raise Misconfigured("[inventory] on_delete must be delete or decommission, not %r"
-                                % settings.on_delete, backend=BACKEND)
         if settings.update_method.upper() not in ("PUT", "PATCH"):
             raise Misconfigured("[inventory] update_method must be PUT or PATCH, not %r"
                                 % settings.update_method, backend=BACKEND)
