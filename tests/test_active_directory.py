@@ -8,7 +8,7 @@ Samba itself: ``samba-tool computer show`` and DNS queries.
 """
 
 import uuid
-from typing import Iterator
+from typing import Iterator, Tuple
 
 import pytest
 
@@ -16,7 +16,7 @@ from tests.servers.samba import SambaServer
 from tests.servers.stack import Stack
 from tasks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import mac, pipeline, unique_v4
-from tests.helpers import audit_lines, hooks_into, until
+from tests.helpers import audit_lines, audited, fire_into, until
 from tests.tasks.backends.test_directory_ad import show as computer
 from tests.tasks.backends.dns_contract import QueryReader
 
@@ -43,26 +43,23 @@ def ad(stack: Stack, samba: SambaServer,
         yield clone
 
 
-@pytest.fixture
-def fire(ad: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    with hooks_into(ad.config_path, monkeypatch):
-        yield
+fire = fire_into("ad")
 
 
-def done(stack: Stack, vm: Vm, kind: str) -> bool:
-    return any(r["kind"] == kind and r["stage"] == "done"
-               for r in audit_lines(stack.audit_path, vm.uuid))
+def windows_vm(name: str) -> Tuple[Vm, str]:
+    """A Windows VM of this name on a fresh address, and that address."""
+    ip = unique_v4()
+    return with_uuid(Vm(name, ((ip, mac()),), os_type="windows")), ip
 
 
 @pytest.mark.usefixtures("fire")
 def test_windows_vm_gets_a_computer_object_and_samba_dns_records_and_loses_them(
         ad: Stack, samba: SambaServer) -> None:
     name = "win-%s" % uuid.uuid4().hex[:6]
-    ip = unique_v4()
-    vm = with_uuid(Vm(name, ((ip, mac()),), os_type="windows"))
+    vm, ip = windows_vm(name)
     fqdn = "%s.%s." % (name, samba.zone)
     create(vm)
-    until(lambda: done(ad, vm, "build"), 180, "build chain of %s" % name)
+    until(lambda: audited(ad.audit_path, vm.uuid, "build"), 180, "build chain of %s" % name)
     shown = computer(samba, name.upper())
     assert shown is not None, "samba-tool computer show does not list %s" % name
     assert shown["sAMAccountName"] == [name.upper() + "$"]
@@ -75,7 +72,7 @@ def test_windows_vm_gets_a_computer_object_and_samba_dns_records_and_loses_them(
     assert dns_.ptr(ip) == [fqdn.rstrip(".").lower()]
 
     delete(vm)
-    until(lambda: done(ad, vm, "delete"), 180, "delete chain of %s" % name)
+    until(lambda: audited(ad.audit_path, vm.uuid, "delete"), 180, "delete chain of %s" % name)
     assert computer(samba, name.upper()) is None
     assert dns_.ask(fqdn, "A") == []
     assert dns_.ptr(ip) == []
@@ -85,8 +82,7 @@ def test_windows_vm_gets_a_computer_object_and_samba_dns_records_and_loses_them(
 def test_a_name_ad_refuses_stops_the_chain_before_any_backend_is_written(
         ad: Stack, samba: SambaServer) -> None:
     name = "win-%s-toolong" % uuid.uuid4().hex[:6]
-    ip = unique_v4()
-    vm = with_uuid(Vm(name, ((ip, mac()),), os_type="windows"))
+    vm, _ = windows_vm(name)
     create(vm)
     until(lambda: sum(1 for r in audit_lines(ad.audit_path, vm.uuid)
                       if r["stage"] == "failed") >= 2, 120, "both chains refused")
@@ -98,3 +94,73 @@ def test_a_name_ad_refuses_stops_the_chain_before_any_backend_is_written(
     from tasks import drivers  # this process's drivers: the session stack's NetBox
     assert drivers.ipam().describe(vm.uuid)["addresses"] == []
     assert drivers.inventory().describe(vm.uuid) == {}
+
+
+# The AD driver's own connections and credentials, against the same DC (no pipeline).
+
+def test_the_ad_driver_keeps_one_connection_per_thread_and_replaces_a_dropped_one(
+        samba: SambaServer) -> None:
+    import socket
+    import threading
+
+    from tasks.backends.directory.ad import AdDirectory
+    from tasks.errors import BackendUnavailable
+    from tests.tasks.backends.test_directory_ad import ad_settings, name, windows
+    driver = AdDirectory(ad_settings(samba))
+    event = windows(name())
+    dn = driver.register(event)["dn"]
+    held = driver._held.conn
+    assert driver.describe(event.uuid)["entries"] == [dn]
+    assert driver._held.conn is held  # the same bound connection, no new StartTLS
+    elsewhere: list = []
+    worker = threading.Thread(target=lambda: elsewhere.append(
+        (driver.describe(event.uuid)["entries"], driver._held.conn)))
+    worker.start()
+    worker.join()
+    assert elsewhere[0][0] == [dn] and elsewhere[0][1] is not held  # a thread's own
+
+    held.socket.shutdown(socket.SHUT_RDWR)  # as a DC that restarted or timed it out
+    with pytest.raises(BackendUnavailable):  # retryable: the step or the guest asks again
+        driver.describe(event.uuid)
+    assert driver.describe(event.uuid)["entries"] == [dn]
+    assert driver._held.conn is not held
+    driver.deregister(event)
+    assert computer(samba, event.hostname.upper()) is None
+
+
+def test_a_linux_host_entry_registers_again_through_the_ad_driver(samba: SambaServer) -> None:
+    """linux = host reuses the ldap driver's device entry: a second event updates it
+    (the AD driver's own name check once shadowed the ldap driver's)."""
+    from novahooks.event import Address
+    from tasks.backends.directory.ad import AdDirectory
+    from tests.conftest import make_event
+    from tests.tasks.backends.test_directory_ad import ad_settings, address, name
+    driver = AdDirectory(ad_settings(samba, base_dn=samba.computers_ou, linux="host"))
+    linux = make_event(hostname=name().replace("win", "lnx"), os_type="linux",
+                       addresses=[Address(address(), 4)])
+    first = driver.register(linux)
+    again = driver.register(linux._replace(addresses=[Address(address(), 4)]))
+    assert again["dn"] == first["dn"] and again["action"] != "added"
+    assert [dn.lower() for dn in driver.describe(linux.uuid)["entries"]] == [
+        first["dn"].lower()]
+    driver.deregister(linux)
+    assert driver.describe(linux.uuid)["entries"] == []
+
+
+def test_a_computer_object_with_a_password_is_not_given_another(samba: SambaServer) -> None:
+    """A join credential for an object a machine holds the password of would cut that
+    machine off the domain: the second is refused and the first still authenticates."""
+    from tasks.backends.directory.ad import AdDirectory
+    from tasks.errors import Conflict
+    from tests.tasks.backends.test_directory_ad import ad_settings, name, windows
+    from tests.tasks.vendordata.test_vendordata_service import bind_as_machine
+    driver = AdDirectory(ad_settings(samba))
+    event = windows(name())
+    driver.register(event)
+    driver.set_machine_password(event, "First-0123456789abcdefABCDEF")
+    with pytest.raises(Conflict, match="has a password already"):
+        driver.set_machine_password(event, "Second-0123456789abcdefABCDEF")
+    with pytest.raises(Conflict, match="has a password already"):
+        driver.check_unjoined(event)
+    assert bind_as_machine(samba, event.hostname.upper(), "First-0123456789abcdefABCDEF").bound
+    driver.deregister(event)

@@ -27,16 +27,21 @@ provisioned with RFC 2307 has) under ``base_dn``; ``computer`` gives them a
 computer object too, for realmd/sssd joins; ``skip`` leaves AD alone.
 """
 
+import contextlib
 import re
-from typing import Any, Dict, List, Optional, Tuple
+import threading
+import time
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ldap3 import BASE, MODIFY_ADD, MODIFY_REPLACE, SUBTREE, Connection
+from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
 from novahooks.event import InstanceEvent
 from tasks.backends.directory.ldap import LdapDirectory
-from tasks.errors import Conflict, InvalidEvent, Misconfigured
+from tasks.errors import (BackendUnavailable, Conflict, InvalidEvent, Misconfigured,
+                          PermanentError)
 
 BACKEND = "ad"
 NETBIOS_MAX = 15
@@ -57,6 +62,17 @@ RESERVED = frozenset(("ANONYMOUS", "AUTHENTICATED USER", "BATCH", "BUILTIN", "CR
                       "SERVICE", "SYSTEM", "TERMINAL SERVER", "THIS ORGANIZATION", "USERS",
                       "WORLD"))
 _COMPUTER_CLASSES = ["top", "person", "organizationalPerson", "user", "computer"]
+#: Seconds a thread's connection may sit idle and still be used: below AD's
+#: MaxConnIdleTime (900 s; Samba's LDAP server closes idle connections then too).
+REUSE_IDLE = 300.0
+
+
+class _Held(threading.local):
+    """Each thread's own bound connection between two calls (ldap3's SYNC strategy is
+    not safe to share between threads)."""
+
+    conn: Optional[Connection] = None
+    used: float = 0.0
 
 
 def wants_computer(settings: Any, event: InstanceEvent) -> bool:
@@ -111,6 +127,46 @@ class AdDirectory(LdapDirectory):
         self.domain_dn = ",".join(domain)
         self.dns_domain = settings.dns_domain.strip(".").lower()
         self._netbios = None  # type: Optional[List[str]]
+        self._held = _Held()
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Connection]:
+        """This thread's bound connection, kept for its next call.
+
+        A DC answers a StartTLS handshake and a bind in about 0.1 s, several times a
+        password set, and a single-process DC does them one at a time: a mass boot's
+        first reads waited mostly on binds (bench/vendordata.py). A connection an
+        unexpected error went through is closed, not kept: it may be in any state, and
+        the next call opens a fresh one. A refusal (Conflict, a bad name) keeps it.
+        """
+        held = self._held
+        conn, held.conn = held.conn, None
+        if conn is not None and (conn.closed or not conn.bound
+                                 or time.monotonic() - held.used > REUSE_IDLE):
+            self._close(conn)
+            conn = None
+        if conn is None:
+            conn = self._connect()
+        try:
+            yield conn
+        except PermanentError:
+            held.conn, held.used = conn, time.monotonic()
+            raise
+        except LDAPException as exc:
+            self._close(conn)
+            raise BackendUnavailable("%s: %s" % (self.settings.url, exc),
+                                     backend=BACKEND) from exc
+        except BaseException:
+            self._close(conn)
+            raise
+        held.conn, held.used = conn, time.monotonic()
+
+    @staticmethod
+    def _close(conn: Connection) -> None:
+        try:
+            conn.unbind()
+        except LDAPException:
+            pass
 
     def _wants_computer(self, event: InstanceEvent) -> bool:
         return wants_computer(self.settings, event)
@@ -149,11 +205,8 @@ class AdDirectory(LdapDirectory):
         if not self._wants_computer(event):
             return
         name = computer_name(event.hostname)
-        conn = self._connect()
-        try:
-            self._claim(conn, name, self.computer_dn(name), event.uuid)
-        finally:
-            conn.unbind()
+        with self._session() as conn:
+            self._claim_name(conn, name, self.computer_dn(name), event.uuid)
 
     def _netbios_names(self, conn: Connection) -> List[str]:
         """The domain's (and forest's) NetBIOS names, from the partitions container."""
@@ -164,7 +217,7 @@ class AdDirectory(LdapDirectory):
                              for v in entry.nETBIOSName.values]
         return self._netbios
 
-    def _claim(self, conn: Connection, name: str, dn: str, instance_uuid: str) -> bool:
+    def _claim_name(self, conn: Connection, name: str, dn: str, instance_uuid: str) -> bool:
         """True if our own computer object holds ``name``; False if nobody does; else
         Conflict: the domain's NetBIOS name, or any object (user, group, computer,
         anywhere in the domain) holding it as sAMAccountName, with or without "$"."""
@@ -200,14 +253,14 @@ class AdDirectory(LdapDirectory):
             {a.address for a in event.addresses})
         macs = None if event.addresses is None else sorted(
             {a.mac for a in event.addresses if a.mac})
-        conn = self._connect()
-        try:
+        with self._session() as conn:
             for stale in self._computers_of(conn, event.uuid):
                 if stale.entry_dn.lower() != dn.lower():
                     self._delete(conn, stale.entry_dn)
-            if self._claim(conn, name, dn, event.uuid):
+            if self._claim_name(conn, name, dn, event.uuid):
                 self._update(conn, dn, fqdn, spns, addresses, macs)
-                return {"dn": dn, "sAMAccountName": name + "$", "action": "updated"}
+                return {"dn": dn, "sAMAccountName": name + "$", "action": "updated",
+                        "windows": is_windows(event)}
             classes = list(_COMPUTER_CLASSES) + (["ipHost"] if addresses else []) + \
                 (["ieee802Device"] if macs else [])
             body = {"cn": name, "sAMAccountName": name + "$", "dNSHostName": fqdn,
@@ -222,9 +275,8 @@ class AdDirectory(LdapDirectory):
                     raise Conflict("add %s: %s" % (dn, conn.result.get("message")),
                                    backend=BACKEND)
                 self._fail(conn, "add %s" % dn)
-            return {"dn": dn, "sAMAccountName": name + "$", "action": "added"}
-        finally:
-            conn.unbind()
+            return {"dn": dn, "sAMAccountName": name + "$", "action": "added",
+                    "windows": is_windows(event)}
 
     def _update(self, conn: Connection, dn: str, fqdn: str, spns: List[str],
                 addresses: Optional[List[str]], macs: Optional[List[str]]) -> None:
@@ -256,66 +308,77 @@ class AdDirectory(LdapDirectory):
                                backend=BACKEND)
             self._fail(conn, "modify %s" % dn)
 
+    def _own_unjoined(self, conn: Connection, event: InstanceEvent) -> str:
+        """The DN of this instance's own computer object, if no machine has joined it.
+
+        A join credential sets the account's password: on an account that has one
+        already (``pwdLastSet`` not 0: a machine joined it, or an earlier credential
+        was issued) that would cut the machine off the domain, so Conflict instead.
+        """
+        dn = self.computer_dn(computer_name(event.hostname))
+        found = [entry for entry in self._computers(
+            conn, "(&(objectClass=computer)(description=%s))"
+            % escape_filter_chars(event.uuid), self.ou, ("cn", "pwdLastSet"))
+            if entry.entry_dn.lower() == dn.lower()]
+        if not found:
+            raise Conflict("computer %s is not instance %s's own (register it first)"
+                           % (dn, event.uuid), backend=BACKEND)
+        last_set = found[0].pwdLastSet.raw_values if "pwdLastSet" in found[0] else []
+        if last_set and last_set[0] not in (b"0", "0"):
+            raise Conflict("computer %s has a password already (a machine joined it, or "
+                           "a credential was issued): a new one would cut that machine off "
+                           "the domain" % dn, backend=BACKEND)
+        return dn
+
+    def check_unjoined(self, event: InstanceEvent) -> str:
+        """:meth:`_own_unjoined`, for credentials made elsewhere (Samba's ODJ provision)."""
+        with self._session() as conn:
+            return self._own_unjoined(conn, event)
+
     def set_machine_password(self, event: InstanceEvent, password: str) -> Dict[str, Any]:
         """Give this instance's computer object a password and enable it: a one-time join.
 
         ``adcli join --one-time-password`` and Windows' UnsecureJoin authenticate as the
         machine account with a password set beforehand, then change it themselves. Only
-        the object this instance made (``description`` = its UUID) is touched; AD takes
-        ``unicodePwd`` only over an encrypted connection, which every bind here is. The
-        password never reaches a log or an error message: errors quote the server only.
+        the object this instance made (``description`` = its UUID), and only while it has
+        no password (no machine joined it), is touched; AD takes ``unicodePwd`` only over an
+        encrypted connection, which every bind here is. The password never reaches a
+        log or an error message: errors quote the server only.
         """
         name = computer_name(event.hostname)
-        dn = self.computer_dn(name)
-        conn = self._connect()
-        try:
-            if not any(entry.entry_dn.lower() == dn.lower()
-                       for entry in self._computers_of(conn, event.uuid)):
-                raise Conflict("computer %s is not instance %s's own (register it first)"
-                               % (dn, event.uuid), backend=BACKEND)
+        with self._session() as conn:
+            dn = self._own_unjoined(conn, event)
             value = ('"%s"' % password).encode("utf-16-le")
             uac = str(self.settings.uac & ~ACCOUNTDISABLE)
             if not conn.modify(dn, {"unicodePwd": [(MODIFY_REPLACE, [value])],
                                     "userAccountControl": [(MODIFY_REPLACE, [uac])]}):
                 self._fail(conn, "set the password of %s" % dn)
             return {"dn": dn, "sAMAccountName": name + "$", "userAccountControl": int(uac)}
-        finally:
-            conn.unbind()
 
     def deregister(self, event: InstanceEvent) -> Dict[str, Any]:
         removed = super().deregister(event)["removed"]  # host entries of Linux VMs
-        conn = self._connect()
-        try:
+        with self._session() as conn:
             for entry in self._computers_of(conn, event.uuid):
                 self._delete(conn, entry.entry_dn)
                 removed.append(entry.entry_dn)
-        finally:
-            conn.unbind()
         return {"removed": removed}
 
     def describe(self, instance_uuid: str) -> Dict[str, Any]:
         hosts = super().describe(instance_uuid)["entries"]
-        conn = self._connect()
-        try:
+        with self._session() as conn:
             return {"entries": hosts + [e.entry_dn for e in self._computers_of(
                 conn, instance_uuid)]}
-        finally:
-            conn.unbind()
 
     def check(self) -> str:
         hosts = super().check()
-        conn = self._connect()
-        try:
+        with self._session() as conn:
             if not conn.search(self.ou, "(objectClass=*)", BASE, attributes=["1.1"]):
                 self._fail(conn, "read %s" % self.ou)
-        finally:
-            conn.unbind()
         return "%s; computer objects in %s" % (hosts, self.ou)
 
     def managed(self) -> Dict[str, Dict[str, Any]]:
         held = super().managed()
-        conn = self._connect()
-        try:
+        with self._session() as conn:
             for entry in self._computers(conn, "(&(objectClass=computer)(description=*))",
                                          self.ou, ("cn", "description", "ipHostNumber")):
                 addresses = entry.ipHostNumber.values if "ipHostNumber" in entry else []
@@ -324,5 +387,3 @@ class AdDirectory(LdapDirectory):
                                        "hostname": str(entry.cn.value).lower(),
                                        "addresses": sorted(str(a) for a in addresses)}
             return held
-        finally:
-            conn.unbind()
