@@ -809,8 +809,13 @@ def _subsections(parser: configparser.ConfigParser, cls: Any,
 
 
 def load_settings(path: Optional[str] = None,
-                  environ: Optional[Mapping[str, str]] = None) -> Settings:
-    """Read the file (if any) and the environment; fail naming every wrong key."""
+                  environ: Optional[Mapping[str, str]] = None,
+                  only: Optional[Sequence[str]] = None) -> Settings:
+    """Read the file (if any) and the environment; fail naming every wrong key.
+
+    ``only`` names the sections to read (the hook side: ``outbox`` and ``gate``); every
+    other section keeps its defaults, and neither its keys nor its secret files are read.
+    """
     env = os.environ if environ is None else environ
     path = path or env.get("NOVAHOOKS_CONFIG") or (
         DEFAULT_PATH if os.path.exists(DEFAULT_PATH) else None)
@@ -829,12 +834,17 @@ def load_settings(path: Optional[str] = None,
     problems = []  # type: List[str]
     for name in parser.sections():
         parts = name.split(None, 2)
+        if only is not None:
+            continue
         if name not in by_name and not (len(parts) == 3 and parts[0] in by_name
                                         and parts[1] in by_name[parts[0]].SUBSECTIONS):
             problems.append("unknown section [%s]" % name)
     sections = {}
     for cls in SECTIONS:
         values = {}  # type: Dict[str, Any]
+        if only is not None and cls.NAME not in only:
+            sections[cls.NAME] = cls(values)
+            continue
         raw = dict(parser.items(cls.NAME)) if parser.has_section(cls.NAME) else {}
         for key in raw:
             base = key[:-5] if key.endswith("_file") and key[:-5] in SECRET_KEYS else key

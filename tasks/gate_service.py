@@ -6,15 +6,17 @@ reads the ledger, where every step notes that it finished (``progress``) or
 gave up (``dead_letters``). So the relay answers, and the hook asks.
 
 A Unix socket rather than a TCP port: who may ask is decided by the file's
-permissions (mode 0660, the group the Nova and relay users share for the
-outbox), nothing listens on the network, and no port must be chosen per
+permissions (mode 0660 from its creation, the group the Nova and relay users
+share for the outbox), nothing listens on the network, and no port must be chosen per
 host. The protocol is plain HTTP/1.0 with JSON, which ``http.client`` speaks:
 
 * ``GET /v1/events/<event_id>`` -> ``{"event_id", "done": [step, ...],
   "finished": bool (the chain's closing step ran), "failed": [{"step", "error"}, ...]}``
 * ``POST /v1/events/<event_id>/verdict`` with ``{"event", "outcome",
   "policy", "reason"}``: the hook's decision on a gate that did not pass,
-  written to the audit trail as a ``failed`` record of step ``gate``.
+  written to the audit trail as a ``failed`` record of step ``gate``, for an
+  event this host holds (outbox or ledger) and as it holds it; any other is
+  answered 404 and not audited.
 """
 
 import http.server
@@ -31,6 +33,7 @@ from typing import Any, Callable, Dict, Optional
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from novahooks.nova.outbox import Outbox
 from tasks.ledger import dead_letters, ledger, progress
 
 LOG = logging.getLogger("novahooks.gate")
@@ -44,10 +47,13 @@ Audit = Callable[[Dict[str, Any], str], None]
 class GateService(object):
     """Serves the gate endpoint from a thread of the relay process."""
 
-    def __init__(self, path: str, ledger_url: str, audit: Audit) -> None:
+    def __init__(self, path: str, ledger_url: str, audit: Audit,
+                 outbox: Optional[Outbox] = None) -> None:
         self.path = path
         self.ledger = ledger(ledger_url)
         self.audit = audit
+        #: Where an event waits until the relay published it (then the ledger has it).
+        self.outbox = outbox
         self._server = None  # type: Optional[socketserver.UnixStreamServer]
         self._thread = None  # type: Optional[threading.Thread]
 
@@ -64,14 +70,41 @@ class GateService(object):
         return {"event_id": event_id, "done": done, "finished": bool(row and row[1]),
                 "failed": [{"step": step, "error": error} for step, error in failed]}
 
+    def known(self, event_id: str) -> Optional[Dict[str, Any]]:
+        """The event as this host recorded it: in the outbox, or in the ledger once published.
+
+        A verdict names an event; what is audited is this stored copy, so whoever may
+        reach the socket can neither audit an event that never was nor put words
+        (another uuid, hostname, metadata) into the audit trail.
+        """
+        if self.outbox is not None:
+            stored = self.outbox.find(event_id)
+            if stored is not None:
+                return stored
+        with self.ledger.engine.connect() as conn:
+            row = conn.execute(select(progress.c.event).where(progress.c.event_id == event_id)
+                               ).first() or conn.execute(
+                select(dead_letters.c.event).where(dead_letters.c.event_id == event_id)
+                .limit(1)).first()
+        try:
+            found = json.loads(row[0]) if row else None
+        except ValueError:
+            return None
+        return found if isinstance(found, dict) else None
+
     def verdict(self, event_id: str, body: Dict[str, Any]) -> None:
         """Audit a gate that did not pass, with the policy the hook applied."""
-        event = body.get("event")
-        if not isinstance(event, dict) or event.get("event_id") != event_id:
+        given = body.get("event")
+        if not isinstance(given, dict) or given.get("event_id") != event_id:
             raise ValueError("'event' must be the gated event (event_id %s)" % event_id)
         outcome, policy = str(body.get("outcome", "")), str(body.get("policy", ""))
         if outcome not in ("failed", "timeout", "error") or policy not in ("continue", "abort"):
             raise ValueError("'outcome' or 'policy' is not one the gate knows")
+        event = self.known(event_id)
+        if event is None:
+            LOG.warning("gate: verdict refused for event %s: in neither the outbox nor the "
+                        "ledger (not audited)", event_id)
+            raise UnknownEvent("no event %s in this host's outbox or ledger" % event_id)
         effect = "the build went on" if policy == "continue" else "the build was stopped"
         self.audit(event, "pre-boot gate %s: %s; policy %s: %s"
                    % (outcome, str(body.get("reason", ""))[:1000], policy, effect))
@@ -80,8 +113,12 @@ class GateService(object):
 
     def start(self) -> "GateService":
         self._claim_path()
-        server = _Server(self.path, _handler(self))
-        os.chmod(self.path, 0o660)
+        # The socket file is made 0660 as it is bound (umask), never wider in between.
+        old = os.umask(0o117)
+        try:
+            server = _Server(self.path, _handler(self))
+        finally:
+            os.umask(old)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="novahooks-gate",
                                         kwargs={"poll_interval": 0.2})
@@ -119,6 +156,10 @@ class GateService(object):
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
+
+
+class UnknownEvent(LookupError):
+    """A verdict for an event this host never recorded: answered 404, not audited."""
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -177,6 +218,9 @@ def _handler(service: GateService) -> type:
             except ValueError as exc:
                 self._answer(400, {"error": str(exc)[:300]})
                 return
+            except UnknownEvent as exc:
+                self._answer(404, {"error": str(exc)[:300]})
+                return
             except Exception as exc:  # noqa: BLE001 - the broker may be down
                 LOG.warning("gate: could not audit the verdict for %s: %s", event_id, exc)
                 self._answer(503, {"error": "audit not recorded"})
@@ -199,4 +243,5 @@ def start(settings: Any, send_audit: Audit) -> GateService:
     if absent:
         raise SettingsError("[gate] steps: %s not in the pre-boot chain (%s)"
                             % (", ".join(absent), ", ".join(steps("create"))))
-    return GateService(socket_path(settings), settings.ledger.url, send_audit).start()
+    return GateService(socket_path(settings), settings.ledger.url, send_audit,
+                       Outbox(settings.outbox.path, settings.outbox.busy_timeout_ms)).start()

@@ -35,6 +35,7 @@ from sqlalchemy import (BigInteger, Column, Float, Integer, MetaData, String, Ta
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from novahooks.nova.spool import create_shared
 from tasks.errors import BackendUnavailable
 
 metadata = MetaData()
@@ -205,9 +206,11 @@ class Ledger(object):
         if self._engine is None or self._pid != os.getpid():
             if self.sqlite:
                 path = self.url.split("///", 1)[-1]
-                if path and path != ":memory:":
-                    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
                 engine = create_engine(self.url, connect_args={"timeout": 30})
+                if path and path != ":memory:":
+                    # 0660 from the start (workers, relay and gate share a group), never
+                    # readable by others: SQLite's -wal and -shm take the file's mode.
+                    create_shared(path)
                 with engine.begin() as conn:
                     conn.execute(text("PRAGMA journal_mode=WAL"))
                 pragma = "PRAGMA synchronous=%s" % (

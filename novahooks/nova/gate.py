@@ -112,8 +112,8 @@ def config() -> Optional[GateConfig]:
         with _config_lock:
             if _config is _UNSET:
                 try:
-                    from novahooks.settings import load_settings
-                    settings = load_settings()
+                    from novahooks.nova.config import load_hook_settings
+                    settings = load_hook_settings()
                     gate = settings.gate
                     _config = GateConfig(tuple(gate.steps), gate.timeout, gate.on_failure,
                                          gate.poll_interval, socket_path(settings)) \

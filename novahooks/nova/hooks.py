@@ -36,8 +36,8 @@ def outbox() -> Outbox:
     if _outbox is None:
         with _outbox_lock:
             if _outbox is None:
-                from novahooks.settings import load_settings
-                settings = load_settings()
+                from novahooks.nova.config import load_hook_settings
+                settings = load_hook_settings()
                 _outbox = Outbox(settings.outbox.path, settings.outbox.busy_timeout_ms,
                                  HOOK_CHECKPOINT_PAGES)
     return _outbox

@@ -8,14 +8,16 @@ relay (``novahooks relay``) reads in sequence order, publishes, then deletes:
 at-least-once, which the idempotent tasks turn into exactly-once effect.
 """
 
+import json
 import logging
 import os
 import sqlite3
 import threading
 import time
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from novahooks.nova import spool
+from novahooks.nova.spool import create_shared
 
 LOG = logging.getLogger("novahooks.outbox")
 
@@ -68,9 +70,7 @@ class Outbox(object):
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
-            directory = os.path.dirname(os.path.abspath(self.path))
-            if not os.path.isdir(directory):
-                os.makedirs(directory, mode=0o750, exist_ok=True)
+            create_shared(self.path)
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000.0,
                                    isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -139,6 +139,21 @@ class Outbox(object):
                 "SELECT seq, instance_uuid, kind, body, created_at, attempts FROM events "
                 "ORDER BY seq LIMIT ?", (limit,)).fetchall()
         return [Pending(*row) for row in rows]
+
+    def find(self, event_id: str) -> Optional[Dict[str, Any]]:
+        """The waiting event with this id, as the hook stored it (the gate's verdict)."""
+        with self._lock:
+            rows = self._connection().execute(
+                "SELECT body FROM events WHERE instr(body, ?) > 0 ORDER BY seq",
+                (event_id,)).fetchall()
+        for (body,) in rows:
+            try:
+                event = json.loads(body)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event_id") == event_id:
+                return event
+        return None
 
     def remove(self, seqs: List[int]) -> None:
         """Forget events once the broker has confirmed them."""

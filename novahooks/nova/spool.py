@@ -13,14 +13,52 @@ lock, that its file was renamed or unlinked meanwhile writes again to a fresh
 file, so no line lands in a file the reader has already consumed.
 """
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import time
-from typing import List, NamedTuple
+from typing import Iterator, List, NamedTuple
 
 LOG = logging.getLogger("novahooks.spool")
+
+
+#: What the outbox's files and directories may not grant: anything to others. Hook
+#: (the Nova user) and relay share them through a group, which must write the
+#: database and rename spool files; nobody else may read an event.
+SHARED_UMASK = 0o007
+
+
+@contextlib.contextmanager
+def shared_files() -> Iterator[None]:
+    """Create files under :data:`SHARED_UMASK`, so each has its mode from the start.
+
+    The umask is the process's: it is set only around calls that do not yield (no
+    green-thread switch under eventlet).
+    """
+    old = os.umask(SHARED_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def create_shared(path: str) -> None:
+    """Make ``path`` an empty file of mode 0660 unless it exists.
+
+    SQLite creates a database 0644 less the umask (never group-writable), and its
+    -wal and -shm files then copy that mode: made first, empty, the database (a
+    0-byte file is an empty database to SQLite) has the mode the shared group needs.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    with shared_files():
+        if not os.path.isdir(directory):
+            os.makedirs(directory, mode=0o770, exist_ok=True)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o660))
+        except FileExistsError:
+            pass
 
 
 class Spooled(NamedTuple):
@@ -38,7 +76,8 @@ def write(outbox_path: str, instance_uuid: str, kind: str, body: str) -> str:
     """Append one event durably (fsync) to this process's spool file; returns its path."""
     directory = directory_for(outbox_path)
     if not os.path.isdir(directory):
-        os.makedirs(directory, mode=0o750, exist_ok=True)
+        with shared_files():  # the relay renames files in it
+            os.makedirs(directory, mode=0o770, exist_ok=True)
     path = os.path.join(directory, "%d.jsonl" % os.getpid())
     line = json.dumps({"instance_uuid": instance_uuid, "kind": kind, "body": body,
                        "created_at": time.time()}, sort_keys=True) + "\n"

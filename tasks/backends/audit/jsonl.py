@@ -15,6 +15,7 @@ import decimal
 import fcntl
 import hashlib
 import json
+import logging
 import os
 from typing import Any, Dict, Iterable, Iterator, List, Tuple
 
@@ -24,6 +25,7 @@ from tasks.backends.audit.base import AuditDriver
 from tasks.errors import BackendUnavailable, Misconfigured
 
 GENESIS = "0" * 64
+LOG = logging.getLogger("novahooks.audit")
 
 
 def _digest(record: Dict[str, Any]) -> str:
@@ -74,23 +76,49 @@ def _representable(value: Any) -> Any:
     return value
 
 
-def _last_line(handle: Any) -> bytes:
+def _lines_backwards(handle: Any) -> Iterator[bytes]:
+    """The file's lines, last first, read in blocks from the end."""
     handle.seek(0, os.SEEK_END)
-    end = handle.tell()
-    if end == 0:
-        return b""
-    block = 4096
-    data = b""
-    pos = end
+    pos = handle.tell()
+    rest = b""
     while pos > 0:
-        step = min(block, pos)
+        step = min(4096, pos)
         pos -= step
         handle.seek(pos)
-        data = handle.read(step) + data
-        lines = data.rstrip(b"\n").split(b"\n")
-        if len(lines) > 1 or pos == 0:
-            return lines[-1]
-    return b""
+        parts = (handle.read(step) + rest).split(b"\n")
+        rest = parts[0]
+        for part in reversed(parts[1:]):
+            if part:
+                yield part
+    if rest:
+        yield rest
+
+
+def _last_record(handle: Any) -> Tuple[int, str]:
+    """(seq, hash) of the last whole record, skipping torn lines after it; (0, GENESIS)
+    for a file without one. A torn line is not part of the chain, so the next record
+    follows the last one that is (``verify`` names the torn line)."""
+    for raw in _lines_backwards(handle):
+        try:
+            record = json.loads(raw)
+            return int(record["seq"]), str(record["hash"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return 0, GENESIS
+
+
+def _seal(handle: Any) -> bool:
+    """End a last line cut off without its newline (a writer killed mid-write, a disk
+    that filled), so the next record starts a line of its own; True if there was one."""
+    handle.seek(0, os.SEEK_END)
+    if handle.tell() == 0:
+        return False
+    handle.seek(-1, os.SEEK_END)
+    if handle.read(1) == b"\n":
+        return False
+    handle.seek(0, os.SEEK_END)
+    handle.write(b"\n")
+    return True
 
 
 class JsonlAudit(AuditDriver):
@@ -103,18 +131,20 @@ class JsonlAudit(AuditDriver):
     def record(self, entry: Dict[str, Any]) -> None:
         try:
             directory = os.path.dirname(os.path.abspath(self.path))
-            os.makedirs(directory, exist_ok=True)
-            with open(self.path, "a+b") as handle:
+            os.makedirs(directory, mode=0o750, exist_ok=True)
+            # Created 0640 (the signer and verifiers read it through the group), never
+            # wider and never chmodded afterwards.
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+            with os.fdopen(fd, "a+b") as handle:
                 fcntl.flock(handle, fcntl.LOCK_EX)
                 try:
-                    last = _last_line(handle)
-                    if last:
-                        previous = json.loads(last)
-                        seq, prev = int(previous["seq"]) + 1, previous["hash"]
-                    else:
-                        seq, prev = 1, GENESIS
+                    if _seal(handle):
+                        LOG.error("audit file %s ended in a torn line (a write cut short); "
+                                  "sealed it and appended after it: `novahooks audit verify` "
+                                  "names it", self.path)
+                    seq, prev = _last_record(handle)
                     handle.seek(0, os.SEEK_END)
-                    handle.write(line(entry, seq, prev) + b"\n")
+                    handle.write(line(entry, seq + 1, prev) + b"\n")
                     handle.flush()
                     os.fsync(handle.fileno())
                 finally:
@@ -159,7 +189,7 @@ def verify_lines(numbered: Iterable[Tuple[int, str]], prev: str = GENESIS,
     problems: List[str] = []
     for number, record in parsed:
         if not isinstance(record, dict):
-            problems.append("line %d: not valid JSON (edited?)" % number)
+            problems.append(_not_a_record(number, text))
             continue
         if record.get("hash") != _digest(record):
             problems.append("line %d: content does not match its hash (edited)" % number)
@@ -181,3 +211,11 @@ def verify_lines(numbered: Iterable[Tuple[int, str]], prev: str = GENESIS,
         # After a record out of place, the next one is expected after the highest so far.
         expected_seq = max(expected_seq, seq + 1 if isinstance(seq, int) else expected_seq + 1)
     return problems
+
+
+def _not_a_record(number: int, text: str) -> str:
+    """A line that is no record: torn (the start of one, cut short) or something else."""
+    if text.startswith("{") and len(text) < 1 << 20:
+        return ("line %d: torn record (%d bytes of a record cut short: a write that did not "
+                "finish); the chain goes on from the record before it" % (number, len(text)))
+    return "line %d: not valid JSON (edited?)" % number

@@ -80,8 +80,11 @@ class Log(object):
             if below is not None and index >= below:
                 return
             if needle in line:
-                record = json.loads(line)
-                if record.get("instance_uuid") == instance_uuid:
+                try:
+                    record = json.loads(line)
+                except ValueError:  # a torn line: verify names it
+                    record = {}
+                if isinstance(record, dict) and record.get("instance_uuid") == instance_uuid:
                     yield index, record
             index += 1
 

@@ -27,7 +27,8 @@ class Report(NamedTuple):
         """What kinds of tampering the problems show, for a one-line verdict."""
         marks = (("truncated", "truncated: "), ("rewritten", ": rewritten ("),
                  ("edited", "(edited)"), ("removed", "removed"), ("reordered", "(reordered"),
-                 ("split view", "(split view)"), ("incomplete", ": incomplete ("))
+                 ("split view", "(split view)"), ("incomplete", ": incomplete ("),
+                 ("torn", ": torn record ("))
         return [kind for kind, mark in marks if any(mark in p for p in self.problems)]
 
 
