@@ -135,12 +135,7 @@ class LdapDirectory(DirectoryDriver):
                 if not conn.add(dn, attrs["objectClass"], body):
                     self._fail(conn, "add %s" % dn)
                 return {"dn": dn, "action": "added", **self._identity(conn, dn)}
-            owners = [str(v) for v in current.description.values] if "description" in current \
-                else []
-            if event.uuid not in owners:
-                raise Conflict("%s exists and belongs to %s, not instance %s"
-                               % (dn, ", ".join(owners) or "no instance", event.uuid),
-                               backend=BACKEND)
+            self._claim(current, dn, event.uuid)
             full = conn.search(dn, "(objectClass=*)", BASE,
                                attributes=["ipHostNumber", "macAddress"]) and conn.entries[0]
             keep_addresses = [str(v) for v in full.ipHostNumber.values] \
@@ -152,6 +147,29 @@ class LdapDirectory(DirectoryDriver):
             if not conn.modify(dn, changes):
                 self._fail(conn, "modify %s" % dn)
             return {"dn": dn, "action": "updated", **self._identity(conn, dn)}
+        finally:
+            conn.unbind()
+
+    @staticmethod
+    def _claim(current: Any, dn: str, instance_uuid: str) -> None:
+        """An entry at the name that does not carry the instance's UUID is someone else's."""
+        owners = [str(v) for v in current.description.values] if "description" in current \
+            else []
+        if instance_uuid not in owners:
+            raise Conflict("%s exists and belongs to %s, not instance %s"
+                           % (dn, ", ".join(owners) or "no instance", instance_uuid),
+                           backend=BACKEND)
+
+    def preflight(self, event: InstanceEvent) -> None:
+        """The name as :meth:`register` would take it: reserved names, and an entry at the
+        name that another instance or a person holds, read with a search and nothing else."""
+        self.precheck(self.settings, event)
+        dn = self.dn_for(event.hostname or "")
+        conn = self._connect()
+        try:
+            current = self._entry(conn, dn)
+            if current is not None:
+                self._claim(current, dn, event.uuid)
         finally:
             conn.unbind()
 

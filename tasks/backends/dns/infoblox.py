@@ -4,8 +4,9 @@ Separate records rather than a DNS host record: the IPAM driver already keeps
 the instance's host record (out of DNS), and ownership is per record through
 the extensible attribute ``Nova Instance UUID`` (the WAPI counterpart of the
 RFC 2136 driver's TXT marker). A name held by a record without our tag is a
-conflict; deregister deletes exactly the records carrying the tag, under
-whatever name they had. Names must lie in [dns] zone and addresses in
+conflict, and so is a PTR at one of the VM's addresses that is not ours;
+deregister deletes exactly the records carrying the tag, under whatever name
+they had. Names must lie in [dns] zone and addresses in
 [dns] reverse_zones, checked before the first write as the RFC 2136 driver
 does; NIOS itself refuses a record whose zone it does not hold.
 """
@@ -91,6 +92,38 @@ class InfobloxDns(DnsDriver):
                         "instance %s" % holder if holder else "not managed by novahooks"),
                         backend=BACKEND)
 
+    def _claim_ptr(self, address: str, version: int, instance_uuid: str) -> None:
+        """A PTR at the address without our tag (a router's, another VM's) is a conflict:
+        a second record:ptr would make the reverse lookup answer two names, and the
+        other holder's record must neither be overwritten nor deleted."""
+        field = FORWARD[version][1]
+        for record in self.wapi.search("record:ptr", ["ptrdname", "extattrs"],
+                                       view=self.view, **{field: address}):
+            holder = client.owner(record)
+            if holder != instance_uuid:
+                raise Conflict("the PTR of %s already names %s, not owned by instance %s (%s)"
+                               % (address, record.get("ptrdname"), instance_uuid,
+                                  "instance %s" % holder if holder
+                                  else "not managed by novahooks"), backend=BACKEND)
+
+    def _plan(self, fqdn: str, instance_uuid: str,
+              addresses: Sequence[Address]) -> Tuple[str, Dict[str, int]]:
+        """Every refusal of :meth:`register`, reading the grid and writing nothing:
+        reserved names, scope, reverse zones, and the name and PTRs others hold."""
+        super().preflight(fqdn, instance_uuid, addresses)
+        name = self._name(fqdn)
+        wanted: Dict[str, int] = {a.address: ipaddress.ip_address(a.address).version
+                                  for a in addresses}
+        for address in wanted:
+            self._reverse_zone(address)
+        self._claim(name, instance_uuid)
+        for address, version in sorted(wanted.items()):
+            self._claim_ptr(address, version, instance_uuid)
+        return name, wanted
+
+    def preflight(self, fqdn: str, instance_uuid: str, addresses: Sequence[Address]) -> None:
+        self._plan(fqdn, instance_uuid, addresses)
+
     def _record(self, instance_uuid: str, **fields: Any) -> Dict[str, Any]:
         return dict(fields, view=self.view, ttl=self.settings.ttl, use_ttl=True,
                     comment="Nova instance %s" % instance_uuid,
@@ -98,13 +131,8 @@ class InfobloxDns(DnsDriver):
 
     def register(self, fqdn: str, instance_uuid: str,
                  addresses: Sequence[Address]) -> Dict[str, Any]:
-        name = self._name(fqdn)
-        wanted: Dict[str, int] = {a.address: ipaddress.ip_address(a.address).version
-                                  for a in addresses}
-        for address in wanted:
-            self._reverse_zone(address)
+        name, wanted = self._plan(fqdn, instance_uuid, addresses)
         self.wapi.ensure_uuid_attribute()
-        self._claim(name, instance_uuid)
         mine = self._tagged(instance_uuid)
         forward = {(r["name"], _address(r)): r for objtype in FORWARD.values()
                    for r in mine[objtype[0]]}

@@ -22,7 +22,6 @@ from tests.conftest import mac, make_event, unique_v4, unique_v6
 from tests.servers.base import free_port
 from tests.servers.stack import Stack
 from tests.tasks.backends.directory_contract import DirectoryContract, DirectoryReader
-from tests.tasks.backends.findings import finding
 
 
 def admin(stack: Stack) -> Connection:
@@ -89,13 +88,6 @@ class TestLdapDirectory(DirectoryContract):
         return LdapDirectory(load_settings(str(stack.config_path), {
             "NOVAHOOKS_DIRECTORY_URL": "ldap://127.0.0.1:%d" % free_port(),
             "NOVAHOOKS_DIRECTORY_TIMEOUT": "1"}).directory)
-
-    test_preflight_refuses_a_name_another_instance_holds_and_writes_nothing = finding(
-        DirectoryContract.test_preflight_refuses_a_name_another_instance_holds_and_writes_nothing,
-        "LdapDirectory's preflight is the base class's precheck (reserved names only) and "
-        "reads nothing: a host name another instance's entry holds passes it and is refused "
-        "only at the directory step, after the IPAM and DNS steps wrote (AD's preflight "
-        "reads the name)")
 
 
 def test_object_classes_follow_what_the_entry_holds(stack: Stack,
