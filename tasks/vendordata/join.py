@@ -43,9 +43,14 @@ def new_password() -> str:
 
 def issue(kind: str, event: InstanceEvent, directory: Any, settings: Settings,
           timeout: float) -> Dict[str, str]:
-    """Make the credential in AD (the computer object exists already); the secret to store."""
+    """Make the credential in AD (the computer object exists already); the secret to store.
+
+    Either way the object must have no password yet (a joined machine keeps its own):
+    set_machine_password checks that itself, Samba's provision is asked only after it.
+    """
     name = ad.computer_name(event.hostname)
     if kind == "odj":
+        directory.check_unjoined(event)
         return {"odj_blob": odj.provision(settings, name, directory.ou, timeout)}
     password = new_password()
     directory.set_machine_password(event, password)

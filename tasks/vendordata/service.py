@@ -14,6 +14,18 @@ budget the guest is answered ``over_budget`` (retry) while the work goes on;
 the read after Nova's 15 s cache finds it done. Reads of one instance that
 arrive together share one job and its answer.
 
+Before anything is written for an instance, the chain's shared validation runs
+(tasks/preflight.py, as the workers' first writing step of the pre-boot chain
+runs it): a name DNS would refuse later (reserved, the zone's own servers, held
+by another's records) is refused here, before the directory holds it.
+
+A computer object a worker's chain made already (the notification path runs
+long before the guest's first metadata read) gets its credential ahead, from
+one thread of its own ([vendordata] issue_ahead): a DC sets passwords one at a
+time, and a mass boot's first reads otherwise queue behind each other's. Only
+objects this ledger saw made within AHEAD_WINDOW and that have no password yet
+are given one (a machine that joined otherwise keeps its own).
+
 Answers about the instance are HTTP 200 with either the registration or an
 ``error`` (code, message, whether to retry): under Nova's DynamicJSON a 4xx or
 5xx reaches the guest as ``{}``, and the guest's first-boot script should be
@@ -23,19 +35,20 @@ able to say why it did not join. Requests that are Nova's fault (bad JSON) are
 
 import contextlib
 import functools
+import json
 import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from sqlalchemy import delete, select, update
 
-from novahooks.event import InstanceEvent
+from novahooks.event import InstanceEvent, new_event
 from novahooks.logs import FIELDS
 from novahooks.settings import Settings
-from tasks import drivers, ledger as ledger_module, policy
+from tasks import drivers, ledger as ledger_module, policy, preflight
 from tasks.errors import (AuthFailed, Conflict, InvalidEvent, Misconfigured, OutOfScope,
                           PermanentError, StepError, TransientError)
 from tasks.vendordata import join, request
@@ -45,6 +58,14 @@ LOG = logging.getLogger("novahooks.vendordata")
 STEP = "vendordata.answer"
 #: Seconds between sweeps that drop credentials of deleted instances and wipe expired ones.
 SWEEP_EVERY = 60.0
+#: Seconds between looks for computer objects a worker made that have no credential yet.
+AHEAD_EVERY = 1.0
+#: Only objects noted this recently get a credential ahead: an older one may belong to a
+#: machine that joined by another path (its password is checked before any write too).
+AHEAD_WINDOW = 3600.0
+#: The first writing step of the workers' pre-boot chain, whose shared validation
+#: (tasks/preflight.py) the service runs before it writes.
+FIRST_WRITER = "ldap.register"
 
 
 class Answer(NamedTuple):
@@ -96,6 +117,17 @@ class Vendordata(object):
                                         thread_name_prefix="vendordata-work")
         self._jobs: Dict[str, "Future[Answer]"] = {}
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        #: Instances whose credential could not be issued ahead: their read issues it.
+        self._ahead_failed: Set[str] = set()
+        if self.config.issue_ahead and "directory" in self.drivers:
+            threading.Thread(target=self._ahead_loop, name="vendordata-ahead",
+                             daemon=True).start()
+
+    def close(self) -> None:
+        """Stop issuing ahead and let the work in progress finish."""
+        self._stopping.set()
+        self._pool.shutdown(wait=True)
 
     def answer(self, body: bytes) -> Answer:
         """Nova's POST body -> the answer; never raises for anything a request can cause."""
@@ -181,10 +213,12 @@ class Vendordata(object):
                 raise Deleted("instance %s is being deleted or is gone" % event.uuid,
                               backend="vendordata")
             made = self.book.made(event.uuid)
+            if any(step not in made for step in self.steps):
+                preflight.run(FIRST_WRITER, named, decision)
             registered = {}
             for step in self.steps:
                 if step not in made:
-                    made[step] = self.drivers[step].register(named)
+                    made[step] = self._register_step(step, named, made)
                     self.book.remember(event.uuid, step, made[step])
                 registered[step] = made[step]
             record["registered"] = sorted(registered)
@@ -213,6 +247,73 @@ class Vendordata(object):
                 reply["join"] = join.shown(stored.method, stored.secret, named, self.settings,
                                            stored.expires_at)
             return reply
+
+    def _register_step(self, step: str, event: InstanceEvent,
+                       made: Dict[str, Any]) -> Dict[str, Any]:
+        """As the workers' step does: the inventory with the ledger's notes (tasks/inventory.py)."""
+        if step == "inventory":
+            return self.drivers[step].register_with(event, made)
+        return self.drivers[step].register(event)
+
+    def _ahead_loop(self) -> None:
+        while not self._stopping.wait(AHEAD_EVERY):
+            try:
+                for instance_uuid, note in self._ahead_candidates():
+                    if self._stopping.is_set():
+                        return
+                    self._ahead(instance_uuid, note)
+            except Exception:  # noqa: BLE001 - the reads issue what this cannot
+                LOG.exception("vendordata: issuing credentials ahead failed")
+
+    def _ahead_candidates(self) -> List[Tuple[str, Dict[str, Any]]]:
+        """Computer objects noted in the ledger lately, with no credential, not deleted."""
+        records, instances = ledger_module.records, ledger_module.instances
+        query = select(records.c.instance_uuid, records.c.detail).where(
+            records.c.step == "directory",
+            records.c.created_at > time.time() - AHEAD_WINDOW,
+            records.c.instance_uuid.not_in(select(credentials.c.instance_uuid)),
+            records.c.instance_uuid.not_in(select(instances.c.uuid).where(
+                instances.c.deleted_at.is_not(None)))).order_by(records.c.created_at)
+        with self.book.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        found = []
+        for instance_uuid, detail in rows:
+            note = json.loads(detail)
+            if instance_uuid not in self._ahead_failed and "windows" in note \
+                    and str(note.get("sAMAccountName", "")).endswith("$"):
+                found.append((instance_uuid, note))
+        return found
+
+    def _ahead(self, instance_uuid: str, note: Dict[str, Any]) -> None:
+        """Issue one credential ahead of the guest's read, under the reads' own lock."""
+        started = time.monotonic()
+        event = new_event("create", instance_uuid, note["sAMAccountName"][:-1].lower(),
+                          os_type="windows" if note["windows"] else "linux", addresses=None,
+                          source="vendordata")
+        kind = join.method(event, self.settings)
+        if kind is None:
+            self._ahead_failed.add(instance_uuid)
+            return
+        record: Dict[str, Any] = {"ahead": True}
+        with self.book.lock(instance_uuid, "directory"):
+            if self.book.is_deleted(instance_uuid) or \
+                    self.store.get(instance_uuid) is not None or \
+                    "directory" not in self.book.made(instance_uuid):
+                return
+            try:
+                secret = join.issue(kind, event, self.drivers["directory"], self.settings,
+                                    self.settings.directory.timeout)
+            except StepError as exc:
+                self._ahead_failed.add(instance_uuid)
+                error = "%s: %s" % (type(exc).__name__, exc)
+                record["credential"] = "none"
+                self._audit(event, "failed", error, record)
+                self._log(event, "failed", started, error, record)
+                return
+            self.store.put(instance_uuid, kind, secret, self.config.credential_ttl)
+        record.update(credential="issued", join=kind, registered=["directory"])
+        self._audit(event, "done", None, record)
+        self._log(event, "done", started, None, record)
 
     def _sweep(self) -> None:
         """Drop the credentials of deleted instances, wipe expired ones (once a minute)."""

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hmac
 import logging
+import os
 import ssl
 from typing import Any, Optional, Tuple
 
@@ -21,6 +22,7 @@ from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from novahooks.settings import Settings, VendordataSettings
+from tasks import config
 from tasks.errors import Misconfigured
 from tasks.vendordata import request
 from tasks.vendordata.service import Vendordata
@@ -135,6 +137,11 @@ def make_server(settings: Settings, service: Optional[Vendordata] = None) -> wsg
 
 
 def serve(settings: Settings) -> None:
+    if settings.source:
+        # The shared validation (tasks/preflight.py) reaches the backends through the
+        # process's settings (tasks/config.py): those must be the service's own.
+        os.environ["NOVAHOOKS_CONFIG"] = str(settings.source)
+        config.settings.cache_clear()
     server = make_server(settings)
     LOG.info("vendordata: serving https://%s:%d/ (%d threads)", settings.vendordata.address,
              settings.vendordata.port, settings.vendordata.threads)

@@ -81,7 +81,10 @@ def write_config(workdir: Path, samba: SambaServer, port: int,
     sections: Dict[str, Dict[str, Optional[str]]] = {
         "ledger": {"url": "sqlite:///%s" % (workdir / "ledger.sqlite")},
         "audit": {"drivers": "jsonl", "path": str(workdir / "audit.jsonl")},
-        "dns": {"zone": samba.zone},
+        # The DC's own DNS, as the workers' [dns] would have it: the service's shared
+        # validation (tasks/preflight.py) asks it before anything is written.
+        "dns": {"server": samba.address, "port": "53", "zone": samba.zone,
+                "reverse_zones": samba.reverse_zone, "allow_unsigned": "true"},
         "directory": {"driver": "ad", "url": samba.url, "starttls": "true",
                       "bind_dn": samba.bind_dn, "password_file": str(paths["ad"]),
                       "base_dn": samba.computers_ou, "ca_file": str(samba.ca_file),

@@ -5,10 +5,11 @@ Samba DC; the answer object is what the web layer would send.
 """
 
 import json
+import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -22,10 +23,44 @@ from tasks.errors import Misconfigured
 from tasks.vendordata.service import Vendordata
 
 
+_opened: List[Vendordata] = []
+
+
+def _forget_process_settings() -> None:
+    from tasks import config, drivers
+    config.settings.cache_clear()
+    for name in ("configured", "dns", "directory", "ipam", "inventory", "audit"):
+        cached = getattr(drivers, name, None)
+        if hasattr(cached, "cache_clear"):
+            cached.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def process_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The shared validation (tasks/preflight.py) reaches DNS through the process's
+    settings, which the service process points at its own file (web.serve): each test
+    here does the same (settings_for), and the session's come back after it."""
+    monkeypatch.setenv("NOVAHOOKS_CONFIG", os.environ.get("NOVAHOOKS_CONFIG", ""))
+    yield
+    while _opened:
+        _opened.pop().close()
+    monkeypatch.undo()
+    _forget_process_settings()
+
+
 def settings_for(tmp_path: Path, samba: SambaServer,
                  **overrides: Dict[str, Any]) -> Settings:
     paths = write_config(tmp_path, samba, 9, overrides)
+    os.environ["NOVAHOOKS_CONFIG"] = str(paths["config"])
+    _forget_process_settings()
     return load_settings(str(paths["config"]))
+
+
+def opened(settings: Settings) -> Vendordata:
+    """The service in this process, closed after the test (it has threads of its own)."""
+    service = Vendordata(settings)
+    _opened.append(service)
+    return service
 
 
 def answer(service: Vendordata, request: Dict[str, Any]) -> Dict[str, Any]:
@@ -42,7 +77,7 @@ def settled(service: Vendordata, request: Dict[str, Any]) -> Optional[Dict[str, 
 
 def test_plain_directory_entries_get_names_and_no_secret(tmp_path: Path,
                                                          samba: SambaServer) -> None:
-    service = Vendordata(settings_for(tmp_path, samba, directory={"linux": "host"}))
+    service = opened(settings_for(tmp_path, samba, directory={"linux": "host"}))
     host = "host-" + uuid.uuid4().hex[:8]
     reply = answer(service, body(host, "linux"))
     assert "join" not in reply
@@ -53,7 +88,7 @@ def test_plain_directory_entries_get_names_and_no_secret(tmp_path: Path,
 
 def test_a_directory_that_is_down_gets_a_retryable_error_and_nothing_stored(
         tmp_path: Path, samba: SambaServer) -> None:
-    service = Vendordata(settings_for(tmp_path, samba,
+    service = opened(settings_for(tmp_path, samba,
                                       directory={"url": "ldap://127.0.0.1:9"}))
     request = body("down-" + uuid.uuid4().hex[:8], "windows")
     started = time.monotonic()
@@ -66,7 +101,7 @@ def test_a_directory_that_is_down_gets_a_retryable_error_and_nothing_stored(
 
 def test_an_expired_credential_is_not_issued_again(tmp_path: Path,
                                                    samba: SambaServer) -> None:
-    service = Vendordata(settings_for(tmp_path, samba,
+    service = opened(settings_for(tmp_path, samba,
                                       vendordata={"credential_ttl": "1"}))
     request = body("ttl-" + uuid.uuid4().hex[:6], "windows")
     password = answer(service, request)["join"]["machine_password"]
@@ -82,13 +117,13 @@ def test_a_key_file_that_does_not_decrypt_the_store_is_an_error_not_a_new_passwo
         tmp_path: Path, samba: SambaServer) -> None:
     settings = settings_for(tmp_path, samba)
     request = body("key-" + uuid.uuid4().hex[:6], "windows")
-    answer(Vendordata(settings), request)
+    answer(opened(settings), request)
     other = tmp_path / "other.key"
     from tasks.vendordata.credentials import generate_key
     other.write_text(generate_key())
     rotated = load_settings(str(settings.source), environ={
         "NOVAHOOKS_VENDORDATA_SECRET_KEY_FILE": str(other)})
-    reply = answer(Vendordata(rotated), request)
+    reply = answer(opened(rotated), request)
     assert reply["error"]["code"] == "refused" and "decrypt" in reply["error"]["message"]
 
 
@@ -106,7 +141,7 @@ def test_a_missing_or_bad_key_file_stops_the_service(tmp_path: Path, samba: Samb
 
 def test_an_answer_leaves_at_the_budget_and_the_work_goes_on(tmp_path: Path,
                                                              samba: SambaServer) -> None:
-    service = Vendordata(settings_for(tmp_path, samba, vendordata={"budget": "0.05"}))
+    service = opened(settings_for(tmp_path, samba, vendordata={"budget": "0.05"}))
     request = body("bud-" + uuid.uuid4().hex[:6], "windows")
     started = time.monotonic()
     first = answer(service, request)
@@ -134,7 +169,7 @@ def test_the_planned_inventory_record_is_made_before_boot(tmp_path: Path, samba:
     settings = settings_for(tmp_path, samba, inventory=dict(stack_config["inventory"]),
                             vendordata={"steps": "directory, inventory"})
     request = body("inv-" + uuid.uuid4().hex[:6], "windows")
-    service = Vendordata(settings)
+    service = opened(settings)
     # NetBox may take longer than the budget: then the guest reads again, as here.
     reply = until(lambda: settled(service, request), 60, "an answer with the registration")
     assert sorted(reply["registered"]) == ["directory", "inventory"] and "join" in reply

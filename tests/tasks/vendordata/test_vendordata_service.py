@@ -180,6 +180,82 @@ def test_a_squatted_name_gets_an_error_answer_and_no_credential(
     assert audit(service, request["instance-id"])[-1]["stage"] == "failed"
 
 
+@pytest.mark.parametrize("hostile, code, said", [
+    ("wpad", "refused_name", "reserved name ([dns] reserved_names)"),
+    ("dc1", "conflict", "dc1.nova.test is the zone's"),
+    ("squat-dns", "conflict", "holds records not owned by instance"),
+])
+def test_a_hostile_name_is_refused_before_anything_is_made(
+        service: VendordataServer, samba: SambaServer, hostile: str, code: str,
+        said: str) -> None:
+    """Names DNS would refuse later (the chain's shared validation, tasks/preflight.py):
+    WPAD, the DC's own name (the zone's NS), a name an administrator's record holds."""
+    host = hostile if hostile != "squat-dns" else name("dns-")
+    if hostile == "squat-dns":
+        samba.add_record(host, "A", "10.0.2.250")
+    request = body(host, "windows")
+    answer = service.settle(request)
+    assert answer.status_code == 200, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == code and error["retry"] is False, error
+    assert said in error["message"]
+    assert "join" not in answer.json()
+    if hostile != "dc1":  # DC1 is the DC's own computer account: left as it is
+        assert show(samba, host.upper()) is None
+    assert store(service).raw(request["instance-id"]) is None
+    assert Ledger(service.ledger_url).made(request["instance-id"]) == {}
+    assert audit(service, request["instance-id"])[-1]["stage"] == "failed"
+
+
+def prestage(service: VendordataServer, request: Dict[str, Any]) -> Dict[str, Any]:
+    """What a worker's pre-boot chain leaves: the computer object and the ledger's note."""
+    from tasks.backends.directory.ad import AdDirectory
+    from tasks.vendordata.request import parse
+    settings = load_settings(str(service.config_path))
+    event = parse(json.dumps(request).encode(), settings.vendordata)
+    note = AdDirectory(settings.directory).register(event)
+    Ledger(service.ledger_url).remember(event.uuid, "directory", note)
+    return note
+
+
+def test_an_object_a_worker_made_gets_its_credential_before_the_guest_asks(
+        service: VendordataServer, samba: SambaServer) -> None:
+    from tests.helpers import until
+    request = body(name("pre-"), "windows")
+    prestage(service, request)
+    until(lambda: (store(service).raw(request["instance-id"]) or {}).get("token"), 30,
+          "a credential issued ahead")
+    ahead = audit(service, request["instance-id"])
+    assert [(r["stage"], r["credential"], r.get("ahead")) for r in ahead] == [
+        ("done", "issued", True)]
+    answer = service.post(request).json()  # one read, no retry: nothing left to do
+    join = answer["join"]
+    assert join["method"] == "unsecure_join"
+    assert bind_as_machine(samba, request["hostname"].upper(), join["machine_password"]).bound
+    assert audit(service, request["instance-id"])[-1]["credential"] == "reused"
+
+
+def test_an_object_that_has_a_password_already_is_not_given_another(
+        service: VendordataServer, samba: SambaServer) -> None:
+    """A machine joined it by another path (here: its password set directly): neither
+    the service's own thread nor the guest's read resets it."""
+    from tasks.backends.directory.ad import AdDirectory
+    from tasks.vendordata.request import parse
+    settings = load_settings(str(service.config_path))
+    request = body(name("jnd-"), "windows")
+    event = parse(json.dumps(request).encode(), settings.vendordata)
+    driver = AdDirectory(settings.directory)
+    note = driver.register(event)
+    driver.set_machine_password(event, "Joined-0123456789abcdefABCDEF")
+    Ledger(service.ledger_url).remember(event.uuid, "directory", note)
+    answer = service.settle(request).json()
+    assert answer["error"]["code"] == "conflict", answer
+    assert "has a password already" in answer["error"]["message"] and "join" not in answer
+    assert bind_as_machine(samba, request["hostname"].upper(),
+                           "Joined-0123456789abcdefABCDEF").bound
+    assert store(service).raw(request["instance-id"]) is None
+
+
 def test_a_name_ad_refuses_gets_an_error_answer(service: VendordataServer,
                                                 samba: SambaServer) -> None:
     host = "win-" + uuid.uuid4().hex[:12]  # 16 characters: over NetBIOS's 15
