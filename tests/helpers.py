@@ -60,3 +60,16 @@ def hooks_into(config_path: Path, monkeypatch: Any) -> Iterator[None]:
         yield
     finally:
         hooks.reset_outbox()
+
+
+def fire_into(clone: str) -> Any:
+    """A ``fire`` fixture for a module whose fixture ``clone`` is a stack of its own
+    (tests.conftest.pipeline): the test's hook calls write to that stack's outbox,
+    which its relay reads."""
+    import pytest
+
+    @pytest.fixture
+    def fire(request: Any, monkeypatch: Any) -> Iterator[None]:
+        with hooks_into(request.getfixturevalue(clone).config_path, monkeypatch):
+            yield
+    return fire

@@ -26,7 +26,7 @@ from novahooks.nova import hooks
 from tests.servers.stack import FORWARD_ZONE, Stack
 from tasks.simulate import Vm, create, delete, with_uuid
 from tests.conftest import mac, pipeline, unique_v4, unique_v6
-from tests.helpers import audit_lines, hooks_into, until
+from tests.helpers import audit_lines, fire_into, until
 
 PROJECT = "9e0d7c6b5a4f43e2b1a0c9d8e7f6a5b4"
 
@@ -42,11 +42,7 @@ def named(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
         yield clone
 
 
-@pytest.fixture
-def fire(named: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Hooks fired in this process write to the clone's outbox, which its relay reads."""
-    with hooks_into(named.config_path, monkeypatch):
-        yield
+fire = fire_into("named")
 
 
 def ask(stack: Stack, name: str, rdtype: str) -> List[str]:
