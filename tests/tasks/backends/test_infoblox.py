@@ -24,6 +24,7 @@ from tasks.backends.ipam.infoblox import InfobloxIpam
 from tasks.errors import Misconfigured, OutOfScope
 from tests.conftest import make_event, unique_v4, unique_v6
 from tests.tasks.backends.dns_contract import DnsContract, DnsReader, DnsSpace
+from tests.tasks.backends.driver_fixtures import driver_fixtures
 from tests.tasks.backends.ipam_contract import IpamContract, IpamReader
 
 ZONE = "cloud.example.test"
@@ -91,6 +92,20 @@ def settings(wapi: WapiServer, tmp_path_factory: pytest.TempPathFactory) -> Sett
     return configure(wapi, tmp_path_factory.mktemp("conf"))
 
 
+def grid_fixtures(kind: str, driver: type, reader: type) -> type:
+    """The contract's fixtures for one Infoblox driver: configured as an operator would,
+    with a password the grid refuses, or pointed at a closed port."""
+    def build(request: Any, **changed: str) -> Any:
+        settings = configure(request.getfixturevalue("wapi"), request.getfixturevalue(
+            "tmp_path"), **changed) if changed else request.getfixturevalue("settings")
+        return driver(getattr(settings, kind))
+
+    return driver_fixtures(
+        kind, build, lambda request: {"password": "not-the-password"},
+        lambda request: {"url": "http://127.0.0.1:%d/wapi/v2.12" % free_port()},
+        reader=lambda request: reader(request.getfixturevalue("grid")))
+
+
 class InfobloxReader(IpamReader):
     def __init__(self, grid: Grid) -> None:
         self.grid = grid
@@ -105,24 +120,7 @@ class InfobloxReader(IpamReader):
         return str(host["name"])
 
 
-class TestInfobloxIpam(IpamContract):
-    @pytest.fixture
-    def ipam(self, settings: Settings) -> InfobloxIpam:
-        return InfobloxIpam(settings.ipam)
-
-    @pytest.fixture
-    def ipam_reader(self, grid: Grid) -> InfobloxReader:
-        return InfobloxReader(grid)
-
-    @pytest.fixture
-    def ipam_bad_credentials(self, wapi: WapiServer, tmp_path: Path) -> InfobloxIpam:
-        return InfobloxIpam(configure(wapi, tmp_path, password="not-the-password").ipam)
-
-    @pytest.fixture
-    def ipam_unreachable(self, wapi: WapiServer, tmp_path: Path) -> InfobloxIpam:
-        url = "http://127.0.0.1:%d/wapi/v2.12" % free_port()
-        return InfobloxIpam(configure(wapi, tmp_path, url=url).ipam)
-
+class TestInfobloxIpam(grid_fixtures("ipam", InfobloxIpam, InfobloxReader), IpamContract):
     def test_one_host_record_out_of_dns_tagged_with_the_uuid(
             self, grid: Grid, ipam: InfobloxIpam) -> None:
         v4, v6 = unique_v4(), unique_v6()
@@ -208,27 +206,10 @@ class GridDnsReader(DnsReader):
         self.grid.post("record:a", {"name": fqdn, "ipv4addr": address})
 
 
-class TestInfobloxDns(DnsContract):
-    @pytest.fixture
-    def dns(self, settings: Settings) -> InfobloxDns:
-        return InfobloxDns(settings.dns)
-
+class TestInfobloxDns(grid_fixtures("dns", InfobloxDns, GridDnsReader), DnsContract):
     @pytest.fixture
     def dns_space(self) -> DnsSpace:
         return DnsSpace(ZONE, unique_v4, unique_v6)
-
-    @pytest.fixture
-    def dns_reader(self, grid: Grid) -> GridDnsReader:
-        return GridDnsReader(grid)
-
-    @pytest.fixture
-    def dns_bad_credentials(self, wapi: WapiServer, tmp_path: Path) -> InfobloxDns:
-        return InfobloxDns(configure(wapi, tmp_path, password="wrong").dns)
-
-    @pytest.fixture
-    def dns_unreachable(self, wapi: WapiServer, tmp_path: Path) -> InfobloxDns:
-        url = "http://127.0.0.1:%d/wapi/v2.12" % free_port()
-        return InfobloxDns(configure(wapi, tmp_path, url=url).dns)
 
 
 def test_register_writes_tagged_a_aaaa_and_ptrs(grid: Grid, driver: InfobloxDns) -> None:
