@@ -29,11 +29,12 @@ import sys
 import threading
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from tests.servers.base import Process, Server, free_port
+from tests.servers.http import StandInHandler
 
 
 class Store(object):
@@ -50,26 +51,11 @@ class Store(object):
             ci.get(self.unique) == value for i, ci in self.items.items() if i != other_than)
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
+class Handler(StandInHandler):
     store = Store("uuid", ("uuid",))
     token = ""
     page_size = 50
     public_url = ""
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        sys.stderr.write("%s %s\n" % (self.log_date_time_string(), format % args))
-
-    def _send(self, status: int, payload: Any = None, next_url: Optional[str] = None) -> None:
-        body = b"" if payload is None else json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        if next_url:
-            self.send_header("Link", '<%s>; rel="next"' % next_url)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def _handle(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -152,22 +138,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, {"count": len(found), "next": link(offset + limit) if more else None,
                          "previous": link(max(offset - limit, 0)) if offset else None,
                          "results": found[offset:offset + limit]},
-                   next_url=link(offset + limit) if more else None)
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib names
-        self._handle("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._handle("POST")
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self._handle("PUT")
-
-    def do_PATCH(self) -> None:  # noqa: N802
-        self._handle("PATCH")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._handle("DELETE")
+                   headers=[("Link", '<%s>; rel="next"' % link(offset + limit))] if more else [])
 
 
 class CmdbServer(Server):

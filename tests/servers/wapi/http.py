@@ -4,11 +4,11 @@ import base64
 import json
 import re
 import secrets
-import sys
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Dict, List, Optional, Tuple
 
+from tests.servers.http import StandInHandler
 from tests.servers.wapi.errors import WapiError, proto
 from tests.servers.wapi.grid import Grid, check_fields, matches, validate, view_of
 from tests.servers.wapi.schema import TYPES
@@ -32,27 +32,11 @@ the credentials required.</p>
 
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(StandInHandler):
     server_version = "Apache"
     grid = Grid()
     credentials = ("", "")
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # else each keep-alive answer waits on a delayed ACK
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        sys.stderr.write("%s %s\n" % (self.log_date_time_string(), format % args))
-
-    def _send(self, status: int, payload: Any, content_type: str = "application/json") -> None:
-        body = payload if isinstance(payload, bytes) else (
-            json.dumps(payload, indent=4).encode() if content_type == "application/json"
-            else str(payload).encode())
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if status == 401:
-            self.send_header("WWW-Authenticate", 'Basic realm="InfoBlox ONE Platform"')
-        self.end_headers()
-        self.wfile.write(body)
+    json_indent = 4
 
     def _authorized(self) -> bool:
         header = self.headers.get("Authorization", "")
@@ -69,7 +53,8 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         if not self._authorized():
-            self._send(401, _UNAUTHORIZED, "text/html; charset=iso-8859-1")
+            self._send(401, _UNAUTHORIZED, "text/html; charset=iso-8859-1",
+                       [("WWW-Authenticate", 'Basic realm="InfoBlox ONE Platform"')])
             return
         url = urllib.parse.urlsplit(self.path)
         match = re.fullmatch(r"/wapi/v(\d+(?:\.\d+)*)/(.+)", url.path)
@@ -206,18 +191,6 @@ class Handler(BaseHTTPRequestHandler):
             return status, self._shape([view_of(grid, oid, self._fields(objtype, options))],
                                        options, single=True)
         return status, grid.ref(oid)
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        self._handle("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._handle("POST")
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self._handle("PUT")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._handle("DELETE")
 
 
 def serve(port: int, username: str, password: str) -> None:
