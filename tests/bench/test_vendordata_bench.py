@@ -23,9 +23,12 @@ def test_vendordata_bench_small(tmp_path: Path) -> None:
     assert float(re.search(r"^vendordata_first_p99_ratio=(\S+)$", result.stdout,
                            re.M).group(1)) > 0
     data = json.loads(out.read_text())
-    assert sorted(data["bursts"]) == sorted(["first reads", "pre-staged", "re-reads",
-                                             "samba-tool computer create"])
+    assert sorted(data["bursts"]) == sorted([
+        "first reads", "pre-staged, issued ahead", "pre-staged, issued at read", "re-reads",
+        "samba-tool computer create"])
     for name, burst in data["bursts"].items():
         assert burst["failed"] == 0, (name, data["failures"])
         assert burst["to_credential"]["n"] == 3
     assert data["bursts"]["re-reads"]["with_credential"] == 3
+    assert data["ahead"]["issued"] == 3  # before the burst: its reads only read them back
+    assert data["bursts"]["pre-staged, issued ahead"]["with_credential"] == 3
