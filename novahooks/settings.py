@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, cast
 from urllib.parse import quote
 
 DEFAULT_PATH = "/etc/novahooks/novahooks.conf"
-SECRET_KEYS = ("token", "password", "tsig_secret", "signing_key")
+SECRET_KEYS = ("token", "password", "tsig_secret", "signing_key", "previous_signing_key")
 
 
 class SettingsError(ValueError):
@@ -137,6 +137,9 @@ class BrokerSettings(Section):
     # HMAC-SHA256 key every task message is signed with (tasks/signing.py): relays,
     # workers and the CLI share it, Nova's hooks never read it. At least 32 characters.
     signing_key: Secret = Secret("")
+    # During a key rotation only: the key being replaced, still accepted (never used to
+    # sign) so that messages queued before every process had the new key are not refused.
+    previous_signing_key: Secret = Secret("")
     # A task message (body) larger than this is refused unread by the workers.
     max_message_bytes: int = 1048576
 
@@ -144,6 +147,8 @@ class BrokerSettings(Section):
         found = []
         if self.signing_key and len(self.signing_key.reveal()) < 32:
             found.append("[broker] signing_key: shorter than 32 characters")
+        if self.previous_signing_key and len(self.previous_signing_key.reveal()) < 32:
+            found.append("[broker] previous_signing_key: shorter than 32 characters")
         userinfo = self.url.split("://", 1)[-1].split("@")[0] if "@" in self.url else ""
         if self.password and ":" in userinfo:
             found.append("[broker] url carries a password and password is set too: keep it "

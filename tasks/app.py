@@ -7,7 +7,8 @@ from celery import Celery, signals
 import tasks.signing  # noqa: F401 - signs every task message this process publishes
 from novahooks.logs import formatter
 
-app = Celery("novahooks")
+# Remote control (ping, inspect, shutdown, pool_shrink...) is signed like task messages.
+app = Celery("novahooks", control="tasks.signing:Control")
 app.config_from_object("celeryconfig")
 
 

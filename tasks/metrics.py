@@ -44,8 +44,17 @@ REFUSED = Counter("novahooks_messages_refused_total",
                   "oversized, undecodable, unknown task)", ["queue", "reason"])
 
 
+PREVIOUS_KEY = Counter("novahooks_messages_previous_key_total",
+                       "Task messages accepted under [broker] previous_signing_key (a key "
+                       "rotation still under way)", ["queue"])
+
+
 def refused(queue: str, reason: str) -> None:
     REFUSED.labels(queue, reason).inc()
+
+
+def previous_key(queue: str) -> None:
+    PREVIOUS_KEY.labels(queue).inc()
 
 
 def observe(step: str, outcome: str, seconds: float, backend_seconds: float = 0.0) -> None:

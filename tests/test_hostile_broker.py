@@ -15,8 +15,9 @@ import json
 import os
 import pickle
 import re
+import signal
 import uuid
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List, NamedTuple, Tuple
 
 import pytest
 import redis
@@ -198,3 +199,128 @@ def test_check_fails_on_an_open_broker_and_without_the_signing_key(
     rows = {row["check"]: row for row in json.loads(result.stdout)}
     assert result.returncode == 1 and not rows["broker"]["ok"]
     assert "signing_key is not set" in rows["broker"]["detail"]
+
+
+class Rotated(NamedTuple):
+    """A cloned stack on a broker database of its own, mid-rotation: its processes sign
+    with ``new`` and accept ``old`` (this test process's key) too."""
+
+    stack: Stack
+    processes: Processes
+    url: str
+    old: bytes
+    new: bytes
+
+
+@pytest.fixture(scope="module")
+def rotated(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rotated]:
+    workdir = tmp_path_factory.mktemp("rotated")
+    new = "new-" + os.urandom(24).hex()
+    keys = {}
+    for name, value in (("new", new), ("old", stack.signing_key)):
+        path = workdir / ("%s.key" % name)
+        path.write_text(value)
+        path.chmod(0o600)
+        keys[name] = str(path)
+    url = stack.redis.url.rsplit("/", 1)[0] + "/12"
+    clone = stack.clone(workdir, url, broker={"signing_key_file": keys["new"],
+                                              "previous_signing_key_file": keys["old"]})
+    redis.Redis.from_url(url).flushdb()
+    procs = Processes(clone, progress=lambda line: None)
+    try:
+        worker = procs.start_worker("ldap", concurrency=2)
+        until(lambda: "ready." in worker.log.read_text(errors="replace"), 60,
+              "the rotated stack's ldap pool")
+        yield Rotated(clone, procs, url, stack.signing_key.encode(), new.encode())
+    finally:
+        procs.stop()
+
+
+def _signed(task: str, payload: Dict[str, Any], secret: bytes) -> Tuple[Any, Any, bytes]:
+    from tasks import signing
+    headers, properties, body = _message(task, payload)
+    signing.sign(headers, body, secret)
+    return headers, properties, body
+
+
+def _rotated_metric(rotated: Rotated, name: str, labels: str) -> float:
+    text = requests.get("http://127.0.0.1:%d/metrics" % rotated.processes.metrics_ports["ldap"],
+                        timeout=10).text
+    found = [float(value) for line, value in re.findall(r"^(%s\{[^}]*\}) ([0-9.e+]+)$" % name,
+                                                        text, re.M)
+             if all(part in line for part in labels.split(","))]
+    return sum(found)
+
+
+def test_during_a_key_rotation_workers_take_old_and_new_and_relays_sign_with_the_new(
+        rotated: Rotated) -> None:
+    """Messages queued under the old key still act; the relay already signs with the new
+    one; a key that is neither is refused."""
+    from novahooks.nova.outbox import Outbox
+    from tasks import signing
+    victim = make_event(kind="create", hostname="rotate-%s" % uuid.uuid4().hex[:6]).to_dict()
+    _publish(rotated.url, "ldap", *_signed("ldap.register", victim, rotated.old))
+    until(lambda: _entries(victim["uuid"]), 60, "a register signed with the previous key")
+    _publish(rotated.url, "ldap", *_signed("ldap.deregister", victim, os.urandom(32)))
+    worker = rotated.processes.workers["ldap"]
+    until(lambda: '"reason": "forged"' in worker.log.read_text(errors="replace"), 60,
+          "the deregister under a third key refused")
+    assert _entries(victim["uuid"]), "a message under neither key acted"
+    _publish(rotated.url, "ldap", *_signed("ldap.deregister", victim, rotated.new))
+    until(lambda: not _entries(victim["uuid"]), 60, "a deregister signed with the new key")
+    assert _rotated_metric(rotated, "novahooks_messages_previous_key_total",
+                           'queue="ldap"') >= 1
+
+    # The relay of the rotated stack signs with the new key only: its build chain's first
+    # message waits on the ipam queue, which nothing consumes in this broker database.
+    event = make_event(kind="build")
+    Outbox(str(rotated.stack.outbox_path)).append(event.uuid, "build", event.to_json())
+    rotated.processes.start_relay()
+    client = redis.Redis.from_url(rotated.url)
+    until(lambda: client.llen("ipam") > 0, 60, "the relay publishing the build chain")
+    rotated.processes.relay.stop(signal.SIGINT)
+    entry = json.loads(client.lrange("ipam", 0, 0)[0])
+    body, headers = base64.b64decode(entry["body"]), entry["headers"]
+    assert headers[signing.HEADER] == signing.digest(rotated.new, headers, body)
+    assert headers[signing.HEADER] != signing.digest(rotated.old, headers, body)
+
+
+def test_remote_control_without_the_key_has_no_effect(rotated: Rotated) -> None:
+    """Hand-made pidbox broadcasts (shutdown, pool_shrink) from someone who reaches the
+    broker but has no key: unsigned, under a wrong key, or a genuine one replayed after it
+    expired. The pool keeps its processes, logs and counts each, and answers signed
+    control as before (``novahooks status`` depends on it)."""
+    from kombu import pidbox
+
+    from tasks import signing
+    worker = rotated.processes.workers["ldap"]
+    pid, offset = worker.proc.pid, worker.log.stat().st_size
+    plain = pidbox.Mailbox("celery", type="fanout", accept=["json"], serializer="json")
+    signed = signing.Mailbox("celery", type="fanout", accept=["json"], serializer="json")
+    with Connection(rotated.url, connect_timeout=5) as conn:
+        def stats() -> Dict[str, Any]:
+            (reply,) = signed(conn)._broadcast("stats", reply=True, timeout=10, limit=1)
+            return reply["ldap@novahooks"]
+        before = stats()["pool"]["processes"]
+        assert len(before) == 2
+        refused_before = _rotated_metric(rotated, "novahooks_messages_refused_total",
+                                         'queue="celery.pidbox"')
+        plain(conn)._broadcast("pool_shrink", {"n": 1})
+        plain(conn)._broadcast("shutdown")
+        forger = signing._Signing(conn.Producer(), os.urandom(32))
+        plain(conn)._publish("shutdown", {}, timeout=1, producer=forger)
+        signed(conn)._publish("shutdown", {}, timeout=-3600)  # genuine, an hour stale
+
+        def refused() -> str:
+            return worker.log.read_bytes()[offset:].decode("utf-8", "replace")
+        until(lambda: refused().count("control command") >= 4, 30,
+              "the four control messages refused")
+        assert worker.proc.poll() is None and worker.proc.pid == pid, "the pool shut down"
+        assert stats()["pool"]["processes"] == before, "the pool was shrunk"
+    log = refused()
+    for reason in ("unsigned", "forged", "expired"):
+        assert '"reason": "%s"' % reason in log, log[-3000:]
+    assert 'control command \\"shutdown\\"' in log or 'control command "shutdown"' in log
+    assert "pool_shrink" in log and "Warm shutdown" not in log
+    assert _rotated_metric(rotated, "novahooks_messages_refused_total",
+                           'queue="celery.pidbox"') - refused_before >= 4
