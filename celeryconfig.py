@@ -13,15 +13,16 @@ With a RabbitMQ broker (``amqp://`` / ``pyamqp://``) the step queues are
 durable quorum queues (replicated, and they count deliveries): a message that
 keeps killing its worker (each kill requeues it: reject on worker loss) is
 dead-lettered to ``novahooks.dead`` after DELIVERY_LIMIT returns instead of
-looping forever, and a message a worker rejects outright (undecodable, unknown
-task) is parked there too. Publisher confirms make the relay delete an outbox
-event only once RabbitMQ has really taken the chain. Quorum queues refuse
-global QoS, so Celery (>= 5.5, worker_detect_quorum_queues) switches to
-per-consumer prefetch, which it can no longer raise while it holds a
-countdown/ETA task (celery #6067); retries with backoff therefore go through
-Celery's native delayed delivery (celery_delayed_* queues), which needs the
-step queues bound to a topic exchange, never a direct one. The Redis path is
-unchanged.
+looping forever (a backstop above the steps' own poison check, which parks a
+message there only once it is shown to kill its worker), and a message a worker
+rejects outright (undecodable, unknown task) is parked there too. Publisher
+confirms make the relay delete an outbox event only once RabbitMQ has really
+taken the chain. Quorum queues refuse global QoS, so Celery (>= 5.5,
+worker_detect_quorum_queues) switches to per-consumer prefetch, which it can no
+longer raise while it holds a countdown/ETA task (celery #6067); retries with
+backoff therefore go through Celery's native delayed delivery (celery_delayed_*
+queues), which needs the step queues bound to a topic exchange, never a direct
+one. The Redis path is unchanged.
 """
 
 from kombu import Exchange, Queue
@@ -78,9 +79,13 @@ worker_prefetch_multiplier = 1
 if not AMQP:
     task_queues = [Queue(step, routing_key=step) for step in STEPS]
 else:
-    #: returns (requeues) a message may take before it is dead-lettered; a worker
-    #: restart or a broken connection costs an in-flight message one return.
-    DELIVERY_LIMIT = 5
+    #: returns (requeues) a message may take before the broker dead-letters it; a
+    #: worker restart or a broken connection costs an in-flight message one return.
+    #: The steps act first: after [retry] max_deliveries returns they publish the
+    #: message again as a probe (a fresh message, whose count starts at 0) and park it
+    #: only once it is shown to kill its worker (tasks/middleware.py Deliveries); the
+    #: broker's limit stays above theirs, as a backstop that never parks first.
+    DELIVERY_LIMIT = _settings.retry.max_deliveries + 2
     DEAD_LETTER = "novahooks.dead"
     TASK_EXCHANGE = Exchange("novahooks", type="topic", durable=True)
     DEAD_LETTER_QUEUE = Queue(DEAD_LETTER, Exchange(DEAD_LETTER, type="fanout", durable=True),

@@ -19,9 +19,11 @@ deletes and what is left behind. Run with the project's .venv::
 The last line is ``events=N lost=L duplicated=D max_hook_ms=X`` (lost and
 duplicated count records of live VMs after the creates, summed over the
 backends; max_hook_ms is the slowest single hook method call, the process's
-first one included, which opens the outbox); the line before it gives what the
-deletes left behind. The exit code is 1 if anything was lost, duplicated or
-left behind, 2 if the run could not be set up.
+first one included, which opens the outbox); the lines before it give what the
+deletes left behind and how many messages were parked as poison (none is: no
+message here kills its worker; the pools are killed from outside). The exit
+code is 1 if anything was lost, duplicated, left behind or parked, 2 if the run
+could not be set up. ``--json FILE`` writes the numbers for bench/results/.
 
 With Redis, a SIGKILLed worker's reserved messages stay unacknowledged until the
 broker's visibility timeout, so the run sets ``[broker] visibility_timeout`` to
@@ -259,62 +261,22 @@ def drain(stack: Stack, settings: Any, vms: Sequence[Vm], kinds: Sequence[str],
     return {"seconds": time.monotonic() - started, "done": last_count, "reconciled": reconciled}
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=20, help="number of VMs (default 20)")
-    parser.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis")
-    parser.add_argument("--kill-every", type=float, default=5.0,
-                        help="seconds between worker kills; 0 disables them (default 5)")
-    parser.add_argument("--visibility-timeout", type=int, default=60,
-                        help="Redis broker: seconds before a killed worker's unacked task is "
-                             "delivered again (must exceed the longest task plus retry "
-                             "countdown; default 60)")
-    parser.add_argument("--stalled-after", type=float, default=30.0,
-                        help="seconds without progress before reconcile (default 30)")
-    parser.add_argument("--drain-timeout", type=float, default=None,
-                        help="seconds to wait per phase (default 180 + 3 per VM)")
-    parser.add_argument("--keep-workdir", action="store_true")
-    args = parser.parse_args(argv)
-    log = lambda line: print(line, flush=True)  # noqa: E731
-    drain_timeout = args.drain_timeout or 180.0 + 3.0 * args.events
+def phases(stack: Stack, settings: Any, procs: Processes, vms: Sequence[Vm],
+           kill_every: float, stalled_after: float, drain_timeout: float,
+           log: Callable[[str], None]) -> Dict[str, Any]:
+    """Create then delete every VM while pools are killed; what the servers hold after each.
 
-    workdir = Path(tempfile.mkdtemp(prefix="novahooks-chaos-"))
-    vhost = None
-    broker_url = None
-    if args.broker == "rabbitmq":
-        try:
-            from tests.servers.rabbitmq import private_vhost
-            vhost = private_vhost("novahooks-chaos")
-        except Exception as exc:  # noqa: BLE001 - any reason RabbitMQ cannot be used
-            print("error: --broker rabbitmq is not usable here: %s: %s"
-                  % (type(exc).__name__, exc), file=sys.stderr)
-            return 2
-        broker_url = vhost.url
-    log("chaos: broker=%s events=%d kill_every=%s workdir=%s"
-        % (args.broker, args.events, args.kill_every or "never", workdir))
-    stack = Stack(workdir, progress=lambda line: log("  " + line), broker_url=broker_url)
-    procs = None  # type: Optional[Processes]
+    The run itself, on servers and processes already started: main() brings its own,
+    tests/test_delivery.py runs a short one on the suite's.
+    """
+    results = {}  # type: Dict[str, Any]
+    max_hook_ms = 0.0
     killer = None  # type: Optional[Killer]
-    code, summary = 2, "events=%d lost=? duplicated=? max_hook_ms=? (run aborted)" % args.events
     try:
-        stack.start()
-        stack.write_config(broker={"visibility_timeout": str(args.visibility_timeout)},
-                           ledger={"stalled_after": str(int(args.stalled_after))})
-        os.environ["NOVAHOOKS_CONFIG"] = str(stack.config_path)
-        from novahooks.nova import hooks
-        from novahooks.settings import load_settings
-        hooks.reset_outbox()
-        settings = load_settings(str(stack.config_path))
-        procs = Processes(stack, progress=lambda line: log("  " + line))
-        procs.start_workers()
-        procs.start_relay()
-        vms = chaos_vms(args.events)
-        results = {}  # type: Dict[str, Any]
-        max_hook_ms = 0.0
         for phase, fire, kinds in (("create", simulate.create, ("create", "build")),
                                    ("delete", simulate.delete, ("delete",))):
-            if args.kill_every > 0:
-                killer = Killer(procs, args.kill_every)
+            if kill_every > 0:
+                killer = Killer(procs, kill_every)
                 killer.start()
             started = time.monotonic()
             with HookTimer() as timer:
@@ -323,7 +285,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             max_hook_ms = max(max_hook_ms, timer.max_ms)
             log("%s: %d hook calls for %d VMs in %.2f s, max hook call %.2f ms"
                 % (phase, len(timer.times), len(vms), time.monotonic() - started, timer.max_ms))
-            result = drain(stack, settings, vms, kinds, drain_timeout, args.stalled_after,
+            result = drain(stack, settings, vms, kinds, drain_timeout, stalled_after,
                            killer, log)
             kills = killer.kills if killer is not None else []
             killer = None
@@ -348,20 +310,110 @@ def main(argv: Optional[List[str]] = None) -> int:
             for record in failed[:5]:
                 log("  failed: %s %s: %s" % (record.get("hostname"), record.get("step"),
                                              str(record.get("error"))[:200]))
-        from tasks.backends.audit.jsonl import verify
-        problems = verify(str(stack.audit_path))
-        log("audit chain: %s" % ("intact" if not problems else
-                                 "%d problem(s): %s" % (len(problems), problems[:3])))
-        lost = sum(results["create"]["report"]["lost"].values())
-        duplicated = sum(results["create"]["report"]["duplicated"].values())
-        leftover = sum(results["delete"]["report"]["leftover"].values())
-        log("leftover_after_delete=%d" % leftover)
-        summary = "events=%d lost=%d duplicated=%d max_hook_ms=%.2f" % (
-            args.events, lost, duplicated, max_hook_ms)
-        code = 1 if lost or duplicated or leftover else 0
     finally:
         if killer is not None and killer.is_alive():
             killer.stop()
+    from tasks.backends.audit.jsonl import verify
+    problems = verify(str(stack.audit_path))
+    log("audit chain: %s" % ("intact" if not problems else
+                             "%d problem(s): %s" % (len(problems), problems[:3])))
+    parked = poison_parked(stack.workdir / "logs")
+    leftover = sum(results["delete"]["report"]["leftover"].values())
+    log("leftover_after_delete=%d" % leftover)
+    log("parked_as_poison=%d" % len(parked))
+    for line in parked[:5]:
+        log("  parked: %s" % line[:300])
+    return {"phases": results, "max_hook_ms": max_hook_ms, "audit_problems": len(problems),
+            "lost": sum(results["create"]["report"]["lost"].values()),
+            "duplicated": sum(results["create"]["report"]["duplicated"].values()),
+            "leftover": leftover, "parked": len(parked)}
+
+
+def poison_parked(logs: Path) -> List[str]:
+    """Step log lines of messages parked as poison, from every worker log."""
+    lines = []
+    for path in sorted(logs.glob("worker-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if "PoisonMessage" in line and '"outcome": "parked"' in line:
+                lines.append(line)
+    return lines
+
+
+def write_json(path: Path, args: argparse.Namespace, outcome: Dict[str, Any]) -> None:
+    """The run's numbers, for bench/results/."""
+    import platform
+    record = {"broker": args.broker, "events": args.events, "kill_every": args.kill_every,
+              "visibility_timeout": args.visibility_timeout,
+              "load_before": getattr(args, "load_before", None),
+              "load_after": list(os.getloadavg()), "host": platform.node(),
+              "lost": outcome["lost"], "duplicated": outcome["duplicated"],
+              "leftover_after_delete": outcome["leftover"], "parked": outcome["parked"],
+              "max_hook_ms": round(outcome["max_hook_ms"], 2),
+              "phases": {name: {key: value for key, value in phase.items() if key != "report"}
+                         for name, phase in outcome["phases"].items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=20, help="number of VMs (default 20)")
+    parser.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis")
+    parser.add_argument("--kill-every", type=float, default=5.0,
+                        help="seconds between worker kills; 0 disables them (default 5)")
+    parser.add_argument("--visibility-timeout", type=int, default=60,
+                        help="Redis broker: seconds before a killed worker's unacked task is "
+                             "delivered again (must exceed the longest task plus retry "
+                             "countdown; default 60)")
+    parser.add_argument("--stalled-after", type=float, default=30.0,
+                        help="seconds without progress before reconcile (default 30)")
+    parser.add_argument("--drain-timeout", type=float, default=None,
+                        help="seconds to wait per phase (default 180 + 3 per VM)")
+    parser.add_argument("--json", default=None, help="write the numbers to this file")
+    parser.add_argument("--keep-workdir", action="store_true")
+    args = parser.parse_args(argv)
+    args.load_before = list(os.getloadavg())
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    drain_timeout = args.drain_timeout or 180.0 + 3.0 * args.events
+
+    workdir = Path(tempfile.mkdtemp(prefix="novahooks-chaos-"))
+    vhost = None
+    broker_url = None
+    if args.broker == "rabbitmq":
+        try:
+            from tests.servers.rabbitmq import private_vhost
+            vhost = private_vhost("novahooks-chaos")
+        except Exception as exc:  # noqa: BLE001 - any reason RabbitMQ cannot be used
+            print("error: --broker rabbitmq is not usable here: %s: %s"
+                  % (type(exc).__name__, exc), file=sys.stderr)
+            return 2
+        broker_url = vhost.url
+    log("chaos: broker=%s events=%d kill_every=%s workdir=%s"
+        % (args.broker, args.events, args.kill_every or "never", workdir))
+    stack = Stack(workdir, progress=lambda line: log("  " + line), broker_url=broker_url)
+    procs = None  # type: Optional[Processes]
+    code, summary = 2, "events=%d lost=? duplicated=? max_hook_ms=? (run aborted)" % args.events
+    try:
+        stack.start()
+        stack.write_config(broker={"visibility_timeout": str(args.visibility_timeout)},
+                           ledger={"stalled_after": str(int(args.stalled_after))})
+        os.environ["NOVAHOOKS_CONFIG"] = str(stack.config_path)
+        from novahooks.nova import hooks
+        from novahooks.settings import load_settings
+        hooks.reset_outbox()
+        settings = load_settings(str(stack.config_path))
+        procs = Processes(stack, progress=lambda line: log("  " + line))
+        procs.start_workers()
+        procs.start_relay()
+        outcome = phases(stack, settings, procs, chaos_vms(args.events), args.kill_every,
+                         args.stalled_after, drain_timeout, log)
+        summary = "events=%d lost=%d duplicated=%d max_hook_ms=%.2f" % (
+            args.events, outcome["lost"], outcome["duplicated"], outcome["max_hook_ms"])
+        if args.json:
+            write_json(Path(args.json), args, outcome)
+        code = 1 if outcome["lost"] or outcome["duplicated"] or outcome["leftover"] or \
+            outcome["parked"] else 0
+    finally:
         if procs is not None:
             procs.stop()
         stack.stop()

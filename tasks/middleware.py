@@ -6,8 +6,9 @@ and tested on its own (tests/tasks/test_middleware.py). Outermost first:
 
 * :class:`Outcome`: time the run, name its outcome (ok, skipped, retry, parked,
   failed), one metrics observation and one structured log line, whatever happens;
-* :class:`Deliveries`: count redeliveries of a message whose worker died, park it as
-  poison past ``[retry] max_deliveries``, settle the count once a delivery finishes;
+* :class:`Deliveries`: count redeliveries of a message whose worker died; past
+  ``[retry] max_deliveries`` deliver it again alone, and park it as poison only if it
+  kills that process too; settle the count once a delivery finishes;
 * :class:`Skips`: a step that must do nothing (policy left the VM out, the instance
   was deleted, a newer event already reached the backend) ends ``skipped`` with the
   reason, not as an error;
@@ -20,6 +21,8 @@ given up, which is the moment a dead letter is right.
 
 import functools
 import logging
+import os
+import pickle
 import time
 from typing import Any, Callable, Dict, Optional, Sequence
 
@@ -137,24 +140,49 @@ class Outcome(Middleware):
                 run.outcome, extra={FIELDS: line})
 
 
+#: The message header that marks a delivery to be run alone, in a process of its own.
+PROBE_HEADER = "novahooks_probe"
+#: After the probe's process died: how long a kill of this whole process group (which
+#: would take this process too) is given to arrive before the death counts as proof.
+PROBE_GRACE_S = 0.5
+
+
 class Deliveries(Middleware):
-    """Park a message that keeps killing its worker instead of letting it loop.
+    """Park a message as poison only once it is shown to kill the process that runs it.
+
+    A worker that dies takes every message it held with it: the one that killed it,
+    if any, and the innocent ones that were merely running or reserved when an
+    operator, a container runtime or the OOM killer took the whole worker. Counting
+    deaths cannot tell them apart. So a message whose worker died
+    ``[retry] max_deliveries`` times is not parked but published again (which also
+    resets the RabbitMQ quorum queue's own delivery count, see celeryconfig.py),
+    ``[retry] poison_cooldown`` seconds later and marked as a probe. A probe runs
+    alone in a process forked for it while this one watches: if that process dies
+    and this one is still alive after a short grace, the message killed it and is
+    parked; if this one dies as well, something else killed them both and the probe
+    is delivered again like any other message.
 
     A first delivery writes nothing (most messages are delivered once, and the ledger
     write was a large part of a step's own cost); only a delivery whose worker died
     stays counted.
     """
 
-    def __init__(self, max_deliveries: Optional[int] = None) -> None:
-        #: None: ``[retry] max_deliveries`` of the worker's settings.
+    def __init__(self, max_deliveries: Optional[int] = None,
+                 cooldown: Optional[float] = None) -> None:
+        #: None: ``[retry] max_deliveries`` and ``poison_cooldown`` of the worker's settings.
         self.max_deliveries = max_deliveries
+        self.cooldown = cooldown
 
     def around(self, run: Run, call: Call) -> Any:
         try:
-            self._park_poison(run)
+            deaths = self._deaths(run)
         except TransientError as exc:  # the ledger itself is briefly unavailable
             raise run.task.retry(exc=exc) from exc
         try:
+            if deaths >= self._limit():
+                self._suspect(run, deaths)
+            if _probe_of(run) is not None:
+                return self._probe(run, call, deaths)
             return call()
         finally:
             if run.outcome != "parked" and run.redelivered:
@@ -164,22 +192,110 @@ class Deliveries(Middleware):
                     LOG.warning("could not settle delivery count of %s", run.task.name,
                                 exc_info=True)
 
-    def _park_poison(self, run: Run) -> None:
-        """Rejecting (without requeue) stops the chain here; the dead letter keeps the event."""
-        if not run.redelivered:
-            return
-        count = run.ledger.delivered(run.delivery_key) + 1  # the first delivery is not counted
-        limit = self.max_deliveries if self.max_deliveries is not None else \
+    def _limit(self) -> int:
+        return self.max_deliveries if self.max_deliveries is not None else \
             settings().retry.max_deliveries
-        if count <= limit:
-            return
-        error = "PoisonMessage: delivered %d times without finishing (worker died each " \
-                "time); parked" % count
+
+    @staticmethod
+    def _deaths(run: Run) -> int:
+        """How many times this message's worker died with it (the first delivery: 0)."""
+        if not run.redelivered:
+            return 0
+        return run.ledger.delivered(run.delivery_key)
+
+    def _suspect(self, run: Run, deaths: int) -> None:
+        """Publish the message again as a probe, after the cool-down, and end this delivery."""
+        task = run.task
+        request = task.request
+        earlier = _probe_of(run) or 0
+        headers = dict(getattr(request, "headers", None) or {})
+        headers[PROBE_HEADER] = earlier + deaths
+        cooldown = self.cooldown if self.cooldown is not None else \
+            settings().retry.poison_cooldown
+        run.ledger.settled(run.delivery_key)
+        LOG.warning("%s: its worker died %d times while it was held; delivering it again "
+                    "alone in %s s", task.name, earlier + deaths, cooldown)
+        # A probe never uses up the step's retries for transient errors.
+        limit = max(task.max_retries or 0, request.retries + 1)
+        raise task.retry(countdown=cooldown, headers=headers, max_retries=limit)
+
+    def _probe(self, run: Run, call: Call, deaths: int) -> Any:
+        """Run ``call`` alone in a child process; park the message if it kills that child."""
+        reader, writer = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child ends in os._exit, coverage never sees it
+            os.close(reader)
+            _run_alone(run, call, writer)
+        os.close(writer)
+        with os.fdopen(reader, "rb") as answer:
+            data = answer.read()
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:  # reaped by a SIGCHLD handler of the pool's own
+            status = None
+        if data:
+            outcome = pickle.loads(data)
+            for name, value in outcome["run"].items():
+                setattr(run, name, value)
+            for name, value in outcome["task"].items():
+                setattr(run.task, name, value)
+            if "raised" in outcome:
+                raise outcome["raised"]
+            return outcome["result"]
+        time.sleep(PROBE_GRACE_S)  # a kill of the whole worker would have ended us too
+        total = (_probe_of(run) or 0) + deaths
+        error = "PoisonMessage: killed the process that ran it alone (%s), after its " \
+            "worker had died %d times while it was held; parked" % (_status(status), total)
         run.outcome = "parked"
         run.task.on_failure(RuntimeError(error), run.task.request.id, run.args, run.kwargs,
                             None)
-        run.ledger.settled(run.delivery_key)
         raise Reject(error, requeue=False)
+
+
+def _probe_of(run: Run) -> Optional[int]:
+    """The deaths that made this message a probe, or None for an ordinary delivery."""
+    headers = getattr(run.task.request, "headers", None) or {}
+    value = headers.get(PROBE_HEADER)
+    return int(value) if value is not None else None
+
+
+def _run_alone(run: Run, call: Call, writer: int) -> None:
+    """The probe's child: fresh backend connections, the step, its outcome to the parent."""
+    from tasks import drivers
+    for cached in vars(drivers).values():
+        if hasattr(cached, "cache_clear"):
+            cached.cache_clear()  # loaded again here: the parent's connections stay its own
+    request = run.task.request
+    # a retry published from here is an ordinary message again: it survived its probe
+    request.headers = {k: v for k, v in (getattr(request, "headers", None) or {}).items()
+                       if k != PROBE_HEADER}
+    outcome: Dict[str, Any] = {}
+    try:
+        outcome["result"] = call()
+    except BaseException as exc:  # noqa: BLE001 - every outcome goes back to the parent
+        outcome["raised"] = exc
+    outcome["run"] = {name: getattr(run, name) for name in
+                      ("outcome", "error", "skipped", "skipped_by")}
+    outcome["task"] = {name: getattr(run.task, name) for name in
+                       ("_backend_seconds", "_lock_seconds") if hasattr(run.task, name)}
+    try:
+        data = pickle.dumps(outcome)
+    except Exception as exc:  # noqa: BLE001 - an exception that cannot cross the pipe
+        outcome.pop("result", None)
+        outcome["raised"] = RuntimeError("probe outcome not transferable: %s: %s"
+                                         % (type(exc).__name__, exc))
+        data = pickle.dumps(outcome)
+    with os.fdopen(writer, "wb") as out:
+        out.write(data)
+    os._exit(0)
+
+
+def _status(status: Optional[int]) -> str:
+    if status is None:
+        return "its exit status was taken by another handler"
+    if os.WIFSIGNALED(status):
+        return "signal %d" % os.WTERMSIG(status)
+    return "exit code %d" % os.WEXITSTATUS(status)
 
 
 class Skips(Middleware):

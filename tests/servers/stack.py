@@ -122,7 +122,9 @@ class Stack(object):
                        "stalled_after": "60"},
             "broker": dict(self._broker(), connect_timeout="3", visibility_timeout="120"),
             "relay": {"poll_interval": "0.05"},
-            "retry": {"max_retries": "5", "backoff_max": "30"},
+            # a message whose worker died [retry] max_deliveries times is delivered again
+            # alone after poison_cooldown seconds: short here, as for the backoff
+            "retry": {"max_retries": "5", "backoff_max": "30", "poison_cooldown": "2"},
             "dns": {"server": "127.0.0.1", "port": str(self.bind.port), "zone": FORWARD_ZONE,
                     "reverse_zones": ",".join(REVERSE_ZONES),
                     "tsig_key_name": self.bind.key_name,

@@ -1,9 +1,11 @@
 """Each piece around a step on its own: outcome line, delivery counting and poison
-parking, skips, progress. A stand-in task carries what Celery would hand a step (its
+parking (a probe really forks, and a probe that really kills its process is parked),
+skips, progress. A stand-in task carries what Celery would hand a step (its
 name and request); the ledger is a real SQLite file; the step body writes through the
 in-memory DNS driver, so what a piece lets through or stops is seen in a backend."""
 
 import logging
+import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional
@@ -17,8 +19,8 @@ from tasks import policy
 from tasks.backends.dns.memory import DnsStore, MemoryDns
 from tasks.backends.memory import backend, forget_all
 from tasks.ledger import Ledger, deliveries, progress
-from tasks.middleware import (STACK, Deliveries, Outcome, Progress, Run, Skips, StepSkipped,
-                              run_through)
+from tasks.middleware import (PROBE_HEADER, STACK, Deliveries, Outcome, Progress, Run, Skips,
+                              StepSkipped, run_through)
 from tests.conftest import make_event, unique_v4
 
 
@@ -28,14 +30,20 @@ class StandInTask(object):
 
     backend_kind = "dns"
 
+    max_retries = 5
+
     def __init__(self, name: str = "dns.register", redelivered: bool = False,
-                 chain: Optional[List[Any]] = None) -> None:
+                 chain: Optional[List[Any]] = None, probe: Optional[int] = None) -> None:
         self.name = name
         self.request = SimpleNamespace(id="task-1", retries=0, chain=chain,
-                                       delivery_info={"redelivered": redelivered})
+                                       delivery_info={"redelivered": redelivered},
+                                       headers={PROBE_HEADER: probe} if probe else None)
         self.failures: List[str] = []
+        #: the options of each retry() call (Celery would publish the message again)
+        self.retried: List[Dict[str, Any]] = []
 
-    def retry(self, exc: Exception) -> Retry:
+    def retry(self, exc: Optional[Exception] = None, **options: Any) -> Retry:
+        self.retried.append(options)
         return Retry(exc=exc)
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
@@ -110,19 +118,70 @@ def test_a_first_delivery_writes_nothing_and_a_redelivery_is_counted_then_settle
     assert _held(event)["A"] == {event["addresses"][0]["address"]}
 
 
-def test_a_message_that_keeps_killing_its_worker_is_parked_without_running(
+def test_a_message_whose_worker_keeps_dying_is_delivered_again_alone_not_parked(
         ledger: Ledger, dns: MemoryDns) -> None:
+    """Its worker died with it three times: that alone proves nothing (a whole worker
+    killed takes innocent messages with it), so it goes out again as a probe, after the
+    cool-down, and nothing is parked."""
     event = _event()
     task = StandInTask(redelivered=True)
-    # The first delivery and one redelivery died with their worker (redeliveries are
-    # counted, never settled); this is the third delivery.
     ledger.delivered("task-1:0")
+    ledger.delivered("task-1:0")  # two deaths counted; this delivery is the third
     run = Run(task, [event], {}, ledger=ledger)
-    with pytest.raises(Reject, match="delivered 3 times"):
-        Deliveries(max_deliveries=2).around(run, _register(dns, event))
+    with pytest.raises(Retry):
+        Deliveries(max_deliveries=3, cooldown=7).around(run, _register(dns, event))
+    assert task.failures == [], "not parked"
+    (options,) = task.retried
+    assert options["countdown"] == 7 and options["headers"] == {PROBE_HEADER: 3}
+    assert options["max_retries"] >= task.max_retries, "a probe uses up no retry"
+    assert _held(event) == {}, "the step itself did not run in this delivery"
+    with ledger.engine.connect() as conn:
+        assert conn.execute(select(deliveries)).all() == [], "a probe's count starts over"
+
+
+def test_a_probe_that_kills_the_process_running_it_is_parked(
+        ledger: Ledger, dns: MemoryDns) -> None:
+    """The step really ends its process (os._exit, as a crash in a C library would):
+    the watching process survives it, so the message is the cause, and it is parked."""
+    event = _event()
+    task = StandInTask(probe=3)
+    run = Run(task, [event], {}, ledger=ledger)
+
+    def fatal() -> Any:
+        os._exit(3)
+    with pytest.raises(Reject, match=r"killed the process that ran it alone \(exit code 3\)"):
+        Deliveries(max_deliveries=3).around(run, fatal)
     assert run.outcome == "parked"
     assert task.failures and task.failures[0].startswith("PoisonMessage")
-    assert _held(event) == {}, "a parked message must not reach the backend"
+    assert "died 3 times" in task.failures[0]
+    assert _held(event) == {}
+
+
+def test_a_probe_that_finishes_hands_back_its_result_and_its_outcome(
+        ledger: Ledger, dns: MemoryDns) -> None:
+    """The step ran in the forked process: what it wrote is in the (shared) ledger, its
+    result and the outcome the inner pieces named come back to the watching process."""
+    event = _event()
+    parent = os.getpid()
+
+    def body() -> Any:
+        ledger.remember(event["uuid"], "dns", {"pid": os.getpid()})
+        return {"ran_in": os.getpid()}
+    run = Run(StandInTask(probe=3), [event], {}, ledger=ledger)
+    result = Deliveries(max_deliveries=3).around(run, body)
+    assert result["ran_in"] != parent and run.outcome == "ok"
+    assert ledger.made(event["uuid"])["dns"] == {"pid": result["ran_in"]}
+
+    def superseded() -> Any:
+        raise StepSkipped("superseded by ev-2")
+    skipped = Run(StandInTask(probe=3), [event], {}, ledger=ledger)
+    assert run_through((Deliveries(max_deliveries=3), Skips()), skipped, superseded) == \
+        {"skipped": "superseded by ev-2"}
+    assert (skipped.outcome, skipped.skipped) == ("skipped", "superseded by ev-2")
+    failing = Run(StandInTask(probe=3), [event], {}, ledger=ledger)
+    with pytest.raises(ValueError, match="bad zone"):
+        Deliveries(max_deliveries=3).around(
+            failing, lambda: (_ for _ in ()).throw(ValueError("bad zone")))
 
 
 def test_skips_end_skipped_with_the_reason_and_touch_no_backend(dns: MemoryDns) -> None:
