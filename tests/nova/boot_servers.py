@@ -68,19 +68,14 @@ T0 = time.monotonic()
 import os  # noqa: E402
 import sys  # noqa: E402
 
-ENV0 = dict(os.environ)  # what the caller set, before any harness fixture touches it
+from harness_protocol import (CommandError, emit, guarded, importing_nova,  # noqa: E402
+                              log_to_file, restore_caller_environment, serve, stdin_lines,
+                              wait)
 
 import argparse  # noqa: E402
 import functools  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import tempfile  # noqa: E402
-import traceback  # noqa: E402
-import unittest  # noqa: E402
-
-from harness_protocol import CommandError, emit, guarded, stdin_lines, wait  # noqa: E402
-
-TEMPDIR0 = tempfile.gettempdir()
 
 
 def parse_args(argv=None):
@@ -103,7 +98,7 @@ def parse_args(argv=None):
 
 ARGS = parse_args()
 
-try:
+with importing_nova():
     # Importing Nova's test packages runs nova.monkey_patch (eventlet.monkey_patch()) first,
     # exactly as nova/cmd/__init__.py does for the real services.
     import nova.tests.functional  # noqa: F401,E402  (monkey patches)
@@ -118,9 +113,6 @@ try:
     from nova.tests.functional import integrated_helpers  # noqa: E402
     from nova.tests import fixtures as nova_fixtures  # noqa: E402
     import pbr.version  # noqa: E402
-except Exception:  # noqa: BLE001
-    emit("fatal", message="importing Nova's harness failed:\n" + traceback.format_exc())
-    sys.exit(2)
 
 T_IMPORTED = time.monotonic()
 MONKEY_MODULES = ("os", "select", "socket", "thread", "time", "subprocess", "builtins")
@@ -167,26 +159,10 @@ class BootServers(integrated_helpers._IntegratedTestBase):
         nova.hooks.reset()
         self.addCleanup(nova.hooks.reset)
         super(BootServers, self).setUp()
-        self.env_restored = self._restore_caller_environment()
+        self.env_restored = restore_caller_environment(self, fixtures)
         self._honour_fixed_ips()
         if ARGS.log:
-            self._log_to_file(ARGS.log)
-
-    def _restore_caller_environment(self):
-        """Undo what oslotest's fixtures do to the environment the hooks see.
-
-        oslotest points HOME at a temporary directory and tempfile.tempdir at a nested temporary
-        directory (both deleted at tear-down); a real nova service has neither. http_proxy and
-        friends stay unset as the harness wants (its HTTP is intercepted in-process).
-        """
-        restored = []
-        if ENV0.get("HOME") and os.environ.get("HOME") != ENV0["HOME"]:
-            self.useFixture(fixtures.EnvironmentVariable("HOME", ENV0["HOME"]))
-            restored.append("HOME")
-        if tempfile.gettempdir() != TEMPDIR0:
-            self.useFixture(fixtures.MonkeyPatch("tempfile.tempdir", TEMPDIR0))
-            restored.append("tempfile.tempdir")
-        return restored
+            log_to_file(self, ARGS.log)
 
     def _honour_fixed_ips(self):
         """Let a server ask for its own fixed IP, as real Neutron allows.
@@ -210,17 +186,6 @@ class BootServers(integrated_helpers._IntegratedTestBase):
             return result
 
         self.useFixture(fixtures.MockPatchObject(neutron, "create_port", create_port))
-
-    def _log_to_file(self, path):
-        import logging
-        handler = logging.FileHandler(path)
-        handler.setLevel(logging.DEBUG)
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(process)d %(levelname)s [%(name)s] %(message)s"))
-        root = logging.getLogger()
-        root.addHandler(handler)
-        self.addCleanup(root.removeHandler, handler)
-        self.addCleanup(handler.close)
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -342,15 +307,5 @@ class BootServers(integrated_helpers._IntegratedTestBase):
         emit("bye")
 
 
-def main():
-    suite = unittest.TestSuite([BootServers("test_serve")])
-    result = unittest.TextTestRunner(stream=sys.stderr, verbosity=1).run(suite)
-    if not result.wasSuccessful():
-        problems = result.errors + result.failures
-        emit("fatal", message="\n".join(text for _, text in problems) or "test did not succeed")
-        return 2
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve(BootServers("test_serve")))

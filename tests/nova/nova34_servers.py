@@ -42,20 +42,16 @@ T0 = time.monotonic()
 import os  # noqa: E402
 import sys  # noqa: E402
 
-ENV0 = dict(os.environ)  # what the caller set, before any harness fixture touches it
+from harness_protocol import (CommandError, emit, guarded, importing_nova,  # noqa: E402
+                              log_to_file, restore_caller_environment, serve, stdin_lines,
+                              wait)
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
-import tempfile  # noqa: E402
 import threading  # noqa: E402
-import unittest  # noqa: E402
-
-from harness_protocol import CommandError, emit, guarded, stdin_lines, wait  # noqa: E402
-
-TEMPDIR0 = tempfile.gettempdir()
 
 
 def parse_args(argv=None):
@@ -75,7 +71,7 @@ def parse_args(argv=None):
 
 ARGS = parse_args()
 
-try:
+with importing_nova():
     # The harness must be the first Nova module imported: with nova.tests.fixtures first,
     # servers boot with an empty network info cache (no addresses anywhere, no error).
     from nova.tests.functional import integrated_helpers  # noqa: E402
@@ -89,10 +85,6 @@ try:
     from nova.tests import fixtures as nova_fixtures  # noqa: E402
     from nova.tests.fixtures import notifications as fake_notifications  # noqa: E402
     from nova.tests.functional.api import client as api_client  # noqa: E402
-except Exception:  # noqa: BLE001
-    import traceback
-    emit("fatal", message="importing Nova's harness failed:\n" + traceback.format_exc())
-    sys.exit(2)
 
 T_IMPORTED = time.monotonic()
 CONF = nova.conf.CONF
@@ -194,11 +186,11 @@ class Nova34(integrated_helpers._IntegratedTestBase):
             "nova.tests.fixtures.notifications.FakeVersionedNotifier._notify",
             _teed(fake_notifications.FakeVersionedNotifier._notify, "versioned", self.tee)))
         super().setUp()
-        self._restore_caller_environment()
+        restore_caller_environment(self, fixtures)
         self._subnets_in_the_stacks_prefixes()
         self.ports = {}
         if ARGS.log:
-            self._log_to_file(ARGS.log)
+            log_to_file(self, ARGS.log)
 
     def _setup_services(self):
         self.flags(notification_format=ARGS.format,
@@ -213,13 +205,6 @@ class Nova34(integrated_helpers._IntegratedTestBase):
         self._start_compute("compute2")       # a resize moves the server to the other host
         return first
 
-    def _restore_caller_environment(self):
-        """oslotest points HOME and tempfile.tempdir at directories it deletes at tear-down."""
-        if ENV0.get("HOME") and os.environ.get("HOME") != ENV0["HOME"]:
-            self.useFixture(fixtures.EnvironmentVariable("HOME", ENV0["HOME"]))
-        if tempfile.gettempdir() != TEMPDIR0:
-            self.useFixture(fixtures.MonkeyPatch("tempfile.tempdir", TEMPDIR0))
-
     def _subnets_in_the_stacks_prefixes(self):
         """The fixture's subnets (192.168.1.0/24, fd37:44e8:ad06::/64) become the test stack's
         prefixes, so the addresses a test asks for lie in the subnets Nova reports."""
@@ -230,17 +215,6 @@ class Nova34(integrated_helpers._IntegratedTestBase):
             mine = copy.deepcopy(subnet)
             mine.update(cidr=cidr, gateway_ip=gateway, allocation_pools=[])
             self.neutron._subnets[mine["id"]] = mine
-
-    def _log_to_file(self, path):
-        import logging
-        handler = logging.FileHandler(path)
-        handler.setLevel(logging.DEBUG)
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(process)d %(levelname)s [%(name)s] %(message)s"))
-        root = logging.getLogger()
-        root.addHandler(handler)
-        self.addCleanup(root.removeHandler, handler)
-        self.addCleanup(handler.close)
 
     # -- the servers --------------------------------------------------------------------------
 
@@ -437,15 +411,5 @@ def _has_address(server, address):
                for a in entries)
 
 
-def main():
-    suite = unittest.TestSuite([Nova34("test_serve")])
-    result = unittest.TextTestRunner(stream=sys.stderr, verbosity=1).run(suite)
-    if not result.wasSuccessful():
-        problems = result.errors + result.failures
-        emit("fatal", message="\n".join(text for _, text in problems) or "test did not succeed")
-        return 2
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve(Nova34("test_serve")))
