@@ -316,3 +316,34 @@ def test_check_reports_the_service(service: VendordataServer, tmp_path: Path) ->
                         environ={"NOVAHOOKS_VENDORDATA_PASSWORD_FILE": str(wrong)})
     with pytest.raises(AuthFailed, match="refuses"):
         probe(bad)
+    other_ca = load_settings(str(service.config_path), environ={
+        "NOVAHOOKS_VENDORDATA_CA_FILE": str(samba_ca(service))})
+    with pytest.raises(AuthFailed, match="TLS not verified"):
+        probe(other_ca)
+    from tasks.errors import BackendUnavailable
+    from tests.servers.base import free_port
+    closed = load_settings(str(service.config_path), environ={
+        "NOVAHOOKS_VENDORDATA_URL": "https://127.0.0.1:%d" % free_port()})
+    with pytest.raises(BackendUnavailable, match="unreachable"):
+        probe(closed)
+
+
+def samba_ca(service: VendordataServer) -> str:
+    """A CA that did not sign the service's certificate: the DC's."""
+    settings = load_settings(str(service.config_path))
+    return str(settings.directory.ca_file)
+
+
+def test_novahooks_check_has_a_vendordata_row(service: VendordataServer) -> None:
+    """The operator's command, as a process: the row says reachable, TLS and auth."""
+    import subprocess
+    import sys
+    from tests.servers.vendordata import ROOT
+    result = subprocess.run([sys.executable, "-m", "novahooks.cli", "--config",
+                             str(service.config_path), "check", "--json"],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    rows = {row["check"]: row for row in json.loads(result.stdout)}
+    assert rows["vendordata"]["ok"], rows["vendordata"]
+    assert "verified TLS; refuses anonymous callers, accepts user nova" in \
+        rows["vendordata"]["detail"]
+    assert rows["directory"]["ok"], rows["directory"]  # the same DC, through the AD driver
