@@ -45,25 +45,19 @@ def _reraise(manager: Any, entrypoint: Any, exc: BaseException) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def ipam() -> Any:
-    return load("ipam", settings().ipam.driver, settings().ipam)
-
-
-@functools.lru_cache(maxsize=None)
-def dns() -> Any:
-    driver = load("dns", settings().dns.driver, settings().dns)
-    driver.reverse_prefixes = settings().naming.reverse_prefixes()
+def configured(kind: str) -> Any:
+    """The driver ``[<kind>] driver`` names, loaded once per process as the settings are."""
+    section = getattr(settings(), kind)
+    driver = load(kind, section.driver, section)
+    if kind == "dns":
+        driver.reverse_prefixes = settings().naming.reverse_prefixes()
     return driver
 
 
-@functools.lru_cache(maxsize=None)
-def directory() -> Any:
-    return load("directory", settings().directory.driver, settings().directory)
-
-
-@functools.lru_cache(maxsize=None)
-def inventory() -> Any:
-    return load("inventory", settings().inventory.driver, settings().inventory)
+ipam = functools.partial(configured, "ipam")
+dns = functools.partial(configured, "dns")
+directory = functools.partial(configured, "directory")
+inventory = functools.partial(configured, "inventory")
 
 
 @functools.lru_cache(maxsize=None)
