@@ -14,7 +14,7 @@ plus on average one node hash, and any proof is a handful of look-ups.
 """
 
 import hashlib
-from typing import Iterable, List, Sequence
+from typing import Iterable, Iterator, List, Sequence, Tuple
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -130,24 +130,32 @@ class Tree(object):
                              % (size, self.size))
 
 
+def _walk(fn: int, sn: int, path: Sequence[bytes],
+          what: str) -> Iterator[Tuple[bytes, bool]]:
+    """The walk both RFC 9162 verifications make from node ``fn`` up a tree whose last node
+    is ``sn``: each proof node, and whether it is the left sibling. Raises ProofError when
+    the path is longer or shorter than the tree is deep."""
+    for node in path:
+        if sn == 0:
+            raise ProofError("%s proof is longer than the tree is deep" % what)
+        left = bool(fn & 1) or fn == sn
+        yield node, left
+        if left:
+            while not fn & 1 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        fn, sn = fn >> 1, sn >> 1
+    if sn != 0:
+        raise ProofError("%s proof is shorter than the tree is deep" % what)
+
+
 def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes],
                      root: bytes) -> None:
     """RFC 9162, section 2.1.3.2; raises ProofError unless ``leaf`` is at ``index``."""
     if not 0 <= index < size:
         raise ProofError("leaf index %d is outside a tree of size %d" % (index, size))
-    fn, sn, r = index, size - 1, leaf
-    for p in proof:
-        if sn == 0:
-            raise ProofError("inclusion proof is longer than the tree is deep")
-        if fn & 1 or fn == sn:
-            r = node_hash(p, r)
-            while not fn & 1 and fn != 0:
-                fn, sn = fn >> 1, sn >> 1
-        else:
-            r = node_hash(r, p)
-        fn, sn = fn >> 1, sn >> 1
-    if sn != 0:
-        raise ProofError("inclusion proof is shorter than the tree is deep")
+    r = leaf
+    for p, left in _walk(index, size - 1, proof, "inclusion"):
+        r = node_hash(p, r) if left else node_hash(r, p)
     if r != root:
         raise ProofError("inclusion proof leads to a different root")
 
@@ -176,18 +184,11 @@ def verify_consistency(old: int, new: int, proof: Sequence[bytes], old_root: byt
     while fn & 1:
         fn, sn = fn >> 1, sn >> 1
     fr = sr = path[0]
-    for c in path[1:]:
-        if sn == 0:
-            raise ProofError("consistency proof is longer than the tree is deep")
-        if fn & 1 or fn == sn:
+    for c, left in _walk(fn, sn, path[1:], "consistency"):
+        if left:
             fr, sr = node_hash(c, fr), node_hash(c, sr)
-            while not fn & 1 and fn != 0:
-                fn, sn = fn >> 1, sn >> 1
         else:
             sr = node_hash(sr, c)
-        fn, sn = fn >> 1, sn >> 1
-    if sn != 0:
-        raise ProofError("consistency proof is shorter than the tree is deep")
     if fr != old_root:
         raise ProofError("consistency proof does not lead to the old root (size %d)" % old)
     if sr != new_root:
