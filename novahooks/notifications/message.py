@@ -56,10 +56,7 @@ def from_dict(data: Any) -> Notification:
         inner = data.get("oslo.message")
         if not isinstance(inner, str):
             raise Malformed("oslo.message", "expected the inner message as a JSON string")
-        try:
-            data = json.loads(inner)
-        except ValueError as exc:
-            raise Malformed("oslo.message", "not valid JSON: %s" % exc) from None
+        data = _parsed(inner, "oslo.message")
         if not isinstance(data, dict):
             raise Malformed("oslo.message", "expected a JSON object inside the envelope")
     payload = data.get("payload")
@@ -80,11 +77,16 @@ def read(raw: Union[str, bytes, Dict[str, Any]]) -> Notification:
         except UnicodeDecodeError as exc:
             raise Malformed("<root>", "not UTF-8 text: %s" % exc) from None
     if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError as exc:
-            raise Malformed("<root>", "not valid JSON: %s" % exc) from None
+        raw = _parsed(raw, "<root>")
     return from_dict(raw)
+
+
+def _parsed(text: str, where: str) -> Any:
+    """The JSON ``text`` (the body, or the envelope's inner message) holds."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise Malformed(where, "not valid JSON: %s" % exc) from None
 
 
 def from_listener(priority: str, publisher_id: Any, event_type: Any, payload: Any,
