@@ -177,3 +177,39 @@ def test_the_planned_inventory_record_is_made_before_boot(tmp_path: Path, samba:
         request["instance-id"])
     assert held["name"] == request["hostname"] and held["status"] == "planned"
     assert held["interfaces"] == []  # no addresses before boot
+
+
+def test_a_hostile_name_leaves_slapd_and_bind_as_they_were(tmp_path: Path, samba: SambaServer,
+                                                           stack: Any) -> None:
+    """The session stack's slapd (driver ldap) and BIND (TSIG): a name DNS would refuse
+    gets an error answer, and neither the directory nor the ledger holds anything."""
+    import configparser
+    from novahooks.event import Address
+    from tasks.drivers import load
+    stack_config = configparser.ConfigParser(interpolation=None)
+    stack_config.read(stack.config_path)
+    directory = dict(stack_config["directory"], driver="ldap", tls_server_name=None,
+                     dns_domain=None, linux=None)
+    settings = settings_for(tmp_path, samba, directory=directory, dns=dict(stack_config["dns"]),
+                            vendordata={"steps": "directory"})
+    service = opened(settings)
+    ldap = load("directory", "ldap", settings.directory)
+    dns = load("dns", settings.dns.driver, settings.dns)
+    taken = "held-" + uuid.uuid4().hex[:6]
+    fqdn = "%s.%s" % (taken, settings.dns.zone)
+    owner = str(uuid.uuid4())
+    dns.register(fqdn, owner, [Address("10.77.0.9", 4)])  # another VM's name
+    try:
+        for host, code in (("wpad", "refused_name"), (taken, "conflict")):
+            request = body(host, "linux")
+            reply = answer(service, request)
+            assert reply["error"]["code"] == code and not reply["error"]["retry"], reply
+            assert ldap.describe(request["instance-id"]) == {"entries": []}
+            assert service.book.made(request["instance-id"]) == {}
+        fine = body("fine-" + uuid.uuid4().hex[:6], "linux")  # the control: it is made
+        assert answer(service, fine)["registered"]["directory"]["action"] == "added"
+        assert len(ldap.describe(fine["instance-id"])["entries"]) == 1
+        from tasks.vendordata.request import parse
+        ldap.deregister(parse(json.dumps(fine).encode(), settings.vendordata))
+    finally:
+        dns.deregister(fqdn, owner, [Address("10.77.0.9", 4)])
