@@ -56,7 +56,7 @@ def test_the_build_record_names_each_backends_own_record_of_the_write(
     assert tied["directory"]["entry_uuid"] == str(conn.entries[0].entryUUID.value)
     conn.unbind()
 
-    vm_id = tied["inventory"]["vm"]
+    vm_id = tied["inventory"]["id"]
     request_ids = tied["inventory"]["netbox_request_ids"]
     assert request_ids, "the inventory step wrote to NetBox"
     changed = [c for rid in request_ids for c in changelog(stack, rid)]

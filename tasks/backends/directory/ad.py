@@ -39,6 +39,8 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
 from novahooks.event import InstanceEvent
+from tasks.backends.directory.base import (DirectoryDeregistered, DirectoryHeld,
+                                           DirectoryRegistered)
 from tasks.backends.directory.ldap import LdapDirectory
 from tasks.errors import (BackendUnavailable, Conflict, InvalidEvent, Misconfigured,
                           PermanentError)
@@ -239,11 +241,12 @@ class AdDirectory(LdapDirectory):
             ours = True
         return ours
 
-    def register(self, event: InstanceEvent) -> Dict[str, Any]:
+    def register(self, event: InstanceEvent) -> DirectoryRegistered:
         self.precheck(self.settings, event)
         if not self._wants_computer(event):
             if self.settings.linux == "skip":
-                return {"skipped": "not a Windows VM ([directory] linux = skip)"}
+                return {"dn": None, "action": "skipped",
+                        "skipped": "not a Windows VM ([directory] linux = skip)"}
             return super().register(event)
         name = computer_name(event.hostname)
         dn = self.computer_dn(name)
@@ -355,7 +358,7 @@ class AdDirectory(LdapDirectory):
                 self._fail(conn, "set the password of %s" % dn)
             return {"dn": dn, "sAMAccountName": name + "$", "userAccountControl": int(uac)}
 
-    def deregister(self, event: InstanceEvent) -> Dict[str, Any]:
+    def deregister(self, event: InstanceEvent) -> DirectoryDeregistered:
         removed = super().deregister(event)["removed"]  # host entries of Linux VMs
         with self._session() as conn:
             for entry in self._computers_of(conn, event.uuid):
@@ -363,7 +366,7 @@ class AdDirectory(LdapDirectory):
                 removed.append(entry.entry_dn)
         return {"removed": removed}
 
-    def describe(self, instance_uuid: str) -> Dict[str, Any]:
+    def describe(self, instance_uuid: str) -> DirectoryHeld:
         hosts = super().describe(instance_uuid)["entries"]
         with self._session() as conn:
             return {"entries": hosts + [e.entry_dn for e in self._computers_of(

@@ -1,11 +1,42 @@
 """The directory contract: one host entry per instance, found again by its UUID."""
 
 import abc
-from typing import Any, Dict
+from typing import Any, Dict, List, NotRequired, Optional, TypedDict
 
 from novahooks.event import InstanceEvent
 from tasks.backends.base import Driver
 from tasks.errors import InvalidEvent
+
+
+class EntryIdentity(TypedDict, total=False):
+    """The server's own identity of an entry (RFC 4530 ``entryUUID``) and change stamp,
+    which it keeps however the entry is renamed: the audit record names the entry by it."""
+
+    entry_uuid: str
+    modify_timestamp: str
+
+
+class DirectoryRegistered(EntryIdentity):
+    """The instance's entry after ``register``."""
+
+    #: None only when the driver leaves this VM out (``skipped`` says why).
+    dn: Optional[str]
+    #: added, updated or skipped.
+    action: str
+    skipped: NotRequired[str]
+    #: Active Directory: the computer account, and whether the VM is Windows.
+    sAMAccountName: NotRequired[str]
+    windows: NotRequired[bool]
+
+
+class DirectoryDeregistered(TypedDict):
+    #: The DNs of every entry of the instance that was removed.
+    removed: List[str]
+
+
+class DirectoryHeld(TypedDict):
+    #: The DNs of the instance's entries.
+    entries: List[str]
 
 
 class DirectoryDriver(Driver):
@@ -32,15 +63,15 @@ class DirectoryDriver(Driver):
         self.precheck(self.settings, event)
 
     @abc.abstractmethod
-    def register(self, event: InstanceEvent) -> Dict[str, Any]:
+    def register(self, event: InstanceEvent) -> DirectoryRegistered:
         """Create or update the entry so it matches the event."""
 
     @abc.abstractmethod
-    def deregister(self, event: InstanceEvent) -> Dict[str, Any]:
+    def deregister(self, event: InstanceEvent) -> DirectoryDeregistered:
         """Remove every entry that belongs to the event's instance."""
 
     @abc.abstractmethod
-    def describe(self, instance_uuid: str) -> Dict[str, Any]:
+    def describe(self, instance_uuid: str) -> DirectoryHeld:
         """The entries that belong to the instance."""
 
     @abc.abstractmethod

@@ -19,7 +19,8 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
 from novahooks.event import InstanceEvent
-from tasks.backends.directory.base import DirectoryDriver
+from tasks.backends.directory.base import (DirectoryDeregistered, DirectoryDriver,
+                                           DirectoryHeld, DirectoryRegistered, EntryIdentity)
 from tasks.errors import (AuthFailed, BackendUnavailable, Conflict, InvalidEvent, Misconfigured,
                           PermanentError, TransientError)
 
@@ -119,7 +120,7 @@ class LdapDirectory(DirectoryDriver):
         return {"objectClass": classes, "ipHostNumber": addresses, "macAddress": macs,
                 "description": [event.uuid]}
 
-    def register(self, event: InstanceEvent) -> Dict[str, Any]:
+    def register(self, event: InstanceEvent) -> DirectoryRegistered:
         self.precheck(self.settings, event)
         dn = self.dn_for(event.hostname or "")
         conn = self._connect()
@@ -174,21 +175,21 @@ class LdapDirectory(DirectoryDriver):
             conn.unbind()
 
     @staticmethod
-    def _identity(conn: Any, dn: str) -> Dict[str, Any]:
+    def _identity(conn: Any, dn: str) -> EntryIdentity:
         """The entry's own identity (RFC 4530 ``entryUUID``) and change stamp, which the
         server keeps however the entry is renamed: the audit record names the entry by it."""
         if not conn.search(dn, "(objectClass=*)", BASE,
                            attributes=["entryUUID", "modifyTimestamp"]) or not conn.entries:
             return {}
         entry = conn.entries[0]
-        found = {}  # type: Dict[str, Any]
+        found = {}  # type: EntryIdentity
         if "entryUUID" in entry:
             found["entry_uuid"] = str(entry.entryUUID.value)
         if "modifyTimestamp" in entry:
             found["modify_timestamp"] = str(entry.modifyTimestamp.value)
         return found
 
-    def deregister(self, event: InstanceEvent) -> Dict[str, Any]:
+    def deregister(self, event: InstanceEvent) -> DirectoryDeregistered:
         conn = self._connect()
         removed = []  # type: List[str]
         try:
@@ -200,7 +201,7 @@ class LdapDirectory(DirectoryDriver):
             conn.unbind()
         return {"removed": removed}
 
-    def describe(self, instance_uuid: str) -> Dict[str, Any]:
+    def describe(self, instance_uuid: str) -> DirectoryHeld:
         conn = self._connect()
         try:
             return {"entries": [e.entry_dn for e in self._entries_of(conn, instance_uuid)]}

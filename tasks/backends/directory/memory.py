@@ -10,7 +10,8 @@ delete removes only the instance's own entries.
 from typing import Any, Dict, List, Optional
 
 from novahooks.event import InstanceEvent
-from tasks.backends.directory.base import DirectoryDriver
+from tasks.backends.directory.base import (DirectoryDeregistered, DirectoryDriver, DirectoryHeld,
+                                           DirectoryRegistered)
 from tasks.backends.memory import Backend, MemoryDriver
 from tasks.errors import Conflict, InvalidEvent
 
@@ -34,7 +35,7 @@ class MemoryDirectory(DirectoryDriver, MemoryDriver):
     def dn_for(self, key: str) -> str:
         return "cn=%s,%s" % (key, self.settings.base_dn or "dc=memory")
 
-    def register(self, event: InstanceEvent) -> Dict[str, Any]:
+    def register(self, event: InstanceEvent) -> DirectoryRegistered:
         if not event.hostname:
             raise InvalidEvent("hostname", "missing; a directory entry needs a name")
         key = event.hostname.lower()
@@ -66,14 +67,14 @@ class MemoryDirectory(DirectoryDriver, MemoryDriver):
         with self.session() as store:
             self._claim(store, event)
 
-    def deregister(self, event: InstanceEvent) -> Dict[str, Any]:
+    def deregister(self, event: InstanceEvent) -> DirectoryDeregistered:
         with self.session() as store:
             removed = store.owned_by(event.uuid)
             for key in removed:
                 del store.entries[key]
         return {"removed": [self.dn_for(key) for key in removed]}
 
-    def describe(self, instance_uuid: str) -> Dict[str, Any]:
+    def describe(self, instance_uuid: str) -> DirectoryHeld:
         with self.session() as store:
             return {"entries": [self.dn_for(key) for key in store.owned_by(instance_uuid)]}
 

@@ -7,7 +7,7 @@ instead of overwriting it.
 """
 
 import abc
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NotRequired, Optional, Sequence, Tuple, TypedDict
 
 from novahooks.event import Address
 from tasks.backends.base import Driver
@@ -22,6 +22,40 @@ def reserved_label(fqdn: str, reserved: Sequence[str]) -> Optional[str]:
     """The reserved first label ``fqdn`` starts with (``wpad`` in any zone), or None."""
     label = fqdn.split(".", 1)[0].lower()
     return label if label in {name.strip().lower() for name in reserved} else None
+
+
+class DnsRegistered(TypedDict):
+    """What ``register`` left: the addresses the name holds now, and those it no longer does."""
+
+    fqdn: str
+    addresses: List[str]
+    removed: List[str]
+    #: zone -> its SOA serial right after the update, where the server keeps serials (the
+    #: zone's own history names the change by it; the audit record quotes it).
+    soa_serials: NotRequired[Dict[str, int]]
+
+
+class DnsDeregistered(TypedDict):
+    """What ``deregister`` took back: only ever records the instance owns."""
+
+    fqdn: str
+    #: The name's own records were ours and are gone (False: none were ours).
+    forward_removed: bool
+    #: The addresses whose PTR records were looked at, and those whose PTR was removed.
+    ptr_checked: List[str]
+    ptr_removed: List[str]
+    soa_serials: NotRequired[Dict[str, int]]
+
+
+class DnsHeld(TypedDict):
+    """What the server holds for a name and some addresses (``status``, the demo)."""
+
+    A: List[str]
+    AAAA: List[str]
+    #: The name carries this instance's owner marker.
+    owned: bool
+    #: address -> the names its PTR records point at.
+    PTR: Dict[str, List[str]]
 
 
 class DnsDriver(Driver):
@@ -43,15 +77,15 @@ class DnsDriver(Driver):
 
     @abc.abstractmethod
     def register(self, fqdn: str, instance_uuid: str,
-                 addresses: Sequence[Address]) -> Dict[str, Any]:
+                 addresses: Sequence[Address]) -> DnsRegistered:
         """Forward (A/AAAA) and reverse (PTR) records for exactly these addresses."""
 
     @abc.abstractmethod
     def deregister(self, fqdn: str, instance_uuid: str,
-                   addresses: Sequence[Address]) -> Dict[str, Any]:
+                   addresses: Sequence[Address]) -> DnsDeregistered:
         """Remove the records this instance owns; absent records are success."""
 
     @abc.abstractmethod
     def describe(self, fqdn: str, instance_uuid: str,
-                 addresses: Sequence[str]) -> Dict[str, Any]:
+                 addresses: Sequence[str]) -> DnsHeld:
         """What the server holds for this name and these addresses (for status and demo)."""

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import dns.name
 
 from novahooks.event import Address
-from tasks.backends.dns.base import DnsDriver
+from tasks.backends.dns.base import DnsDeregistered, DnsDriver, DnsHeld, DnsRegistered
 from tasks.backends.dns.scope import Scope
 from tasks.backends.infoblox import client
 from tasks.errors import Conflict, Misconfigured, OutOfScope
@@ -130,7 +130,7 @@ class InfobloxDns(DnsDriver):
                     extattrs=client.extattrs(instance_uuid))
 
     def register(self, fqdn: str, instance_uuid: str,
-                 addresses: Sequence[Address]) -> Dict[str, Any]:
+                 addresses: Sequence[Address]) -> DnsRegistered:
         name, wanted = self._plan(fqdn, instance_uuid, addresses)
         self.wapi.ensure_uuid_attribute()
         mine = self._tagged(instance_uuid)
@@ -161,18 +161,20 @@ class InfobloxDns(DnsDriver):
         return sorted(gone)
 
     def deregister(self, fqdn: str, instance_uuid: str,
-                   addresses: Sequence[Address]) -> Dict[str, Any]:
+                   addresses: Sequence[Address]) -> DnsDeregistered:
         mine = self._tagged(instance_uuid)
         removed = {}  # type: Dict[str, List[str]]
         for objtype, records in mine.items():
             for record in records:
                 self.wapi.delete(record["_ref"])
             removed[objtype] = sorted(_address(r) for r in records)
-        return {"fqdn": fqdn, "forward_removed": removed["record:a"] + removed["record:aaaa"],
+        forward = removed["record:a"] + removed["record:aaaa"]
+        checked = {a.address for a in addresses} | set(forward) | set(removed["record:ptr"])
+        return {"fqdn": fqdn, "forward_removed": bool(forward), "ptr_checked": sorted(checked),
                 "ptr_removed": removed["record:ptr"]}
 
     def describe(self, fqdn: str, instance_uuid: str,
-                 addresses: Sequence[str]) -> Dict[str, Any]:
+                 addresses: Sequence[str]) -> DnsHeld:
         name = self._name(fqdn)
         held = {}  # type: Dict[str, List[Dict[str, Any]]]
         for objtype, field in FORWARD.values():

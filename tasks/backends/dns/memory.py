@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set
 import dns.name
 
 from novahooks.event import Address
-from tasks.backends.dns.base import DnsDriver
+from tasks.backends.dns.base import DnsDeregistered, DnsDriver, DnsHeld, DnsRegistered
 from tasks.backends.dns.scope import Scope
 from tasks.backends.memory import Backend, MemoryDriver
 from tasks.errors import Conflict, OutOfScope
@@ -68,11 +68,14 @@ class MemoryDns(DnsDriver, MemoryDriver):
             return None
         return held["owner"] == instance_uuid
 
-    def _unpoint(self, store: DnsStore, address: str, name: str) -> None:
+    def _unpoint(self, store: DnsStore, address: str, name: str) -> bool:
+        """Take the name off the address's PTRs; whether it was there."""
         targets = store.ptrs.get(address, set())
+        pointed = name in targets
         targets.discard(name)
         if not targets:
             store.ptrs.pop(address, None)
+        return pointed
 
     def _plan(self, store: DnsStore, fqdn: str, instance_uuid: str,
               addresses: Sequence[Address]) -> Optional[bool]:
@@ -96,7 +99,7 @@ class MemoryDns(DnsDriver, MemoryDriver):
             self._plan(store, fqdn, instance_uuid, addresses)
 
     def register(self, fqdn: str, instance_uuid: str,
-                 addresses: Sequence[Address]) -> Dict[str, Any]:
+                 addresses: Sequence[Address]) -> DnsRegistered:
         wanted = {a.address: a.version for a in addresses}
         with self.session() as store:
             owned = self._plan(store, fqdn, instance_uuid, addresses)
@@ -112,22 +115,24 @@ class MemoryDns(DnsDriver, MemoryDriver):
         return {"fqdn": fqdn, "addresses": sorted(wanted), "removed": sorted(old - set(wanted))}
 
     def deregister(self, fqdn: str, instance_uuid: str,
-                   addresses: Sequence[Address]) -> Dict[str, Any]:
+                   addresses: Sequence[Address]) -> DnsDeregistered:
         name = self._name(fqdn)
         with self.session() as store:
             owned = self._owner(store, name, instance_uuid)
             if owned is False:
-                return {"fqdn": fqdn, "forward_removed": False, "ptr_checked": []}
+                return {"fqdn": fqdn, "forward_removed": False, "ptr_checked": [],
+                        "ptr_removed": []}
             known = {a.address for a in addresses}
             if owned:
                 held = store.names.pop(name)
                 known.update(held["A"] | held["AAAA"])
-            for address in known:
-                self._unpoint(store, address, name)
-        return {"fqdn": fqdn, "forward_removed": bool(owned), "ptr_checked": sorted(known)}
+            removed = [address for address in sorted(known)
+                       if self._unpoint(store, address, name)]
+        return {"fqdn": fqdn, "forward_removed": bool(owned), "ptr_checked": sorted(known),
+                "ptr_removed": removed}
 
     def describe(self, fqdn: str, instance_uuid: str,
-                 addresses: Sequence[str]) -> Dict[str, Any]:
+                 addresses: Sequence[str]) -> DnsHeld:
         name = self._name(fqdn)
         with self.session() as store:
             held = store.names.get(name, {"owner": None, "A": set(), "AAAA": set()})

@@ -31,7 +31,7 @@ import dns.tsigkeyring
 import dns.update
 
 from novahooks.event import Address
-from tasks.backends.dns.base import DnsDriver, owner_marker
+from tasks.backends.dns.base import DnsDeregistered, DnsDriver, DnsHeld, DnsRegistered, owner_marker
 from tasks.policy import reverse_zone
 from tasks.errors import (AuthFailed, BackendUnavailable, Conflict, Misconfigured, OutOfScope,
                           PermanentError, TransientError)
@@ -271,7 +271,7 @@ class Rfc2136Dns(DnsDriver):
         self._plan(fqdn, instance_uuid, addresses)
 
     def register(self, fqdn: str, instance_uuid: str,
-                 addresses: Sequence[Address]) -> Dict[str, Any]:
+                 addresses: Sequence[Address]) -> DnsRegistered:
         name, owned, reverse = self._plan(fqdn, instance_uuid, addresses)
         target = name.to_text()
         marker = '"%s"' % owner_marker(instance_uuid)
@@ -341,7 +341,7 @@ class Rfc2136Dns(DnsDriver):
         return True
 
     def deregister(self, fqdn: str, instance_uuid: str,
-                   addresses: Sequence[Address]) -> Dict[str, Any]:
+                   addresses: Sequence[Address]) -> DnsDeregistered:
         name = self._name(fqdn)
         target = name.to_text()
         try:
@@ -376,7 +376,7 @@ class Rfc2136Dns(DnsDriver):
                 "ptr_removed": removed}
 
     def describe(self, fqdn: str, instance_uuid: str,
-                 addresses: Sequence[str]) -> Dict[str, Any]:
+                 addresses: Sequence[str]) -> DnsHeld:
         name = self._name(fqdn)
         ptrs = {}  # type: Dict[str, List[str]]
         for address in addresses:

@@ -11,7 +11,8 @@ import itertools
 from typing import Any, Dict, Optional
 
 from novahooks.event import InstanceEvent
-from tasks.backends.inventory.base import InventoryDriver, status_of
+from tasks.backends.inventory.base import (InventoryDeregistered, InventoryDriver, InventoryHeld,
+                                           InventoryRegistered, status_of)
 from tasks.backends.memory import Backend, MemoryDriver
 from tasks.errors import Conflict
 
@@ -35,7 +36,7 @@ class MemoryInventory(InventoryDriver, MemoryDriver):
     SECRET = "token"
     KIND = "inventory"
 
-    def register(self, event: InstanceEvent) -> Dict[str, Any]:
+    def register(self, event: InstanceEvent) -> InventoryRegistered:
         flavor = event.flavor
         fields: Dict[str, Any] = {"uuid": event.uuid, "name": event.hostname,
                                   "status": status_of(event), "project": event.project_id,
@@ -61,7 +62,7 @@ class MemoryInventory(InventoryDriver, MemoryDriver):
             record.update(fields)
             return {"id": record["id"], "action": "updated"}
 
-    def deregister(self, event: InstanceEvent) -> Dict[str, Any]:
+    def deregister(self, event: InstanceEvent) -> InventoryDeregistered:
         with self.session() as store:
             record = store.find(event.uuid)
             if record is None:
@@ -72,9 +73,12 @@ class MemoryInventory(InventoryDriver, MemoryDriver):
             record["status"] = DECOMMISSIONED
             return {"id": record["id"], "action": "decommissioned"}
 
-    def describe(self, instance_uuid: str) -> Dict[str, Any]:
+    def describe(self, instance_uuid: str) -> InventoryHeld:
         with self.session() as store:
-            return dict(store.find(instance_uuid) or {})
+            record = store.find(instance_uuid)
+            if record is None:
+                return {}
+            return {"id": record["id"], "name": record["name"], "status": record["status"]}
 
     def managed(self) -> Dict[str, Dict[str, Any]]:
         with self.session() as store:

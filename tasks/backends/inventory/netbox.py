@@ -19,7 +19,8 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import pynetbox
 
 from novahooks.event import Address, InstanceEvent
-from tasks.backends.inventory.base import InventoryDriver, status_of
+from tasks.backends.inventory.base import (InventoryDeregistered, InventoryDriver, InventoryHeld,
+                                           InventoryRegistered, status_of)
 from tasks.backends.netbox import client
 from tasks.errors import Conflict, Misconfigured, TransientError
 
@@ -58,9 +59,10 @@ EMPTY = Held(None, {}, [], {"primary_ip4": None, "primary_ip6": None})
 
 def _from_ledger(own: Dict[str, Any]) -> Optional[Held]:
     """The ledger's note, or None when it is missing or from before ports were kept."""
-    if not own.get("vm") or not isinstance(own.get("ports"), list):
+    vm = own.get("id") or own.get("vm")  # "vm" in the notes of earlier versions
+    if not vm or not isinstance(own.get("ports"), list):
         return None
-    return Held(int(own["vm"]), dict(own.get("fields") or {}),
+    return Held(int(vm), dict(own.get("fields") or {}),
                 [Port(int(p["id"]), p["name"], p["mac"], p.get("port_id"),
                       {a: int(i) for a, i in p["addresses"].items()}) for p in own["ports"]],
                 {"primary_ip4": own.get("primary_ip4"), "primary_ip6": own.get("primary_ip6")})
@@ -111,8 +113,12 @@ class NetBoxInventory(InventoryDriver):
             slug = _slug(self.settings.cluster_type)
             ctype = client.get_or_create(self.api.virtualization.cluster_types, {"slug": slug},
                                          {"name": self.settings.cluster_type, "slug": slug})
+            # Only its id: a whole cluster record counts its VMs and sums their sizes in
+            # joins that multiply (NetBox 4.7), which took minutes with 50,000 VMs in it
+            # (bench/netbox_grown.py); ``fields`` leaves the counts out.
             cluster = client.get_or_create(
-                self.api.virtualization.clusters, {"name": self.settings.cluster},
+                self.api.virtualization.clusters, {"name": self.settings.cluster,
+                                                   "fields": "id,name"},
                 {"name": self.settings.cluster, "type": ctype.id, "status": "active"})
             self._cluster_id = int(cluster.id)
         return self._cluster_id
@@ -180,14 +186,14 @@ class NetBoxInventory(InventoryDriver):
     # -- writing the difference ------------------------------------------------------
 
     def register(self, event: InstanceEvent,
-                 made: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                 made: Optional[Dict[str, Any]] = None) -> InventoryRegistered:
         client.take_request_ids(self.api)  # what an earlier call left is not this one's
         result = self._register(event, made)
         result["netbox_request_ids"] = client.take_request_ids(self.api)
         return result
 
     def _register(self, event: InstanceEvent,
-                  made: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+                  made: Optional[Dict[str, Any]]) -> InventoryRegistered:
         with client.translated(BACKEND, self.settings.url):
             cluster = self._cluster()
             fields = _vm_fields(event, cluster)
@@ -211,15 +217,15 @@ class NetBoxInventory(InventoryDriver):
                                      % (event.hostname, exc), backend=BACKEND) from exc
 
     def register_with(self, event: InstanceEvent,
-                      made: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+                      made: Optional[Dict[str, Any]]) -> InventoryRegistered:
         return self.register(event, made)
 
     def deregister_with(self, event: InstanceEvent,
-                        made: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+                        made: Optional[Dict[str, Any]]) -> InventoryDeregistered:
         return self.deregister(event, made)
 
     def _apply(self, event: InstanceEvent, fields: Dict[str, Any], held: Held,
-               made: Dict[str, Any], action: str) -> Dict[str, Any]:
+               made: Dict[str, Any], action: str) -> InventoryRegistered:
         api = self.api
         with client.stale_if_refused():
             written = dict(held.fields)
@@ -241,9 +247,10 @@ class NetBoxInventory(InventoryDriver):
             if change:
                 api.virtualization.virtual_machines.update([dict(change, id=vm)])
                 written.update({k: v for k, v in change.items() if k in fields})
-        return {"vm": vm, "action": action, "fields": written,
+        return {"id": vm, "action": action, "fields": written,
                 "interfaces": sorted(p.name for p in ports),
-                "ports": [p._asdict() for p in ports], **primary}
+                "ports": [p._asdict() for p in ports], "primary_ip4": primary.get("primary_ip4"),
+                "primary_ip6": primary.get("primary_ip6")}
 
     def _sync_ports(self, vm: int, event: InstanceEvent, held: List[Port],
                     made: Dict[str, Any]) -> List[Port]:
@@ -322,7 +329,7 @@ class NetBoxInventory(InventoryDriver):
         return chosen
 
     def deregister(self, event: InstanceEvent,
-                   made: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                   made: Optional[Dict[str, Any]] = None) -> InventoryDeregistered:
         with client.translated(BACKEND, self.settings.url):
             held = _from_ledger((made or {}).get("inventory") or {})
             if held is not None:
@@ -333,18 +340,18 @@ class NetBoxInventory(InventoryDriver):
                     pass
             vm = self.find(event.uuid)
             if vm is None:
-                return {"vm": None}
+                return {"id": None}
             ips = {a: int(ip.id) for a, ip in (
                 (str(ip.address).split("/")[0], ip)
                 for ip in self.api.ipam.ip_addresses.filter(virtual_machine_id=vm.id))}
             return self._remove(Held(int(vm.id), {}, [Port(0, "", "", None, ips)], {}))
 
-    def _remove(self, held: Held) -> Dict[str, Any]:
+    def _remove(self, held: Held) -> InventoryDeregistered:
         assert held.vm is not None
         api = self.api.virtualization.virtual_machines
         if self.settings.on_delete == "delete":
             api.delete([held.vm])  # its interfaces, their MACs and addresses go with it
-            return {"vm": held.vm, "action": "deleted"}
+            return {"id": held.vm, "action": "deleted"}
         # NetBox refuses to unassign an address that is still a primary IP.
         api.update([{"id": held.vm, "status": "decommissioning", "primary_ip4": None,
                      "primary_ip6": None}])
@@ -352,9 +359,9 @@ class NetBoxInventory(InventoryDriver):
         if ips:
             self.api.ipam.ip_addresses.update([{"id": ip, "assigned_object_type": None,
                                                 "assigned_object_id": None} for ip in ips])
-        return {"vm": held.vm, "action": "decommissioned"}
+        return {"id": held.vm, "action": "decommissioned"}
 
-    def describe(self, instance_uuid: str) -> Dict[str, Any]:
+    def describe(self, instance_uuid: str) -> InventoryHeld:
         with client.translated(BACKEND, self.settings.url):
             self._cluster()
             vm = self.find(instance_uuid)

@@ -17,7 +17,8 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 import requests
 
 from novahooks.event import InstanceEvent
-from tasks.backends.inventory.base import InventoryDriver, status_of
+from tasks.backends.inventory.base import (InventoryDeregistered, InventoryDriver, InventoryHeld,
+                                           InventoryRegistered, status_of)
 from tasks.backends import http
 from tasks.errors import Misconfigured, PermanentError, TransientError
 
@@ -211,7 +212,7 @@ class RestInventory(InventoryDriver):
             body[target] = value
         return body
 
-    def register(self, event: InstanceEvent) -> Dict[str, Any]:
+    def register(self, event: InstanceEvent) -> InventoryRegistered:
         body = self._body(event)
         record = self.find(event.uuid)
         if record is None:
@@ -229,7 +230,7 @@ class RestInventory(InventoryDriver):
         self._call(self.settings.update_method.upper(), self._url("update", id=ident), body)
         return {"id": ident, "action": "updated"}
 
-    def deregister(self, event: InstanceEvent) -> Dict[str, Any]:
+    def deregister(self, event: InstanceEvent) -> InventoryDeregistered:
         record = self.find(event.uuid)
         if record is None:
             return {"id": None}
@@ -244,8 +245,14 @@ class RestInventory(InventoryDriver):
         self._call(self.settings.update_method.upper(), self._url("update", id=ident), change)
         return {"id": ident, "action": "decommissioned"}
 
-    def describe(self, instance_uuid: str) -> Dict[str, Any]:
-        return self.find(instance_uuid) or {}
+    def describe(self, instance_uuid: str) -> InventoryHeld:
+        """The record's id, and its name and status through ``field_map`` (None unmapped)."""
+        record = self.find(instance_uuid)
+        if record is None:
+            return {}
+        return {"id": self._ident(record),
+                "name": record.get(self.name_field) if self.name_field else None,
+                "status": record.get(self.status_field) if self.status_field else None}
 
     def check(self) -> str:
         self.find(_NIL_UUID)

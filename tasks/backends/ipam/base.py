@@ -1,16 +1,44 @@
 """The IPAM contract: the records for an instance equal its addresses, keyed by its UUID."""
 
 import abc
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, NotRequired, Optional, Sequence, TypedDict
 
 from novahooks.event import Address
 from tasks.backends.base import Driver
 
 
+class IpamEnsured(TypedDict):
+    """What ``ensure`` did, each a sorted list of plain addresses; the ledger keeps it as the
+    step's note, which ``ensure_with`` gets back."""
+
+    created: List[str]
+    updated: List[str]
+    released: List[str]
+    #: NetBox's note: address -> IP address id, address -> its CIDR, the name, NetBox's URL.
+    ids: NotRequired[Dict[str, int]]
+    cidrs: NotRequired[Dict[str, str]]
+    fqdn: NotRequired[str]
+    netbox: NotRequired[str]
+    #: The X-Request-ID of each write, found again in NetBox's changelog (the audit ties).
+    netbox_request_ids: NotRequired[List[str]]
+
+
+class IpamReleased(TypedDict):
+    released: List[str]
+    #: Addresses the note named that were gone already (someone removed them).
+    already_gone: NotRequired[List[str]]
+    netbox_request_ids: NotRequired[List[str]]
+
+
+class IpamHeld(TypedDict):
+    #: What the backend records for the instance (plain or CIDR notation, sorted).
+    addresses: List[str]
+
+
 class IpamDriver(Driver):
     @abc.abstractmethod
     def ensure(self, instance_uuid: str, fqdn: str,
-               addresses: Sequence[Address]) -> Dict[str, Any]:
+               addresses: Sequence[Address]) -> IpamEnsured:
         """Record exactly these addresses for the instance; release any others it held.
 
         Every address is checked (in a known prefix, not held by another
@@ -18,11 +46,11 @@ class IpamDriver(Driver):
         """
 
     @abc.abstractmethod
-    def release(self, instance_uuid: str) -> Dict[str, Any]:
+    def release(self, instance_uuid: str) -> IpamReleased:
         """Release every address the instance holds; none is success."""
 
     def ensure_with(self, instance_uuid: str, fqdn: str, addresses: Sequence[Address],
-                    known: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+                    known: Optional[Dict[str, Any]]) -> IpamEnsured:
         """:meth:`ensure`, given what the last run returned: the ledger's note, ``{}`` when
         the ledger has none, None when no ledger is consulted (a reconcile's repair).
 
@@ -32,7 +60,7 @@ class IpamDriver(Driver):
         return self.ensure(instance_uuid, fqdn, addresses)
 
     def release_with(self, instance_uuid: str,
-                     known: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+                     known: Optional[Dict[str, Any]]) -> IpamReleased:
         """:meth:`release`, given the ledger's note (see :meth:`ensure_with`)."""
         return self.release(instance_uuid)
 
@@ -45,7 +73,7 @@ class IpamDriver(Driver):
         return None
 
     @abc.abstractmethod
-    def describe(self, instance_uuid: str) -> Dict[str, Any]:
+    def describe(self, instance_uuid: str) -> IpamHeld:
         """The addresses recorded for the instance."""
 
     @abc.abstractmethod

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Sequence, Set
 
 from novahooks.event import Address
 from tasks.backends.infoblox import client
-from tasks.backends.ipam.base import IpamDriver
+from tasks.backends.ipam.base import IpamDriver, IpamEnsured, IpamHeld, IpamReleased
 from tasks.errors import Conflict, OutOfScope
 
 BACKEND = "ipam"
@@ -79,7 +79,7 @@ class InfobloxIpam(IpamDriver):
                                 fields=list(fields))
 
     def ensure(self, instance_uuid: str, fqdn: str,
-               addresses: Sequence[Address]) -> Dict[str, Any]:
+               addresses: Sequence[Address]) -> IpamEnsured:
         self.wapi.ensure_uuid_attribute()
         hosts = self._hosts(instance_uuid)
         held: Set[str] = set()
@@ -132,17 +132,16 @@ class InfobloxIpam(IpamDriver):
         (new,) = set(_addresses(host)) - before
         return new
 
-    def release(self, instance_uuid: str) -> Dict[str, Any]:
+    def release(self, instance_uuid: str) -> IpamReleased:
         released: Set[str] = set()
         for host in self._hosts(instance_uuid):
             self.wapi.delete(host["_ref"])
             released.update(_addresses(host))
         return {"released": sorted(released)}
 
-    def describe(self, instance_uuid: str) -> Dict[str, Any]:
+    def describe(self, instance_uuid: str) -> IpamHeld:
         hosts = self._hosts(instance_uuid)
-        return {"addresses": sorted(a for host in hosts for a in _addresses(host)),
-                "names": sorted({host["name"] for host in hosts})}
+        return {"addresses": sorted(a for host in hosts for a in _addresses(host))}
 
     def check(self) -> str:
         self.wapi.check_view("networkview", self.view, "network view")

@@ -10,7 +10,7 @@ import ipaddress
 from typing import Any, Dict, List, Optional, Sequence
 
 from novahooks.event import Address
-from tasks.backends.ipam.base import IpamDriver
+from tasks.backends.ipam.base import IpamDriver, IpamEnsured, IpamHeld, IpamReleased
 from tasks.backends.memory import Backend, MemoryDriver
 from tasks.errors import Conflict, OutOfScope
 
@@ -49,7 +49,7 @@ class MemoryIpam(IpamDriver, MemoryDriver):
         return max(holding, key=lambda n: n.prefixlen) if holding else None
 
     def ensure(self, instance_uuid: str, fqdn: str,
-               addresses: Sequence[Address]) -> Dict[str, Any]:
+               addresses: Sequence[Address]) -> IpamEnsured:
         wanted = sorted({_plain(a.address) for a in addresses})
         with self.session() as store:
             for address in wanted:
@@ -71,14 +71,14 @@ class MemoryIpam(IpamDriver, MemoryDriver):
         return {"created": [a for a in wanted if a not in held], "updated": updated,
                 "released": released}
 
-    def release(self, instance_uuid: str) -> Dict[str, Any]:
+    def release(self, instance_uuid: str) -> IpamReleased:
         with self.session() as store:
             released = store.held_by(instance_uuid)
             for address in released:
                 del store.addresses[address]
         return {"released": released}
 
-    def describe(self, instance_uuid: str) -> Dict[str, Any]:
+    def describe(self, instance_uuid: str) -> IpamHeld:
         with self.session() as store:
             return {"addresses": store.held_by(instance_uuid)}
 

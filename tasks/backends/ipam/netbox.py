@@ -13,7 +13,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from novahooks.event import Address
-from tasks.backends.ipam.base import IpamDriver
+from tasks.backends.ipam.base import IpamDriver, IpamEnsured, IpamHeld, IpamReleased
 from tasks.backends.netbox import client
 from tasks.errors import Conflict, OutOfScope, TransientError
 
@@ -85,14 +85,14 @@ class NetBoxIpam(IpamDriver):
                 for a, ip in self.mine(instance_uuid).items()}, False
 
     def ensure(self, instance_uuid: str, fqdn: str, addresses: Sequence[Address],
-               known: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+               known: Optional[Dict[str, Any]] = None) -> IpamEnsured:
         client.take_request_ids(self.api)  # what an earlier call left is not this one's
         result = self._ensure_known(instance_uuid, fqdn, addresses, known)
         result["netbox_request_ids"] = client.take_request_ids(self.api)
         return result
 
     def _ensure_known(self, instance_uuid: str, fqdn: str, addresses: Sequence[Address],
-                      known: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+                      known: Optional[Dict[str, Any]]) -> IpamEnsured:
         with client.translated(BACKEND, self.settings.url):
             self._ready()
             held, from_ledger = self._held(instance_uuid, known)
@@ -112,15 +112,15 @@ class NetBoxIpam(IpamDriver):
                                      backend=BACKEND) from exc
 
     def ensure_with(self, instance_uuid: str, fqdn: str, addresses: Sequence[Address],
-                    known: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+                    known: Optional[Dict[str, Any]]) -> IpamEnsured:
         return self.ensure(instance_uuid, fqdn, addresses, known)
 
     def release_with(self, instance_uuid: str,
-                     known: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+                     known: Optional[Dict[str, Any]]) -> IpamReleased:
         return self.release(instance_uuid, known)
 
     def _ensure(self, instance_uuid: str, fqdn: str, addresses: Sequence[Address],
-                held: Dict[str, Tuple[int, str, str]]) -> Dict[str, Any]:
+                held: Dict[str, Tuple[int, str, str]]) -> IpamEnsured:
         held = dict(held)
         plan = [(item.address, self._cidr(item.address)) for item in addresses]
         unknown = [address for address, _ in plan if address not in held]
@@ -163,7 +163,7 @@ class NetBoxIpam(IpamDriver):
                 "ids": ids, "cidrs": cidrs, "fqdn": fqdn, "netbox": self.settings.url}
 
     def release(self, instance_uuid: str,
-                known: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                known: Optional[Dict[str, Any]] = None) -> IpamReleased:
         """One read (by the ledger's ids when it has them) and one list delete, if any is left.
 
         Deleting a NetBox VM deletes the addresses on its interfaces too, so when
@@ -189,7 +189,7 @@ class NetBoxIpam(IpamDriver):
         # What the note held and NetBox no longer has went with its VM (or by hand).
         return {"released": sorted(present), "already_gone": sorted(set(held) - set(present))}
 
-    def describe(self, instance_uuid: str) -> Dict[str, Any]:
+    def describe(self, instance_uuid: str) -> IpamHeld:
         with client.translated(BACKEND, self.settings.url):
             self._ready()
             mine = self.mine(instance_uuid)

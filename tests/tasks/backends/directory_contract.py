@@ -1,33 +1,34 @@
 """The directory contract as one test class; each directory driver's tests subclass it.
 
-A subclass provides five fixtures: ``directory`` (the driver under test),
-``directory_event`` (makes the events that driver registers: a Windows VM's
-for Active Directory's computer objects), ``directory_reader`` (reads the
+A subclass provides four fixtures: ``directory`` (the driver under test),
+``directory_reader`` (reads the
 server directly, never through the driver), ``directory_bad_credentials``
 (the driver with a wrong password) and ``directory_unreachable`` (the driver
-pointed at a closed port).
+pointed at a closed port); and may override ``directory_event`` (makes the events
+that driver registers; a Windows VM's for Active Directory's computer objects).
 """
 
 import abc
-from typing import Any, Dict, List, Protocol
+from typing import Any, Protocol
 
 import pytest
 
 from novahooks.event import Address, InstanceEvent
+from tasks.backends.directory.base import (DirectoryDeregistered, DirectoryHeld,
+                                           DirectoryRegistered)
 from tasks.errors import AuthFailed, BackendUnavailable, Conflict
-from tests.conftest import mac, unique_v4, unique_v6
+from tests.conftest import mac, make_event, unique_v4, unique_v6
+from tests.tasks.backends.reader import HeldReader
+from tests.tasks.backends.shapes import assert_shape
 
 
 class EventMaker(Protocol):
     def __call__(self, **fields: Any) -> InstanceEvent: ...
 
 
-class DirectoryReader(abc.ABC):
-    """What the directory itself holds, read without the driver under test."""
-
-    @abc.abstractmethod
-    def held(self, instance_uuid: str) -> List[Dict[str, Any]]:
-        """The instance's entries: ``{"name": host name in lower case, "addresses": sorted}``."""
+class DirectoryReader(HeldReader):
+    """``held``: the instance's entries, ``{"name": host name in lower case, "addresses":
+    sorted}`` each."""
 
     @abc.abstractmethod
     def plant(self, hostname: str) -> None:
@@ -35,6 +36,10 @@ class DirectoryReader(abc.ABC):
 
 
 class DirectoryContract(object):
+    @pytest.fixture
+    def directory_event(self) -> EventMaker:
+        return make_event
+
     def test_register_makes_one_entry_and_a_build_adds_its_addresses(
             self, directory: Any, directory_event: EventMaker,
             directory_reader: DirectoryReader) -> None:
@@ -54,6 +59,17 @@ class DirectoryContract(object):
         held = directory.managed()[created.uuid]
         assert held["hostname"] == name and held["addresses"] == sorted([v4, v6])
         directory.deregister(built)
+
+    def test_each_verb_answers_in_the_shape_the_contract_declares(
+            self, directory: Any, directory_event: EventMaker) -> None:
+        ev = directory_event(addresses=[Address(unique_v4(), 4, mac())])
+        added = assert_shape(directory.register(ev), DirectoryRegistered)
+        again = assert_shape(directory.register(ev), DirectoryRegistered)
+        assert (added["action"], again["action"], again["dn"]) == ("added", "updated", added["dn"])
+        assert assert_shape(directory.describe(ev.uuid), DirectoryHeld)["entries"] == [added["dn"]]
+        removed = assert_shape(directory.deregister(ev), DirectoryDeregistered)["removed"]
+        assert removed == [added["dn"]]
+        assert assert_shape(directory.deregister(ev), DirectoryDeregistered)["removed"] == []
 
     def test_a_rename_moves_the_entry(self, directory: Any, directory_event: EventMaker,
                                       directory_reader: DirectoryReader) -> None:

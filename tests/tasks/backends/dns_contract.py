@@ -22,7 +22,9 @@ import dns.update
 import pytest
 
 from novahooks.event import Address
+from tasks.backends.dns.base import DnsDeregistered, DnsHeld, DnsRegistered
 from tasks.errors import AuthFailed, BackendUnavailable, Conflict, OutOfScope
+from tests.tasks.backends.shapes import assert_shape
 
 
 class DnsSpace(object):
@@ -120,6 +122,18 @@ class DnsContract(object):
         dns.deregister(fqdn, owner, addresses)
         assert dns_reader.forward(fqdn) == []
         assert [dns_reader.ptr(a) for a in plain] == [[] for _ in plain]
+
+    def test_each_verb_answers_in_the_shape_the_contract_declares(
+            self, dns: Any, dns_space: DnsSpace) -> None:
+        owner, fqdn, addresses = _uuid(), dns_space.name(), dns_space.addresses()
+        plain = [a.address for a in addresses]
+        assert_shape(dns.register(fqdn, owner, addresses), DnsRegistered)
+        assert_shape(dns.register(fqdn, owner, addresses[:1]), DnsRegistered)  # one removed
+        assert_shape(dns.describe(fqdn, owner, plain), DnsHeld)
+        assert_shape(dns.deregister(fqdn, _uuid(), addresses), DnsDeregistered)  # not ours
+        gone = assert_shape(dns.deregister(fqdn, owner, addresses), DnsDeregistered)
+        assert gone["forward_removed"] is True and gone["fqdn"] == fqdn
+        assert not assert_shape(dns.describe(fqdn, owner, plain), DnsHeld)["A"]
 
     def test_register_again_holds_exactly_the_new_addresses(
             self, dns: Any, dns_space: DnsSpace, dns_reader: DnsReader) -> None:

@@ -13,8 +13,10 @@ from typing import Any, List
 import pytest
 
 from novahooks.event import Address
+from tasks.backends.ipam.base import IpamEnsured, IpamHeld, IpamReleased
 from tasks.errors import AuthFailed, BackendUnavailable, Conflict, OutOfScope
 from tests.conftest import mac, make_event, unique_v4, unique_v6
+from tests.tasks.backends.shapes import assert_shape
 
 
 class IpamReader(abc.ABC):
@@ -43,6 +45,18 @@ class IpamContract(object):
         described = ipam.describe(ev.uuid)["addresses"]
         assert sorted(str(a).split("/")[0] for a in described) == sorted([v4, v6])
         ipam.release(ev.uuid)
+
+    def test_each_verb_answers_in_the_shape_the_contract_declares(self, ipam: Any) -> None:
+        kept, dropped = unique_v4(), unique_v4()
+        ev = make_event(addresses=[Address(kept, 4, mac()), Address(dropped, 4, mac())])
+        made = assert_shape(ipam.ensure(ev.uuid, "c-s.cloud.example.test", ev.addresses),
+                            IpamEnsured)
+        assert_shape(ipam.ensure_with(ev.uuid, "c-s.cloud.example.test", ev.addresses[:1],
+                                      made), IpamEnsured)
+        assert_shape(ipam.describe(ev.uuid), IpamHeld)
+        assert assert_shape(ipam.release(ev.uuid), IpamReleased)["released"] == [kept]
+        assert assert_shape(ipam.release_with(ev.uuid, {}), IpamReleased)["released"] == []
+        assert assert_shape(ipam.describe(ev.uuid), IpamHeld)["addresses"] == []
 
     def test_ensure_releases_addresses_the_instance_no_longer_has(
             self, ipam: Any, ipam_reader: IpamReader) -> None:

@@ -442,4 +442,4 @@ def test_records_name_the_backends_objects_and_hold_no_secret(stack: Stack,
     build = [r for r in audit_lines(trail.log, trail.vm)
              if r["kind"] == "build" and r["stage"] == "done"][-1]
     assert build["backends"]["directory"]["dn"].startswith("cn=audit-proof,"), build
-    assert build["backends"]["inventory"]["vm"], build
+    assert build["backends"]["inventory"]["id"], build

@@ -22,6 +22,7 @@ from tasks.errors import AuthFailed, InvalidEvent, Misconfigured
 from tests.conftest import mac, make_event
 from tests.servers.base import free_port
 from tests.tasks.backends.directory_contract import DirectoryContract, DirectoryReader
+from tests.tasks.backends.driver_fixtures import driver_fixtures
 
 _serial = itertools.count(10)
 
@@ -93,27 +94,18 @@ def windows_event(hostname: Optional[str] = None, **fields: Any) -> Any:
                       **fields)
 
 
-class TestAdDirectory(DirectoryContract):
-    @pytest.fixture
-    def directory(self, driver: AdDirectory) -> AdDirectory:
-        return driver
+def on_samba(request: Any, **changed: Any) -> AdDirectory:
+    return AdDirectory(ad_settings(request.getfixturevalue("samba"), **changed))
 
+
+class TestAdDirectory(driver_fixtures(
+        "directory", on_samba, lambda request: {"password": Secret("not-the-password")},
+        lambda request: {"url": "ldap://127.0.0.1:%d" % free_port(), "timeout": 1.0},
+        reader=lambda request: SambaReader(request.getfixturevalue("samba"))),
+        DirectoryContract):
     @pytest.fixture
     def directory_event(self) -> Any:
         return windows_event
-
-    @pytest.fixture
-    def directory_reader(self, samba: SambaServer) -> SambaReader:
-        return SambaReader(samba)
-
-    @pytest.fixture
-    def directory_bad_credentials(self, samba: SambaServer) -> AdDirectory:
-        return AdDirectory(ad_settings(samba, password=Secret("not-the-password")))
-
-    @pytest.fixture
-    def directory_unreachable(self, samba: SambaServer) -> AdDirectory:
-        return AdDirectory(ad_settings(samba, url="ldap://127.0.0.1:%d" % free_port(),
-                                       timeout=1.0))
 
 
 def test_windows_vm_gets_a_computer_object_a_join_accepts(samba: SambaServer,
@@ -196,7 +188,7 @@ def test_linux_vm_host_entry_computer_or_nothing(samba: SambaServer) -> None:
     assert not conn.search(dn, "(objectClass=*)", BASE)
 
     assert AdDirectory(ad_settings(samba, linux="skip")).register(linux) == {
-        "skipped": "not a Windows VM ([directory] linux = skip)"}
+        "dn": None, "action": "skipped", "skipped": "not a Windows VM ([directory] linux = skip)"}
     assert not conn.search(samba.computers_ou, "(description=%s)" % linux.uuid, SUBTREE) \
         or not conn.entries
 

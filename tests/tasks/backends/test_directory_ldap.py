@@ -22,6 +22,7 @@ from tests.conftest import mac, make_event, unique_v4, unique_v6
 from tests.servers.base import free_port
 from tests.servers.stack import Stack
 from tests.tasks.backends.directory_contract import DirectoryContract, DirectoryReader
+from tests.tasks.backends.driver_fixtures import driver_fixtures, env, from_stack
 
 
 def admin(stack: Stack) -> Connection:
@@ -65,29 +66,13 @@ def driver(settings: Settings) -> LdapDirectory:
     return LdapDirectory(settings.directory)
 
 
-class TestLdapDirectory(DirectoryContract):
-    @pytest.fixture
-    def directory(self, driver: LdapDirectory) -> LdapDirectory:
-        return driver
-
-    @pytest.fixture
-    def directory_event(self) -> Any:
-        return make_event
-
-    @pytest.fixture
-    def directory_reader(self, stack: Stack) -> SlapdReader:
-        return SlapdReader(stack)
-
-    @pytest.fixture
-    def directory_bad_credentials(self, stack: Stack) -> LdapDirectory:
-        return LdapDirectory(load_settings(str(stack.config_path), {
-            "NOVAHOOKS_DIRECTORY_PASSWORD": "wrong"}).directory)
-
-    @pytest.fixture
-    def directory_unreachable(self, stack: Stack) -> LdapDirectory:
-        return LdapDirectory(load_settings(str(stack.config_path), {
-            "NOVAHOOKS_DIRECTORY_URL": "ldap://127.0.0.1:%d" % free_port(),
-            "NOVAHOOKS_DIRECTORY_TIMEOUT": "1"}).directory)
+class TestLdapDirectory(driver_fixtures(
+        "directory", from_stack("directory", LdapDirectory),
+        lambda request: env("directory", password="wrong"),
+        lambda request: env("directory", url="ldap://127.0.0.1:%d" % free_port(), timeout="1"),
+        reader=lambda request: SlapdReader(request.getfixturevalue("stack"))),
+        DirectoryContract):
+    """The contract against slapd, read back with an admin's search."""
 
 
 def test_object_classes_follow_what_the_entry_holds(stack: Stack,

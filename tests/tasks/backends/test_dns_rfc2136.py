@@ -4,7 +4,7 @@ What the contract does not cover stays here: a second reverse zone, and the
 refusal to send unsigned updates.
 """
 
-from pathlib import Path
+from typing import Any, Dict
 
 import pytest
 
@@ -16,6 +16,7 @@ from tests.conftest import unique_v4, unique_v6
 from tests.servers.base import free_port
 from tests.servers.stack import FORWARD_ZONE, Stack
 from tests.tasks.backends.dns_contract import DnsContract, DnsSpace, QueryReader
+from tests.tasks.backends.driver_fixtures import driver_fixtures, env, from_stack
 
 
 @pytest.fixture
@@ -24,30 +25,19 @@ def reader(stack: Stack) -> QueryReader:
                        stack.bind.key_secret, stack.bind.key_algorithm)
 
 
-class TestRfc2136OnBind(DnsContract):
-    @pytest.fixture
-    def dns(self, settings: Settings) -> Rfc2136Dns:
-        return Rfc2136Dns(settings.dns)
+def another_tsig_secret(request: Any) -> Dict[str, str]:
+    secret = request.getfixturevalue("tmp_path") / "bad"
+    secret.write_text("c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=")
+    return env("dns", tsig_secret_file=str(secret))
 
+
+class TestRfc2136OnBind(driver_fixtures(
+        "dns", from_stack("dns", Rfc2136Dns), another_tsig_secret,
+        lambda request: env("dns", port=str(free_port()), timeout="1"),
+        reader=lambda request: request.getfixturevalue("reader")), DnsContract):
     @pytest.fixture
     def dns_space(self) -> DnsSpace:
         return DnsSpace(FORWARD_ZONE, unique_v4, unique_v6)
-
-    @pytest.fixture
-    def dns_reader(self, reader: QueryReader) -> QueryReader:
-        return reader
-
-    @pytest.fixture
-    def dns_bad_credentials(self, stack: Stack, tmp_path: Path) -> Rfc2136Dns:
-        secret = tmp_path / "bad"
-        secret.write_text("c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=")
-        return Rfc2136Dns(load_settings(str(stack.config_path),
-                                        {"NOVAHOOKS_DNS_TSIG_SECRET_FILE": str(secret)}).dns)
-
-    @pytest.fixture
-    def dns_unreachable(self, stack: Stack) -> Rfc2136Dns:
-        return Rfc2136Dns(load_settings(str(stack.config_path), {
-            "NOVAHOOKS_DNS_PORT": str(free_port()), "NOVAHOOKS_DNS_TIMEOUT": "1"}).dns)
 
 
 def test_ptr_in_the_192_168_reverse_zone(settings: Settings, reader: QueryReader) -> None:

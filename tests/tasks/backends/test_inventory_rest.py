@@ -53,7 +53,7 @@ class CmdbReader(InventoryReader):
     def __init__(self, cmdb: CmdbServer) -> None:
         self.cmdb = cmdb
 
-    def records(self, instance_uuid: str) -> List[Dict[str, Any]]:
+    def held(self, instance_uuid: str) -> List[Dict[str, Any]]:
         return [{"name": item["name"], "status": item["status"]}
                 for item in held(self.cmdb, instance_uuid)]
 

@@ -157,10 +157,6 @@ class MemoryDirectoryReader(DirectoryReader):
 class TestMemoryDirectory(memory_fixtures("directory", MemoryDirectory, DirectorySettings),
                           DirectoryContract):
     @pytest.fixture
-    def directory_event(self) -> Any:
-        return make_event
-
-    @pytest.fixture
     def directory_reader(self, url: str) -> MemoryDirectoryReader:
         return MemoryDirectoryReader(memory.backend(DirectoryStore, url))
 
@@ -169,7 +165,7 @@ class MemoryInventoryReader(InventoryReader):
     def __init__(self, store: InventoryStore) -> None:
         self.store = store
 
-    def records(self, instance_uuid: str) -> List[Dict[str, Any]]:
+    def held(self, instance_uuid: str) -> List[Dict[str, Any]]:
         return [{"name": r["name"], "status": r["status"]}
                 for r in self.store.records.values() if r["uuid"] == instance_uuid]
 

@@ -100,7 +100,7 @@ def test_inventory_planned_then_active_with_interfaces_and_primary_ips(
     assert vm.custom_fields["nova_project_id"] == created.project_id
     inventory.deregister(built)
     assert api.virtualization.virtual_machines.get(**{"cf_" + UUID_FIELD: created.uuid}) is None
-    assert inventory.deregister(built) == {"vm": None}
+    assert inventory.deregister(built) == {"id": None}
     ipam.release(built.uuid)
 
 

@@ -9,11 +9,10 @@ from typing import Any, Dict, List
 import pynetbox
 import pytest
 
-from novahooks.settings import Settings, load_settings
 from tasks.backends.inventory.netbox import NetBoxInventory
 from tasks.backends.netbox.client import UUID_FIELD
 from tests.servers.base import free_port
-from tests.servers.stack import Stack
+from tests.tasks.backends.driver_fixtures import driver_fixtures, env, from_stack
 from tests.tasks.backends.inventory_contract import InventoryContract, InventoryReader
 
 
@@ -26,7 +25,7 @@ class NetBoxInventoryReader(InventoryReader):
             **{"cf_" + UUID_FIELD: instance_uuid})
             if (vm.custom_fields or {}).get(UUID_FIELD) == instance_uuid]
 
-    def records(self, instance_uuid: str) -> List[Dict[str, Any]]:
+    def held(self, instance_uuid: str) -> List[Dict[str, Any]]:
         return [{"name": vm.name, "status": vm.status.value} for vm in self._vms(instance_uuid)]
 
     def forget(self, instance_uuid: str) -> None:
@@ -34,27 +33,18 @@ class NetBoxInventoryReader(InventoryReader):
             vm.delete()
 
 
-class TestNetBoxInventory(InventoryContract):
-    @pytest.fixture
-    def inventory(self, settings: Settings) -> NetBoxInventory:
-        return NetBoxInventory(settings.inventory)
+def admin_reader(request: Any) -> NetBoxInventoryReader:
+    stack = request.getfixturevalue("stack")
+    return NetBoxInventoryReader(pynetbox.api(stack.netbox.url, token=stack.netbox.token))
 
-    @pytest.fixture
-    def inventory_decommissioning(self, stack: Stack) -> NetBoxInventory:
-        return NetBoxInventory(load_settings(str(stack.config_path), {
-            "NOVAHOOKS_INVENTORY_ON_DELETE": "decommission"}).inventory)
 
-    @pytest.fixture
-    def inventory_reader(self, stack: Stack) -> NetBoxInventoryReader:
-        return NetBoxInventoryReader(pynetbox.api(stack.netbox.url, token=stack.netbox.token))
+BUILD = from_stack("inventory", NetBoxInventory)
 
-    @pytest.fixture
-    def inventory_bad_credentials(self, stack: Stack) -> NetBoxInventory:
-        return NetBoxInventory(load_settings(str(stack.config_path), {
-            "NOVAHOOKS_INVENTORY_TOKEN": "0" * 40}).inventory)
 
+class TestNetBoxInventory(driver_fixtures(
+        "inventory", BUILD, lambda request: env("inventory", token="0" * 40),
+        lambda request: env("inventory", url="http://127.0.0.1:%d" % free_port(), timeout="2"),
+        reader=admin_reader), InventoryContract):
     @pytest.fixture
-    def inventory_unreachable(self, stack: Stack) -> NetBoxInventory:
-        return NetBoxInventory(load_settings(str(stack.config_path), {
-            "NOVAHOOKS_INVENTORY_URL": "http://127.0.0.1:%d" % free_port(),
-            "NOVAHOOKS_INVENTORY_TIMEOUT": "2"}).inventory)
+    def inventory_decommissioning(self, request: Any) -> NetBoxInventory:
+        return BUILD(request, **env("inventory", on_delete="decommission"))
