@@ -44,6 +44,52 @@ Token(version=1, user=user, token=os.environ["NB_TOKEN"], description="novahooks
 """
 
 
+# Run inside NetBox's venv to grow a database (the bench of a big operator's NetBox):
+# NB_VMS VMs in cluster NB_CLUSTER, one interface each, and NB_IPS addresses on those
+# interfaces, every one carrying the custom fields NB_FIELDS (JSON: name -> [label,
+# [object types]]) as the drivers create them. bulk_create, so no changelog and no
+# search cache: what NetBox's queries scan, not what its history holds.
+_GROW = """
+import ipaddress, json, os, uuid
+from django.contrib.contenttypes.models import ContentType
+from django.db import transaction
+from core.models import ObjectType
+from extras.models import CustomField
+from ipam.models import IPAddress, Prefix
+from virtualization.models import Cluster, ClusterType, VirtualMachine, VMInterface
+vms, ips = int(os.environ["NB_VMS"]), int(os.environ["NB_IPS"])
+fields = json.loads(os.environ["NB_FIELDS"])
+network = ipaddress.ip_network(os.environ["NB_NETWORK"])
+with transaction.atomic():
+    for name, (label, types) in fields.items():
+        field = CustomField.objects.create(name=name, label=label, type="text")
+        field.object_types.set([ObjectType.objects.get_by_natural_key(*t.split("."))
+                                for t in types])
+    kind = ClusterType.objects.create(name=os.environ["NB_CLUSTER_TYPE"],
+                                      slug=os.environ["NB_CLUSTER_TYPE_SLUG"])
+    cluster = Cluster.objects.create(name=os.environ["NB_CLUSTER"], type=kind, status="active")
+    Prefix.objects.create(prefix=str(network), status="active")
+    uuids = [str(uuid.uuid4()) for n in range(vms)]  # never one a test or bench makes
+    made = VirtualMachine.objects.bulk_create(
+        [VirtualMachine(name="grown-%06d" % n, cluster=cluster, status="active", vcpus=1,
+                        memory=2048, disk=20000, custom_field_data={
+                            "nova_instance_uuid": uuids[n], "nova_project_id": "grown"})
+         for n in range(vms)], batch_size=5000)
+    ifaces = VMInterface.objects.bulk_create(
+        [VMInterface(virtual_machine=vm, name="private") for vm in made], batch_size=5000)
+    iface_type = ContentType.objects.get_for_model(VMInterface)
+    hosts = network.hosts()
+    IPAddress.objects.bulk_create(
+        [IPAddress(address="%s/%d" % (next(hosts), network.prefixlen), status="active",
+                   dns_name="grown-%06d.grown.example.test" % (n % vms),
+                   assigned_object_type=iface_type, assigned_object_id=ifaces[n % vms].id,
+                   custom_field_data={"nova_instance_uuid": uuids[n % vms]})
+         for n in range(ips)], batch_size=5000)
+print("grown: %d VMs, %d interfaces, %d addresses" % (
+    VirtualMachine.objects.count(), VMInterface.objects.count(), IPAddress.objects.count()))
+"""
+
+
 def _python312() -> str:
     """NetBox 4.7 needs Python >= 3.12, which is not the project's own interpreter."""
     return find_python("3.12", "NOVAHOOKS_NETBOX_PYTHON")
@@ -174,6 +220,61 @@ def _template_db(pg_host: str, pg_port: int) -> str:
     return name
 
 
+def grown_template(vms: int, ips: int, cluster: str, cluster_type: str,
+                   fields: Dict[str, object], network: str = "10.128.0.0/15",
+                   progress: Progress = print, pg_host: str = "127.0.0.1",
+                   pg_port: int = 5432) -> str:
+    """A template database: the migrated one grown by ``vms`` VMs and ``ips`` addresses.
+
+    Loading takes minutes, so it is done once: kept as a dump beside the migrated
+    one (keyed by what was loaded) and restored into a template database like it.
+    """
+    base = _template_db(pg_host, pg_port)
+    key = hashlib.sha256(json.dumps([base, vms, ips, cluster, cluster_type, fields, network,
+                                     _GROW], sort_keys=True).encode()).hexdigest()[:10]
+    name = f"{base}_grown_{key}"
+    dump = HOME / f"grown-{key}.dump"
+    exists = subprocess.run(_pg("psql", pg_host, pg_port, "-d", "postgres", "-tAc",
+                                f"SELECT 1 FROM pg_database WHERE datname = '{name}'"),
+                            capture_output=True, text=True, check=True).stdout.strip()
+    if exists == "1":
+        return name
+    scratch = f"{name}_tmp{os.getpid()}"
+    _drop(pg_host, pg_port, scratch)
+    started = time.monotonic()
+    if dump.exists():
+        _run(_pg("createdb", pg_host, pg_port, scratch))
+        _run(_pg("pg_restore", pg_host, pg_port, "--no-owner", "-d", scratch, str(dump)))
+    else:
+        progress(f"netbox: growing a database by {vms} VMs and {ips} addresses (minutes)")
+        _run(_pg("createdb", pg_host, pg_port, "-T", base, scratch))
+        build = HOME / f"grow-{os.getpid()}"
+        env = _configure(build, scratch, pg_host, pg_port, 6379)
+        slug = "".join(c if c.isalnum() else "-" for c in cluster_type.lower()).strip("-")
+        try:
+            _run([str(VENV / "bin" / "python"), "-m", "netbox", "shell", "-c", _GROW], progress,
+                 {**env, "NB_VMS": str(vms), "NB_IPS": str(ips), "NB_CLUSTER": cluster,
+                  "NB_CLUSTER_TYPE": cluster_type, "NB_CLUSTER_TYPE_SLUG": slug,
+                  "NB_FIELDS": json.dumps(fields), "NB_NETWORK": network})
+            _run(_pg("psql", pg_host, pg_port, "-d", scratch, "-qc", "VACUUM ANALYZE"))
+            tmp = dump.with_suffix(f".tmp-{os.getpid()}")
+            _run(_pg("pg_dump", pg_host, pg_port, "-Fc", "-d", scratch, "-f", str(tmp)))
+            tmp.rename(dump)
+        except BaseException:
+            _drop(pg_host, pg_port, scratch)
+            raise
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
+    _run(_pg("psql", pg_host, pg_port, "-d", scratch, "-qc", "ANALYZE"))
+    try:
+        _run(_pg("psql", pg_host, pg_port, "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc",
+                 f'ALTER DATABASE "{scratch}" RENAME TO "{name}"'))
+    except ServerError:
+        _drop(pg_host, pg_port, scratch)  # another process made it first
+    progress(f"netbox: grown template {name} ready in {time.monotonic() - started:.0f}s")
+    return name
+
+
 class NetBoxServer(Server):
     """A running NetBox: `url` and `token` for clients; `stop()` also drops its database."""
 
@@ -197,11 +298,15 @@ def _status_ok(url: str, token: str) -> bool:
 
 
 def start(workdir: Path, redis_port: int = 6379, pg_host: str = "127.0.0.1", pg_port: int = 5432,
-          progress: Progress = print, redis_password: str = "") -> NetBoxServer:
-    """Start NetBox on a free port with a database of its own; return once its API answers."""
+          progress: Progress = print, redis_password: str = "",
+          template: Optional[str] = None) -> NetBoxServer:
+    """Start NetBox on a free port with a database of its own; return once its API answers.
+
+    ``template``: the database to clone (:func:`grown_template`); the migrated one if None.
+    """
     python = str(ensure_installed(progress) / "bin" / "python")
     ensure_template(progress, pg_host, pg_port)
-    template = _template_db(pg_host, pg_port)
+    template = template or _template_db(pg_host, pg_port)
     token = json.loads(TOKEN_FILE.read_text())["token"]
     database = f"novahooks_netbox_{os.getpid()}_{secrets.token_hex(4)}"
     _run(_pg("createdb", pg_host, pg_port, "-T", template, database))
@@ -221,7 +326,8 @@ def start(workdir: Path, redis_port: int = 6379, pg_host: str = "127.0.0.1", pg_
         raise
     server = NetBoxServer(url, token, database, process, pg_host, pg_port)
     try:
-        wait_for(lambda: _status_ok(url, token), 120, "NetBox", process.proc, log)
+        # ~20 s on an idle machine; minutes when other suites load the 2 cores
+        wait_for(lambda: _status_ok(url, token), 300, "NetBox", process.proc, log)
     except BaseException:
         server.stop()
         raise
