@@ -18,6 +18,7 @@ Each example uses a fresh UUID and addresses from 10.20.200.0/24 and 2001:db8:20
 """
 
 import ipaddress
+import os
 import ssl
 import uuid as uuidlib
 from typing import Any, Dict, Iterator, List, Set, Tuple
@@ -46,6 +47,9 @@ from tasks.backends.dns.base import owner_marker
 from tasks.backends.dns.rfc2136 import Rfc2136Dns
 from tasks.errors import InvalidEvent, OutOfScope
 
+#: Generated events per run: 100 in the suite; NOVAHOOKS_HOSTILE_EXAMPLES=1000 for the
+#: issue's thousand against the real servers (9 minutes at a load of 25 on 2 cores).
+EXAMPLES = int(os.environ.get("NOVAHOOKS_HOSTILE_EXAMPLES", "100"))
 V6_BASE = ipaddress.IPv6Address("2001:db8:20::ff00")
 SENTINEL_V4, SENTINEL_V6 = "10.20.200.250", "2001:db8:20::ffff"
 #: What the configured reverse zones cover (10.in-addr.arpa, 168.192.in-addr.arpa,
@@ -277,7 +281,7 @@ def in_scope(address: str) -> bool:
     return any(ip.version == net.version and ip in net for net in COVERED)
 
 
-@hsettings(max_examples=100, deadline=None, database=None,
+@hsettings(max_examples=EXAMPLES, deadline=None, database=None,
            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(host=hostnames(), addresses=address_lists())
 # Each of these was accepted before validate.py was fixed, and left a wrong record.
