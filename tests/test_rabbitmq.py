@@ -8,6 +8,7 @@ logs and worker processes are this module's own, and the vhost (with every
 queue and message in it) is deleted at the end.
 """
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -17,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Dict, Iterator, List, NamedTuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Tuple
 
 import pytest
 
@@ -300,23 +301,39 @@ def test_the_broker_dead_letters_a_message_returned_more_than_the_delivery_limit
         assert headers["x-first-death-queue"] == queue.name
 
 
+@contextlib.contextmanager
+def hung_ipam_worker(stack: Stack, tmp_path: Path, vhost_name: str,
+                     monkeypatch: pytest.MonkeyPatch,
+                     **retry: str) -> Iterator[Tuple["Blackhole", RabbitVhost, Processes,
+                                                      Process, Any]]:
+    """One ipam worker on a private vhost whose NetBox calls hang in a Blackhole, and the
+    producer app: a message stays in flight for as long as a test wants to kill its worker.
+    ``retry`` is the clone's [retry] section."""
+    hole = Blackhole()
+    vhost = private_vhost(vhost_name)
+    procs = None
+    try:
+        clone = stack.clone(tmp_path, vhost.url, ipam={
+            "url": "http://127.0.0.1:%d" % hole.port, "timeout": "300"}, retry=retry)
+        procs = Processes(clone, progress=lambda line: None)
+        worker = procs.start_worker("ipam", concurrency=1)
+        until(lambda: "ready." in log_text(worker), 60, "ipam worker")
+        yield hole, vhost, procs, worker, amqp_app(clone.config_path, monkeypatch)
+    finally:
+        if procs is not None:
+            procs.stop()
+        vhost.stop()
+        hole.close()
+
+
 def test_a_message_that_kills_its_worker_every_time_ends_in_the_dead_letter_queue(
         stack: Stack, rabbit: Rabbit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Reject-on-worker-loss requeues the task each time the process running it dies;
     after [retry] max_deliveries deaths it is delivered again alone (a process forked
     for it, watched by the pool process), and when that process dies too the message
     is parked: it lands in novahooks.dead, and the worker goes on serving."""
-    hole = Blackhole()
-    vhost = private_vhost("novahooks-poison")
-    procs = None
-    try:
-        poisoned = stack.clone(tmp_path, vhost.url, ipam={
-            "url": "http://127.0.0.1:%d" % hole.port, "timeout": "300"},
-            retry={"poison_cooldown": "1"})
-        procs = Processes(poisoned, progress=lambda line: None)
-        worker = procs.start_worker("ipam", concurrency=1)
-        until(lambda: "ready." in log_text(worker), 60, "ipam worker")
-        app = amqp_app(poisoned.config_path, monkeypatch)
+    with hung_ipam_worker(stack, tmp_path, "novahooks-poison", monkeypatch,
+                          poison_cooldown="1") as (hole, vhost, _, worker, app):
         ev = make_event(addresses=[Address(unique_v4(), 4, mac(), "private")])
         result = app.send_task("ipam.reserve", args=[ev.to_dict()])
         kills = 0
@@ -354,8 +371,3 @@ def test_a_message_that_kills_its_worker_every_time_ends_in_the_dead_letter_queu
             unique_v4(), 4, mac(), "private")]).to_dict()])
         until(lambda: hole.accepted > seen, 30, "the worker taking new work")
         app.close()
-    finally:
-        if procs is not None:
-            procs.stop()
-        vhost.stop()
-        hole.close()

@@ -219,19 +219,9 @@ def test_an_innocent_message_running_whenever_its_worker_is_killed_is_not_parked
     import os
     import signal
     from tasks.ledger import Ledger
-    from tests.servers.rabbitmq import private_vhost
-    from tests.test_rabbitmq import Blackhole, amqp_app, dead_letters
-    hole = Blackhole()
-    vhost = private_vhost("novahooks-innocent")
-    procs = None
-    try:
-        clone = stack.clone(tmp_path, vhost.url, ipam={
-            "url": "http://127.0.0.1:%d" % hole.port, "timeout": "300"},
-            retry={"max_deliveries": "2", "poison_cooldown": "1"})
-        procs = Processes(clone, progress=lambda line: None)
-        worker = procs.start_worker("ipam", concurrency=1)
-        until(lambda: "ready." in worker.log.read_text(errors="replace"), 60, "ipam worker")
-        app = amqp_app(clone.config_path, monkeypatch)
+    from tests.test_rabbitmq import dead_letters, hung_ipam_worker
+    with hung_ipam_worker(stack, tmp_path, "novahooks-innocent", monkeypatch, max_deliveries="2",
+                          poison_cooldown="1") as (hole, vhost, procs, worker, app):
         ev = make_event(addresses=[Address(unique_v4(), 4, mac(), "private")])
         app.send_task("ipam.reserve", args=[ev.to_dict()])
         app.close()
@@ -255,8 +245,3 @@ def test_an_innocent_message_running_whenever_its_worker_is_killed_is_not_parked
         assert [r for r in letters if r["instance_uuid"] == ev.uuid] == []
         assert "PoisonMessage" not in logs
         print("%d kills of the whole worker, not parked" % kills)
-    finally:
-        if procs is not None:
-            procs.stop()
-        vhost.stop()
-        hole.close()
