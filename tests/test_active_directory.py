@@ -110,6 +110,8 @@ def test_the_ad_driver_keeps_one_connection_per_thread_and_replaces_a_dropped_on
     event = windows(name())
     dn = driver.register(event)["dn"]
     held = driver._held.conn
+    assert held is not None
+    held_socket = held.socket
     assert driver.describe(event.uuid)["entries"] == [dn]
     assert driver._held.conn is held  # the same bound connection, no new StartTLS
     elsewhere: list = []
@@ -119,7 +121,7 @@ def test_the_ad_driver_keeps_one_connection_per_thread_and_replaces_a_dropped_on
     worker.join()
     assert elsewhere[0][0] == [dn] and elsewhere[0][1] is not held  # a thread's own
 
-    held.socket.shutdown(socket.SHUT_RDWR)  # as a DC that restarted or timed it out
+    held_socket.shutdown(socket.SHUT_RDWR)  # as a DC that restarted or timed it out
     with pytest.raises(BackendUnavailable):  # retryable: the step or the guest asks again
         driver.describe(event.uuid)
     assert driver.describe(event.uuid)["entries"] == [dn]
@@ -142,7 +144,7 @@ def test_a_linux_host_entry_registers_again_through_the_ad_driver(samba: SambaSe
     again = driver.register(linux._replace(addresses=[Address(address(), 4)]))
     assert again["dn"] == first["dn"] and again["action"] != "added"
     assert [dn.lower() for dn in driver.describe(linux.uuid)["entries"]] == [
-        first["dn"].lower()]
+        str(first["dn"]).lower()]
     driver.deregister(linux)
     assert driver.describe(linux.uuid)["entries"] == []
 
@@ -163,4 +165,32 @@ def test_a_computer_object_with_a_password_is_not_given_another(samba: SambaServ
     with pytest.raises(Conflict, match="has a password already"):
         driver.check_unjoined(event)
     assert bind_as_machine(samba, event.hostname.upper(), "First-0123456789abcdefABCDEF").bound
+    driver.deregister(event)
+
+
+def test_a_forked_worker_opens_its_own_connection(samba: SambaServer) -> None:
+    """Celery's prefork pool forks after the parent may have used the driver: a child
+    sharing the parent's TLS session would garble both."""
+    import multiprocessing
+
+    from tasks.backends.directory.ad import AdDirectory
+    from tests.tasks.backends.test_directory_ad import ad_settings, name, windows
+    driver = AdDirectory(ad_settings(samba))
+    event = windows(name())
+    dn = driver.register(event)["dn"]
+    inherited = driver._held.conn
+
+    def child(out: "multiprocessing.queues.SimpleQueue[object]") -> None:
+        entries = driver.describe(event.uuid)["entries"]
+        out.put((entries, driver._held.conn is not inherited))
+
+    context = multiprocessing.get_context("fork")
+    out = context.SimpleQueue()
+    process = context.Process(target=child, args=(out,))
+    process.start()
+    process.join(60)
+    assert process.exitcode == 0
+    assert out.get() == ([dn], True)
+    assert driver.describe(event.uuid)["entries"] == [dn]  # the parent's session is intact
+    assert driver._held.conn is inherited
     driver.deregister(event)

@@ -28,6 +28,7 @@ computer object too, for realmd/sssd joins; ``skip`` leaves AD alone.
 """
 
 import contextlib
+import os
 import re
 import threading
 import time
@@ -75,6 +76,9 @@ class _Held(threading.local):
 
     conn: Optional[Connection] = None
     used: float = 0.0
+    #: The process that opened it: a forked child (Celery's prefork pool) must not share
+    #: its parent's TLS session, so it opens its own.
+    pid: int = 0
 
 
 def wants_computer(settings: Any, event: InstanceEvent) -> bool:
@@ -143,12 +147,15 @@ class AdDirectory(LdapDirectory):
         """
         held = self._held
         conn, held.conn = held.conn, None
+        if conn is not None and held.pid != os.getpid():
+            conn = None  # the parent's: left to it, not unbound from here
         if conn is not None and (conn.closed or not conn.bound
                                  or time.monotonic() - held.used > REUSE_IDLE):
             self._close(conn)
             conn = None
         if conn is None:
             conn = self._connect()
+            held.pid = os.getpid()
         try:
             yield conn
         except PermanentError:
