@@ -231,11 +231,18 @@ def drain(stack: Stack, settings: Any, vms: Sequence[Vm], kinds: Sequence[str],
     uuids = {vm.uuid for vm in vms}
     started = time.monotonic()
     last_count, last_change, reconciled, last_reconcile = -1, started, 0, started
+    closed = -1
     while True:
-        count = len(common.finished(stack.audit_path, kinds, uuids))
+        # progress is any chain closing, not only a VM whose every chain closed: a deep
+        # backlog (a loaded machine) is not a stall, and reconciling it would double it
+        done = common.audit_done(stack.audit_path, kinds, uuids)
+        count = len({key.split(":", 1)[0] for key in done if all(
+            "%s:%s" % (key.split(":", 1)[0], kind) in done for kind in kinds)})
         now = time.monotonic()
+        if len(done) != closed:
+            closed, last_change = len(done), now
         if count != last_count:
-            last_count, last_change = count, now
+            last_count = count
             log("  %d/%d VMs done (%.1f s)" % (count, len(uuids), now - started))
         if count == len(uuids):
             break
