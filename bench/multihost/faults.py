@@ -224,48 +224,75 @@ class Deployment(object):
 
 # --------------------------------------------------------------------------- faults
 
+def status_seen(dep: Deployment, host: str = "compute1") -> Dict[str, Any]:
+    """What an operator on ``host`` sees: ``novahooks status --json``, in short."""
+    result = subprocess.run(dep.hosts.argv(host, [
+        sys.executable, "-m", "novahooks.cli", "status", "--json"]), env=dep.env(host),
+        cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        universal_newlines=True, timeout=120)
+    seen: Dict[str, Any] = {"host": host, "exit": result.returncode}
+    try:
+        report = json.loads(result.stdout)
+    except ValueError:
+        seen["error"] = (result.stderr.strip().splitlines() or ["(nothing)"])[-1][:300]
+        return seen
+    seen.update({key: report.get(key) for key in ("queues", "unconsumed", "dead_letters")})
+    seen["workers"] = len(report.get("workers") or [])
+    seen["outbox_depth"] = (report.get("outbox") or {}).get("depth")
+    seen["relays"] = len(report.get("relays") or [])
+    return seen
+
+
+def _during(dep: Deployment, seconds: float, seen: Dict[str, Any]) -> None:
+    """Wait out a fault, looking at ``novahooks status`` half-way through."""
+    time.sleep(seconds / 2)
+    seen["status_during"] = status_seen(dep)
+    time.sleep(max(0.0, seconds / 2 - 1))
+
+
 def apply(fault: str, dep: Deployment, args: argparse.Namespace, log: Log) -> Dict[str, Any]:
     """Run one fault (it returns when the fault is over); what it did, with times."""
     router = dep.router
     assert router is not None
     started = time.monotonic()
+    seen: Dict[str, Any] = {}
     if fault == "worker-kill":
         killed = dep.kill_host("worker1")
         log("  worker1: %d processes SIGKILLed" % killed)
-        time.sleep(args.down)
+        _during(dep, args.down, seen)
         dep.start_workers("worker1")
         dep.wait_workers(["worker1"])
-        return {"killed_processes": killed, "down_s": args.down,
-                "fault_s": time.monotonic() - started}
+        return dict(seen, killed_processes=killed, down_s=args.down,
+                    fault_s=time.monotonic() - started)
     if fault == "broker-cut":
         dep.hosts.link("worker1", up=False)
         log("  worker1: link down")
-        time.sleep(args.cut)
+        _during(dep, args.cut, seen)
         dep.hosts.link("worker1", up=True)
-        return {"cut_s": args.cut, "fault_s": time.monotonic() - started}
+        return dict(seen, cut_s=args.cut, fault_s=time.monotonic() - started)
     if fault == "ledger-cut":
         dep.hosts.blackhole("worker1", LEDGER_ADDRESS, on=True)
         log("  worker1: no route to the ledger")
-        time.sleep(args.cut)
+        _during(dep, args.cut, seen)
         dep.hosts.blackhole("worker1", LEDGER_ADDRESS, on=False)
-        return {"cut_s": args.cut, "fault_s": time.monotonic() - started}
+        return dict(seen, cut_s=args.cut, fault_s=time.monotonic() - started)
     if fault == "broker-stop":
         router.block("rabbitmq")
         log("  RabbitMQ unreachable from every host")
-        time.sleep(args.broker_down)
+        _during(dep, args.broker_down, seen)
         router.unblock("rabbitmq")
-        return {"down_s": args.broker_down, "fault_s": time.monotonic() - started}
+        return dict(seen, down_s=args.broker_down, fault_s=time.monotonic() - started)
     if fault == "relay-kill":
         killed = dep.relays["compute1"]
         os.killpg(killed.proc.pid, signal.SIGKILL)
         killed.proc.wait(10)
         killed._fh.close()
         log("  compute1: relay SIGKILLed")
-        time.sleep(args.relay_down)
+        _during(dep, args.relay_down, seen)
         depth = dep.backlog()["compute1"]
         dep.start_relay("compute1")
-        return {"down_s": args.relay_down, "outbox_at_restart": depth,
-                "fault_s": time.monotonic() - started}
+        return dict(seen, down_s=args.relay_down, outbox_at_restart=depth,
+                    fault_s=time.monotonic() - started)
     raise ValueError(fault)
 
 
@@ -278,7 +305,10 @@ def scenario(fault: str, index: int, dep: Deployment, args: argparse.Namespace,
     per_host = {"compute1": vms[:half], "compute2": vms[half:]}
     log("%s: %d VMs, %d per compute host" % (fault, len(vms), half))
     fired = time.monotonic()
-    firing = {host: dep.fire(host, part, args.pause) for host, part in per_host.items()}
+    pause = args.pause
+    if fault == "relay-kill":  # its hooks keep firing through most of the relay's absence
+        pause = max(pause, 0.8 * args.relay_down / max(1, half))
+    firing = {host: dep.fire(host, part, pause) for host, part in per_host.items()}
     time.sleep(args.fault_after)
     done_before = len(common.finished(dep.stack.audit_path, ("create", "build"),
                                       {vm.uuid for vm in vms}))
