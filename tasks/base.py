@@ -14,6 +14,7 @@ import time
 from typing import Any, Callable, Dict, Tuple
 
 from celery import Task
+from celery.exceptions import Reject
 
 from novahooks.event import EventFormatError, InstanceEvent, describe_order, event_from_dict
 from tasks import drivers, middleware, policy, preflight, validate
@@ -122,6 +123,21 @@ class StepTask(Task):
             result = self.backend_call(action)
             ledger_.forget(event.uuid, self.backend_kind)
         return result
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery answers a retry it could not publish (the broker is down) with a Reject
+        that drops the message and reports the task failed, which dead-letters an event
+        for a fault that is transient by nature. Requeue it instead: the broker gets it
+        back (or, unreachable even for the reject, redelivers the unacknowledged message)
+        and the step runs again once the broker is back."""
+        try:
+            return super().retry(*args, **kwargs)
+        except Reject as exc:
+            if exc.requeue:
+                raise
+            LOG.warning("%s: could not publish the retry (%s); the message goes back to "
+                        "the broker", self.name, exc.reason)
+            raise Reject(exc.reason, requeue=True) from exc
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """The step inside what every step shares (tasks/middleware.py: outcome, delivery

@@ -111,7 +111,8 @@ class Outcome(Middleware):
             run.outcome, run.error = "retry", str(exc.exc or exc)
             raise
         except Reject as exc:
-            run.outcome, run.error = "parked", str(exc.reason)
+            run.outcome = "requeued" if exc.requeue else "parked"
+            run.error = str(exc.reason)
             raise
         except Exception as exc:
             run.outcome, run.error = "failed", "%s: %s" % (type(exc).__name__, exc)
