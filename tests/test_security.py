@@ -7,6 +7,8 @@
 * A dns worker holding a wrong TSIG key fails the chain permanently at dns.register,
   audited and kept as a dead letter (the driver-level refusals of unsigned updates,
   wrong keys and untrusted LDAP certificates are in tests/tasks/backends/).
+* Every NetBox started gets a fresh API token; the cached template token opens none
+  of them, and its cache file is 0600.
 """
 
 import base64
@@ -38,8 +40,8 @@ from tests.helpers import audit_lines, until
 pytestmark = pytest.mark.usefixtures("hook_outbox")
 
 
-def _get(url: str, auth: Any = None) -> requests.Response:
-    return requests.get(url, auth=auth, timeout=15)
+def _get(url: str, auth: Any = None, headers: Any = None) -> requests.Response:
+    return requests.get(url, auth=auth, headers=headers, timeout=15)
 
 
 def _log_after(path: Path, offset: int) -> str:
@@ -341,3 +343,16 @@ def test_wrong_tsig_key_fails_the_chain_at_dns_register_as_a_dead_letter(
     vm = Vm(ev.hostname, tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
     delete(vm)
     until(lambda: gone(vm, holdings(vm)), 60, "the failed VM's leftovers removed")
+
+
+# --------------------------------------------------------------------------- NetBox token
+
+def test_each_netbox_gets_its_own_token_and_the_cached_one_is_private(stack: Stack) -> None:
+    """The cached template token opens no running NetBox; the cache file is the owner's."""
+    from tests.servers import netbox
+    assert netbox.TOKEN_FILE.stat().st_mode & 0o777 == 0o600
+    template_token = json.loads(netbox.TOKEN_FILE.read_text())["token"]
+    assert stack.netbox.token != template_token
+    url = f"{stack.netbox.url}/api/status/"
+    assert _get(url, headers={"Authorization": f"Token {stack.netbox.token}"}).status_code == 200
+    assert _get(url, headers={"Authorization": f"Token {template_token}"}).status_code == 403

@@ -186,7 +186,7 @@ def ensure_template(progress: Progress = print, pg_host: str = "127.0.0.1",
              {**env, "NB_PASSWORD": creds["password"], "NB_TOKEN": creds["token"]})
         tmp = DUMP.with_suffix(f".tmp-{os.getpid()}")
         _run(_pg("pg_dump", pg_host, pg_port, "-Fc", "-d", scratch, "-f", str(tmp)))
-        TOKEN_FILE.write_text(json.dumps(creds, indent=2) + "\n")
+        _write_private(TOKEN_FILE, json.dumps(creds, indent=2) + "\n")
         tmp.rename(DUMP)
     finally:
         _drop(pg_host, pg_port, scratch)
@@ -194,6 +194,31 @@ def ensure_template(progress: Progress = print, pg_host: str = "127.0.0.1",
     progress(f"netbox: template ready in {time.monotonic() - started:.0f}s: {DUMP} "
              f"({DUMP.stat().st_size // 1024} KiB)")
     return DUMP
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create the file 0600 from its first byte: it holds the admin password and token."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def _fresh_token(pg_host: str, pg_port: int, database: str, template_token: str) -> str:
+    """Replace the cloned template's v1 token with one this NetBox alone accepts.
+
+    Every clone holds the dump's token, so a token read from the cache (or from an
+    earlier run) would open every later NetBox too. A v1 token is its plaintext
+    column, so one UPDATE (sent on stdin, not argv) is the whole change.
+    """
+    token = secrets.token_hex(20)
+    sql = (f"UPDATE users_token SET plaintext = '{token}', description = 'novahooks run' "
+           f"WHERE version = 1 AND plaintext = '{template_token}';\n")
+    done = subprocess.run(_pg("psql", pg_host, pg_port, "-d", database, "-v", "ON_ERROR_STOP=1",
+                              "-tA"), input=sql, capture_output=True, text=True)
+    if done.returncode != 0 or done.stdout.strip() != "UPDATE 1":
+        raise ServerError(f"netbox: could not replace the template token in {database}: "
+                          f"{(done.stderr or done.stdout).strip()[-300:]}")
+    return token
 
 
 def _template_db(pg_host: str, pg_port: int) -> str:
@@ -307,9 +332,16 @@ def start(workdir: Path, redis_port: int = 6379, pg_host: str = "127.0.0.1", pg_
     python = str(ensure_installed(progress) / "bin" / "python")
     ensure_template(progress, pg_host, pg_port)
     template = template or _template_db(pg_host, pg_port)
-    token = json.loads(TOKEN_FILE.read_text())["token"]
+    if TOKEN_FILE.stat().st_mode & 0o077:  # a cache written before it was created 0600
+        TOKEN_FILE.chmod(0o600)
+    template_token = json.loads(TOKEN_FILE.read_text())["token"]
     database = f"novahooks_netbox_{os.getpid()}_{secrets.token_hex(4)}"
     _run(_pg("createdb", pg_host, pg_port, "-T", template, database))
+    try:
+        token = _fresh_token(pg_host, pg_port, database, template_token)
+    except BaseException:
+        _drop(pg_host, pg_port, database)
+        raise
     workdir.mkdir(parents=True, exist_ok=True)
     env = _configure(workdir / "netbox", database, pg_host, pg_port, redis_port,
                      redis_password)
