@@ -4,7 +4,7 @@
 concern is now a small piece with one job, composed in one place (:data:`STACK`)
 and tested on its own (tests/tasks/test_middleware.py). Outermost first:
 
-* :class:`Outcome`: time the run, name its outcome (ok, skipped, retry, parked,
+* :class:`Outcome`: time the run, name its outcome (ok, skipped, retry, requeued, parked,
   failed), one metrics observation and one structured log line, whatever happens;
 * :class:`Deliveries`: count redeliveries of a message whose worker died; past
   ``[retry] max_deliveries`` deliver it again alone, and park it as poison only if it
