@@ -179,15 +179,15 @@ def verify_lines(numbered: Iterable[Tuple[int, str]], prev: str = GENESIS,
     A gap in ``seq`` is a removal unless the missing records turn up later in the
     file, which makes it a reordering: so all lines are read before judging.
     """
-    parsed: List[Tuple[int, Any]] = []
+    parsed: List[Tuple[int, Any, str]] = []
     for number, text in numbered:
         try:
-            parsed.append((number, json.loads(text)))
+            parsed.append((number, json.loads(text), text))
         except ValueError:
-            parsed.append((number, None))
-    seen = {r.get("seq") for _, r in parsed if isinstance(r, dict)}
+            parsed.append((number, None, text))
+    seen = {r.get("seq") for _, r, _ in parsed if isinstance(r, dict)}
     problems: List[str] = []
-    for number, record in parsed:
+    for number, record, text in parsed:
         if not isinstance(record, dict):
             problems.append(_not_a_record(number, text))
             continue
