@@ -131,9 +131,14 @@ def _drift(args: argparse.Namespace) -> int:
     if args.config:
         os.environ["NOVAHOOKS_CONFIG"] = args.config
     from tasks import drivers, naming
+    from tasks.base import book
     from tasks.errors import StepError
-    import time
-    began = time.time()
+    try:
+        # the ledger's clock, which dates every chain it records, not this host's
+        began = book().now() if args.fix else 0.0
+    except StepError as exc:
+        print("reconcile: %s" % exc, file=sys.stderr)
+        return 1
     try:
         nova = drift.Nova(args.cloud)
         events = nova.events()

@@ -22,7 +22,6 @@ saw nothing happen to since this pass began, and that Nova, asked by id right
 before, still does not have.
 """
 
-import time
 from typing import Any, Callable, Dict, List, Optional
 
 from novahooks.event import Address, Flavor, InstanceEvent, new_event
@@ -200,7 +199,8 @@ def fix(rows: List[Dict[str, Any]], events: List[InstanceEvent],
     """One decision per drifting instance: the chain published, or why none was.
 
     ``nova`` answers ``event(uuid)`` (see :class:`Nova`); ``began`` is when the Nova
-    listing was asked for; ``publish`` sends a chain (default: the Celery chain).
+    listing was asked for, on the ledger's clock (``Ledger.now``: the one clock every
+    host's chain is dated by); ``publish`` sends a chain (default: the Celery chain).
     """
     from tasks.base import book
     from tasks.reconcile_state import Absences
@@ -211,7 +211,7 @@ def fix(rows: List[Dict[str, Any]], events: List[InstanceEvent],
     stale = [uuid for uuid in drifting if uuid not in listed]
     ledger = book()
     absences = Absences(ledger)
-    now = time.time()
+    now = ledger.now()
     first_missing = absences.missing(stale, now)
     absences.keep_only(stale)
     active = absences.active_since(stale, began)

@@ -19,6 +19,13 @@ several), keeps what the backends cannot tell us cheaply:
   chains that stopped half-way and finish them.
 * ``dead_letters``: events a step gave up on, with the error and attempts,
   until an operator replays them.
+
+Every time the ledger keeps is the ledger database's own clock (PostgreSQL's
+``clock_timestamp()``; SQLite lives on one host, whose clock it is): workers, relays
+and reconcile run on hosts whose clocks differ, and a worker five minutes behind
+would otherwise make every chain it touches look five minutes stalled to a
+reconcile on a right clock, and a VM it registered look older than a listing that
+began before it (see README, "Deploying on several hosts").
 """
 
 import contextlib
@@ -117,7 +124,8 @@ dead_letters = Table(
 _STEP_DONE = text("""
     INSERT INTO progress (event_id, instance_uuid, kind, event, done_steps, started_at,
                           updated_at, finished_at)
-    VALUES (:event_id, :instance_uuid, :kind, :event, :step, :now, :now, :finished_at)
+    VALUES (:event_id, :instance_uuid, :kind, :event, :step, :now, :now,
+            CASE WHEN :last THEN :now END)
     ON CONFLICT (event_id) DO UPDATE SET
         done_steps = CASE
             WHEN progress.done_steps = '' THEN excluded.done_steps
@@ -138,12 +146,17 @@ _REGISTER_STATE = text("""
 #: Only ever moves forward, even without the lock (an operator's replay, a race).
 _APPLIED = text("""
     INSERT INTO versions (instance_uuid, backend, stamp, tie, event_id, updated_at)
-    VALUES (:instance_uuid, :backend, :stamp, :tie, :event_id, :created_at)
+    VALUES (:instance_uuid, :backend, :stamp, :tie, :event_id, :now)
     ON CONFLICT (instance_uuid, backend) DO UPDATE SET
         stamp = excluded.stamp, tie = excluded.tie, event_id = excluded.event_id,
         updated_at = excluded.updated_at
     WHERE excluded.stamp > versions.stamp
        OR (excluded.stamp = versions.stamp AND excluded.tie >= versions.tie)
+""")
+_SKIP = text("""
+    INSERT INTO skips (event_id, step, reason, created_at)
+    VALUES (:event_id, :step, :reason, :now)
+    ON CONFLICT (event_id, step) DO UPDATE SET reason = excluded.reason
 """)
 _SKIPS = select(skips.c.step, skips.c.reason).where(skips.c.event_id == bindparam("event_id"))
 _MADE = select(records).where(records.c.instance_uuid == bindparam("uuid"))
@@ -159,7 +172,7 @@ _TOMBSTONE = text("""
 """)
 _REMEMBER = text("""
     INSERT INTO records (instance_uuid, step, detail, created_at)
-    VALUES (:instance_uuid, :step, :detail, :created_at)
+    VALUES (:instance_uuid, :step, :detail, :now)
     ON CONFLICT (instance_uuid, step) DO UPDATE SET
         detail = excluded.detail, created_at = excluded.created_at
 """)
@@ -186,6 +199,18 @@ def _flocked(path: str, mode: int) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+#: The time, in seconds since the epoch, on the PostgreSQL server's clock.
+PG_CLOCK = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
+
+
+def database_now(engine: Engine) -> float:
+    """The time on the clock of ``engine``'s database server (SQLite: this host's)."""
+    if engine.dialect.name == "sqlite":
+        return time.time()
+    with engine.connect() as conn:
+        return float(conn.execute(text("SELECT %s" % PG_CLOCK)).scalar_one())
+
+
 def _unavailable(exc: Exception) -> BackendUnavailable:
     return BackendUnavailable("ledger database unavailable: %s" % str(exc).splitlines()[0],
                               backend="ledger")
@@ -199,6 +224,7 @@ class Ledger(object):
         self.synchronous = synchronous
         self._engine = None  # type: Optional[Engine]
         self._pid = 0
+        self._clocked_text: Dict[str, Any] = {}
 
     @property
     def engine(self) -> Engine:
@@ -277,6 +303,26 @@ class Ledger(object):
         except OperationalError as exc:
             raise _unavailable(exc) from exc
 
+    def now(self) -> float:
+        """The ledger's clock: what every time it keeps is measured by (see above)."""
+        try:
+            return database_now(self.engine)
+        except OperationalError as exc:
+            raise _unavailable(exc) from exc
+
+    def _clocked(self, statement: Any) -> Any:
+        """``statement`` with its ``:now`` read from the server's clock (PostgreSQL).
+
+        SQLite keeps the bound ``now``: the database and every process that writes it
+        share one host, so one clock. Callers bind ``now`` either way.
+        """
+        if self.sqlite:
+            return statement
+        key = statement.text
+        if key not in self._clocked_text:
+            self._clocked_text[key] = text(key.replace(":now", PG_CLOCK))
+        return self._clocked_text[key]
+
     def _write(self, statement: Any, values: Optional[Dict[str, Any]] = None) -> None:
         """One statement in a transaction of its own; ``values`` bind a prepared one."""
         try:
@@ -309,8 +355,8 @@ class Ledger(object):
 
     def tombstone(self, instance_uuid: str, hostname: Optional[str]) -> None:
         """Mark the instance deleted; the first delete's time stays (one upsert)."""
-        self._write(_TOMBSTONE, {"uuid": instance_uuid, "hostname": hostname,
-                                   "now": time.time()})
+        self._write(self._clocked(_TOMBSTONE), {"uuid": instance_uuid, "hostname": hostname,
+                                                "now": time.time()})
 
     def remember(self, instance_uuid: str, step: str, detail: Dict[str, Any],
                  order: Optional[Tuple[int, int]] = None, event_id: str = "") -> None:
@@ -321,15 +367,15 @@ class Ledger(object):
         ``order``, the same transaction notes it as the backend's version.
         """
         values = {"instance_uuid": instance_uuid, "step": step,
-                  "detail": json.dumps(detail, sort_keys=True), "created_at": time.time()}
+                  "detail": json.dumps(detail, sort_keys=True), "now": time.time()}
         if order is None:
-            self._write(_REMEMBER, values)
+            self._write(self._clocked(_REMEMBER), values)
             return
         values.update(backend=step, stamp=order[0], tie=order[1], event_id=event_id)
         try:
             with self.engine.begin() as conn:
-                conn.execute(_REMEMBER, values)
-                conn.execute(_APPLIED, values)
+                conn.execute(self._clocked(_REMEMBER), values)
+                conn.execute(self._clocked(_APPLIED), values)
         except OperationalError as exc:
             raise _unavailable(exc) from exc
 
@@ -337,11 +383,7 @@ class Ledger(object):
         """A register step of this event did nothing, and why (read by its audit record)."""
         if not event_id:
             return
-        self._write(text("""
-            INSERT INTO skips (event_id, step, reason, created_at)
-            VALUES (:event_id, :step, :reason, :now)
-            ON CONFLICT (event_id, step) DO UPDATE SET reason = excluded.reason
-        """), {"event_id": event_id, "step": step, "reason": reason[:1000],
+        self._write(self._clocked(_SKIP), {"event_id": event_id, "step": step, "reason": reason[:1000],
                "now": time.time()})
 
     def skipped_steps(self, event_id: str) -> Dict[str, str]:
@@ -371,16 +413,15 @@ class Ledger(object):
         opened by the relay or an earlier step; the set of steps only grows, and a
         finished chain stays finished.
         """
-        now = time.time()
         event_id = str(event.get("event_id") or "")
         if not event_id:
             return
         pattern = "%%,%s,%%" % step.replace("\\", "\\\\").replace("%", "\\%") \
             .replace("_", "\\_")
-        self._write(_STEP_DONE, {
+        self._write(self._clocked(_STEP_DONE), {
             "event_id": event_id, "instance_uuid": str(event.get("uuid")),
             "kind": str(event.get("kind")), "event": json.dumps(event, sort_keys=True),
-            "step": step, "pattern": pattern, "now": now, "finished_at": now if last else None})
+            "step": step, "pattern": pattern, "now": time.time(), "last": bool(last)})
 
     def published(self, events: List[Dict[str, Any]]) -> None:
         """Open a progress row, with no step done, for each event the relay handed over.
@@ -390,13 +431,13 @@ class Ledger(object):
         and recording it as unacknowledged) leaves no other trace; with this row,
         ``reconcile`` finds it like any chain that stopped half-way.
         """
-        now = time.time()
+        if not any(event.get("event_id") for event in events):
+            return
+        now = self.now()
         rows = [{"event_id": str(event["event_id"]), "instance_uuid": str(event.get("uuid")),
                  "kind": str(event.get("kind")), "event": json.dumps(event, sort_keys=True),
                  "done_steps": "", "started_at": now, "updated_at": now}
                 for event in events if event.get("event_id")]
-        if not rows:
-            return
         known = {row["event_id"] for row in self._rows(
             select(progress.c.event_id).where(progress.c.event_id.in_(
                 [row["event_id"] for row in rows])))}
@@ -417,7 +458,7 @@ class Ledger(object):
 
     def stalled(self, older_than: float) -> List[Dict[str, Any]]:
         """Chains that began, stopped and were not dead-lettered."""
-        cutoff = time.time() - older_than
+        cutoff = self.now() - older_than
         dead = select(dead_letters.c.event_id).where(dead_letters.c.replayed_at.is_(None))
         return self._rows(select(progress).where(progress.c.finished_at.is_(None))
                           .where(progress.c.updated_at < cutoff)

@@ -53,6 +53,7 @@ def reconcile_stalled(settings: Settings,
     from tasks.app import app
     ledger = _ledger(settings)
     resumed = []
+    now = ledger.now()
     for row in ledger.stalled(settings.ledger.stalled_after if older_than is None else older_than):
         event = json.loads(row["event"])
         if event.get("kind") not in chains.PLANS:
@@ -63,7 +64,7 @@ def reconcile_stalled(settings: Settings,
         chains.build(app, event, start_at=start).apply_async()
         resumed.append({"event_id": row["event_id"], "instance_uuid": row["instance_uuid"],
                         "kind": row["kind"], "resumed_at_step": start,
-                        "stalled_for_s": round(time.time() - row["updated_at"], 1)})
+                        "stalled_for_s": round(now - row["updated_at"], 1)})
     return resumed
 
 

@@ -8,11 +8,11 @@ later ones read it back. Only the Fernet token (AES-128-CBC + HMAC-SHA256, from
 new one first). After ``credential_ttl`` the token is wiped and the row kept, so
 the instance is never issued a second credential (a second one would reset the
 password of a machine that joined with the first); the instance's delete
-removes the row.
+removes the row. Issue and expiry are read off the database's clock, so two
+vendordata hosts whose clocks differ agree on when a credential expires.
 """
 
 import json
-import time
 from typing import Any, Dict, NamedTuple, Optional
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tasks.errors import BackendUnavailable, Misconfigured, PermanentError
+from tasks.ledger import database_now
 
 metadata = MetaData()
 
@@ -94,7 +95,7 @@ class CredentialStore(object):
         if row is None:
             return None
         secret = None
-        if row["token"] is not None and row["expires_at"] > time.time():
+        if row["token"] is not None and row["expires_at"] > self.now():
             try:
                 secret = json.loads(self.keys.decrypt(row["token"].encode("ascii")))
             except InvalidToken:
@@ -108,7 +109,7 @@ class CredentialStore(object):
 
     def put(self, instance_uuid: str, method: str, secret: Dict[str, str],
             ttl: float) -> Stored:
-        now = time.time()
+        now = self.now()
         token = self.keys.encrypt(json.dumps(secret).encode()).decode("ascii")
         try:
             self._write(insert(credentials).values(
@@ -119,6 +120,12 @@ class CredentialStore(object):
             raise PermanentError("a credential for %s exists already" % instance_uuid,
                                  backend="vendordata") from None
         return Stored(method, secret, now, now + ttl)
+
+    def now(self) -> float:
+        try:
+            return database_now(self.engine)
+        except OperationalError as exc:
+            raise _unavailable(exc) from exc
 
     def forget(self, instance_uuid: str) -> None:
         self._write(delete(credentials).where(credentials.c.instance_uuid == instance_uuid))

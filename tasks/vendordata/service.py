@@ -270,7 +270,7 @@ class Vendordata(object):
         records, instances = ledger_module.records, ledger_module.instances
         query = select(records.c.instance_uuid, records.c.detail).where(
             records.c.step == "directory",
-            records.c.created_at > time.time() - AHEAD_WINDOW,
+            records.c.created_at > self.book.now() - AHEAD_WINDOW,
             records.c.instance_uuid.not_in(select(credentials.c.instance_uuid)),
             records.c.instance_uuid.not_in(select(instances.c.uuid).where(
                 instances.c.deleted_at.is_not(None)))).order_by(records.c.created_at)
@@ -323,9 +323,10 @@ class Vendordata(object):
         self._swept = now
         gone = select(ledger_module.instances.c.uuid).where(
             ledger_module.instances.c.deleted_at.is_not(None))
+        expired = self.book.now()
         with self.book.engine.begin() as conn:
             conn.execute(delete(credentials).where(credentials.c.instance_uuid.in_(gone)))
-            conn.execute(update(credentials).where(credentials.c.expires_at < now)
+            conn.execute(update(credentials).where(credentials.c.expires_at < expired)
                          .where(credentials.c.token.is_not(None)).values(token=None))
 
     def _audit(self, event: InstanceEvent, stage: str, error: Optional[str],

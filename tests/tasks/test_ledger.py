@@ -206,3 +206,36 @@ def test_skips_are_kept_per_event_for_its_audit_record(ledger_url: str) -> None:
     assert book.skipped_steps("e-2") == {}
     book.published([{"event_id": "e-1", "uuid": "u", "kind": "build"}])
     assert book.known_events(["e-1", "e-3"]) == ["e-1"]
+
+
+def test_a_skewed_host_dates_nothing_by_its_own_clock(ledger_url: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker host 5 minutes behind (or ahead) writes the chains it runs; a reconcile on
+    a right clock must not see them stalled (behind) or fresh for 5 minutes more (ahead),
+    nor a VM registered after its listing began as older than the listing."""
+    if ledger_url.startswith("sqlite"):
+        pytest.skip("SQLite is one host's database: one clock")
+    book = Ledger(ledger_url)
+    real = time.time
+    began = book.now()
+    assert abs(began - real()) < 5, "the server is this machine: its clock is ours"
+    for skew in (-300.0, 300.0):
+        monkeypatch.setattr(time, "time", lambda: real() + skew)
+        event = {"event_id": str(uuid.uuid4()), "uuid": str(uuid.uuid4()), "kind": "build"}
+        book.published([event])
+        book.step_done(event, "ipam.reserve", last=False)
+        book.remember(event["uuid"], "ipam", {"ids": [1]}, order=(1, 1),
+                      event_id=event["event_id"])
+        book.tombstone(str(uuid.uuid4()), "gone")
+        monkeypatch.setattr(time, "time", real)
+        with book.engine.connect() as conn:
+            row = conn.execute(text("SELECT started_at, updated_at FROM progress WHERE "
+                                    "event_id = :e"), {"e": event["event_id"]}).one()
+            made = conn.execute(text("SELECT created_at FROM records WHERE instance_uuid = :u"),
+                                {"u": event["uuid"]}).scalar_one()
+            deleted = conn.execute(text("SELECT max(deleted_at) FROM instances")).scalar_one()
+        for stamp in (row.started_at, row.updated_at, made, deleted):
+            assert abs(stamp - real()) < 5, "skew %+d s: a time of the writer's clock" % skew
+        assert event["event_id"] not in [r["event_id"] for r in book.stalled(60)]
+        from tasks.reconcile_state import Absences
+        assert event["uuid"] in Absences(book).active_since([event["uuid"]], began)
