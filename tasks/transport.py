@@ -7,7 +7,14 @@ not an envelope raises out of the event loop and Celery ends the whole pool
 an entry is moved aside to the list :data:`POISON` (newest first, at most
 :data:`KEEP` kept, each cut to :data:`SAMPLE` characters), logged and counted
 (``novahooks_messages_refused_total{reason="undecodable"}``), and the worker
-takes the next entry. Only the read is replaced; everything else is kombu's.
+takes the next entry.
+
+And the visibility timeout is kept on the Redis server's clock: kombu dates each
+delivery with the consuming worker's clock and restores (delivers again) what is
+older than ``visibility_timeout`` by the clock of whichever worker looks, so a
+worker host five minutes ahead handed every message that others had been running
+for ``visibility_timeout - 300`` seconds to a second worker. Here both times are
+Redis's ``TIME``. The rest is kombu's.
 
 celeryconfig.py selects it (``broker_transport``) for ``redis://`` brokers.
 """
@@ -18,9 +25,10 @@ import time
 from queue import Empty
 from typing import Any, Optional
 
-from kombu.transport import redis as kombu_redis
+from kombu.transport import redis as kombu_redis, virtual
+from kombu.transport.redis import Mutex, MutexHeld
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import loads
+from kombu.utils.json import dumps, loads
 
 from novahooks.logs import FIELDS
 
@@ -55,7 +63,45 @@ def _envelope_problem(payload: Any) -> Optional[str]:
     return None
 
 
+def server_time(client: Any) -> float:
+    """The Redis server's clock (``TIME``): one clock for every worker host."""
+    seconds, micros = client.time()
+    return float(seconds) + float(micros) / 1e6
+
+
+class QoS(kombu_redis.QoS):
+    """kombu 5.7's Redis QoS with deliveries dated, and restored, by the server's clock."""
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        delivery = message.delivery_info
+        with self.channel.conn_or_acquire() as client:
+            now = server_time(client)
+            client.pipeline().zadd(self.unacked_index_key, {delivery_tag: now}) \
+                .hset(self.unacked_key, delivery_tag, dumps([
+                    message._raw, delivery["exchange"], delivery["routing_key"]])) \
+                .execute()
+        virtual.QoS.append(self, message, delivery_tag)
+
+    def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
+        self._vrestore_count += 1
+        if (self._vrestore_count - 1) % (interval or 1):
+            return
+        with self.channel.conn_or_acquire() as client:
+            ceil = server_time(client) - self.visibility_timeout
+            try:
+                with Mutex(client, self.unacked_mutex_key, self.unacked_mutex_expire):
+                    visible = client.zrange(self.unacked_index_key, ceil, 0, desc=True,
+                                            byscore=True, offset=num and start, num=num,
+                                            withscores=True)
+                    for tag, _score in visible or []:
+                        self.restore_by_tag(tag, client)
+            except MutexHeld:
+                pass
+
+
 class Channel(kombu_redis.Channel):
+    QoS = QoS
+
     def _brpop_read(self, **options: Any) -> bool:
         """kombu 5.7's ``_brpop_read`` with the entry checked before it is delivered."""
         try:
