@@ -383,8 +383,8 @@ class Ledger(object):
         """A register step of this event did nothing, and why (read by its audit record)."""
         if not event_id:
             return
-        self._write(self._clocked(_SKIP), {"event_id": event_id, "step": step, "reason": reason[:1000],
-               "now": time.time()})
+        self._write(self._clocked(_SKIP), {"event_id": event_id, "step": step,
+                                           "reason": reason[:1000], "now": time.time()})
 
     def skipped_steps(self, event_id: str) -> Dict[str, str]:
         if not event_id:

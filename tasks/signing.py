@@ -241,8 +241,8 @@ class Consumer(CeleryConsumer):
 CONTROL_QUEUE = "celery.pidbox"
 #: How far a control message's ``expires`` may lie in the past (clock skew between
 #: hosts): beyond it, a signed message read off the broker cannot be replayed. Twice the
-#: 5 minutes of skew tested (bench/multihost/faults.py clock-skew), so a host that far
-#: ahead still answers ``novahooks status``.
+#: 5 minutes of skew a deployment is to tolerate (issue 18), so a host that far ahead
+#: still answers ``novahooks status``.
 CONTROL_SKEW = 600.0
 
 
