@@ -220,7 +220,7 @@ def test_a_skewed_host_dates_nothing_by_its_own_clock(ledger_url: str,
     began = book.now()
     assert abs(began - real()) < 5, "the server is this machine: its clock is ours"
     for skew in (-300.0, 300.0):
-        monkeypatch.setattr(time, "time", lambda: real() + skew)
+        monkeypatch.setattr(time, "time", lambda skew=skew: real() + skew)
         event = {"event_id": str(uuid.uuid4()), "uuid": str(uuid.uuid4()), "kind": "build"}
         book.published([event])
         book.step_done(event, "ipam.reserve", last=False)
