@@ -3,15 +3,14 @@
 import base64
 import json
 import time
-from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 import redis
 from celery import Celery
 
-from tests.servers.redis import RedisServer, start_redis
+from tests.servers.redis import RedisServer
 from tests.servers.stack import Processes, Stack
 from tasks.simulate import Vm, with_uuid
 from bench.inline import event_of
@@ -25,15 +24,6 @@ PER_MESSAGE = {"id", "root_id", "task_id", "correlation_id", "delivery_tag", "ar
                "uuid", "clock", "timestamp", "args", "novahooks_signature"}
 #: the message signing key of these tests (tasks/signing.py)
 SECRET = b"publisher-test-signing-key-0123456789"
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path / "redis")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def app_on(url: str) -> Celery:

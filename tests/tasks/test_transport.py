@@ -1,26 +1,14 @@
 """The Redis transport on a private redis-server: visibility by the server's clock."""
 
 import time
-from pathlib import Path
-from typing import Iterator
-
 import pytest
 import redis
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 
-from tests.servers.redis import RedisServer, start_redis
+from tests.servers.redis import RedisServer
 
 TRANSPORT = "tasks.transport:Transport"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    started = start_redis(tmp_path / "redis")
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 def _connection(server: RedisServer, visibility: float) -> Connection:
@@ -34,12 +22,12 @@ def _restore(server: RedisServer, visibility: float) -> None:
 
 
 def test_a_worker_host_ahead_does_not_take_what_another_still_runs(
-        server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        broker: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """Worker A (right clock) holds a message unacknowledged; worker B, whose clock is
     5 minutes ahead, looks for deliveries older than a 60 s visibility timeout. kombu's
     own QoS compared A's delivery time with B's clock and delivered the message again."""
-    client = redis.Redis.from_url(server.url)
-    with _connection(server, 60) as holder:
+    client = redis.Redis.from_url(broker.url)
+    with _connection(broker, 60) as holder:
         queue = holder.SimpleQueue("skewed")
         queue.put({"vm": 1})
         held = queue.get(timeout=5)
@@ -49,11 +37,11 @@ def test_a_worker_host_ahead_does_not_take_what_another_still_runs(
         ahead = time.time() + 300
         monkeypatch.setattr(kombu_redis, "time", lambda: ahead)
         monkeypatch.setattr(time, "time", lambda: ahead)
-        _restore(server, 60)
+        _restore(broker, 60)
         assert client.llen("skewed") == 0, "a 5-minute-ahead worker restored a live delivery"
         monkeypatch.undo()
         time.sleep(1.5)
-        _restore(server, 1)
+        _restore(broker, 1)
         assert client.llen("skewed") == 1, "past the timeout by the server's clock: restored"
         held.ack()
         queue.close()
