@@ -456,9 +456,9 @@ class Ledger(object):
         except OperationalError as exc:
             raise _unavailable(exc) from exc
 
-    def stalled(self, older_than: float) -> List[Dict[str, Any]]:
-        """Chains that began, stopped and were not dead-lettered."""
-        cutoff = self.now() - older_than
+    def stalled(self, older_than: float, now: Optional[float] = None) -> List[Dict[str, Any]]:
+        """Chains that began, stopped and were not dead-lettered (``now``: ``self.now()``)."""
+        cutoff = (self.now() if now is None else now) - older_than
         dead = select(dead_letters.c.event_id).where(dead_letters.c.replayed_at.is_(None))
         return self._rows(select(progress).where(progress.c.finished_at.is_(None))
                           .where(progress.c.updated_at < cutoff)

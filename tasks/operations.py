@@ -54,7 +54,8 @@ def reconcile_stalled(settings: Settings,
     ledger = _ledger(settings)
     resumed = []
     now = ledger.now()
-    for row in ledger.stalled(settings.ledger.stalled_after if older_than is None else older_than):
+    for row in ledger.stalled(settings.ledger.stalled_after if older_than is None else older_than,
+                              now):
         event = json.loads(row["event"])
         if event.get("kind") not in chains.PLANS:
             continue
