@@ -10,6 +10,7 @@ StartTLS or ldaps is used.
 """
 
 import ssl
+import time
 from typing import Any, Dict, List, Optional
 
 from ldap3 import BASE, MODIFY_REPLACE, NONE, SUBTREE, Connection, Server, Tls
@@ -30,6 +31,8 @@ _AUTH = {49: "invalidCredentials", 50: "insufficientAccessRights", 8: "strongAut
          13: "confidentialityRequired"}
 #: How ldap3 words a refused server certificate (it wraps ssl's errors in text).
 _CERT_REFUSED = ("CERTIFICATE_VERIFY_FAILED", "doesn't match any name")
+#: OpenSSL's words for a certificate whose notBefore lies ahead of this host's clock
+_NOT_YET_VALID = "certificate is not yet valid"
 
 
 class LdapDirectory(DirectoryDriver):
@@ -65,9 +68,11 @@ class LdapDirectory(DirectoryDriver):
             if not conn.bind():
                 self._fail(conn, "bind as %s" % self.settings.bind_dn)
         except LDAPStartTLSError as exc:
+            self._not_yet_valid(exc)
             raise AuthFailed("StartTLS with %s failed (certificate not trusted?): %s"
                              % (self.settings.url, exc), backend=BACKEND) from exc
         except (LDAPSocketOpenError, LDAPSocketReceiveError) as exc:
+            self._not_yet_valid(exc)
             if any(mark in str(exc) for mark in _CERT_REFUSED):
                 # ldaps: a certificate we cannot verify stays unverifiable on retry.
                 raise AuthFailed("TLS with %s failed: certificate not trusted or not for "
@@ -78,6 +83,17 @@ class LdapDirectory(DirectoryDriver):
         except LDAPException as exc:
             raise BackendUnavailable("%s: %s" % (self.settings.url, exc), backend=BACKEND) from exc
         return conn
+
+    def _not_yet_valid(self, exc: Exception) -> None:
+        """A certificate valid only from a time this host has not reached: a clock behind
+        (or a certificate issued moments ago) mends with time, so retry; any other
+        verification failure stays as it is and is permanent."""
+        if _NOT_YET_VALID in str(exc):
+            raise BackendUnavailable(
+                "TLS with %s: the server's certificate is not valid yet by this host's "
+                "clock (%s UTC): is this host's clock behind? %s"
+                % (self.settings.url, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), exc),
+                backend=BACKEND) from exc
 
     def _fail(self, conn: Connection, what: str) -> None:
         code = conn.result.get("result")

@@ -5,7 +5,10 @@ connection; what is the LDAP driver's own (object classes, DN escaping, TLS)
 stays below.
 """
 
+import datetime
+import socket
 import ssl
+import threading
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -17,7 +20,7 @@ from ldap3.utils.dn import escape_rdn
 from novahooks.event import Address
 from novahooks.settings import Settings, load_settings
 from tasks.backends.directory.ldap import LdapDirectory
-from tasks.errors import AuthFailed, Misconfigured
+from tasks.errors import AuthFailed, BackendUnavailable, Misconfigured
 from tests.conftest import mac, make_event, unique_v4, unique_v6
 from tests.servers.base import free_port
 from tests.servers.stack import Stack
@@ -102,6 +105,40 @@ def test_untrusted_certificate_is_refused(stack: Stack, tmp_path: Path) -> None:
                              {"NOVAHOOKS_DIRECTORY_CA_FILE": str(other.ca_file)})
     with pytest.raises(AuthFailed, match="StartTLS"):
         LdapDirectory(settings.directory).register(make_event(addresses=[]))
+
+
+def test_a_certificate_not_valid_yet_by_this_hosts_clock_is_retried_and_says_so(
+        stack: Stack, tmp_path: Path) -> None:
+    """A worker host whose clock is behind the CA's (or a certificate issued a moment
+    ago) sees notBefore ahead: that mends with time, unlike an untrusted certificate."""
+    from tests.servers.tls import make_ca_and_cert
+    ahead = make_ca_and_cert(tmp_path, valid_from=datetime.datetime.now(
+        datetime.timezone.utc) + datetime.timedelta(minutes=5))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(ahead.cert_file), str(ahead.key_file))
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:  # a TLS server that completes handshakes, as an ldaps:// port does
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                context.wrap_socket(conn, server_side=True).close()
+            except (ssl.SSLError, OSError):
+                conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        settings = load_settings(str(stack.config_path), {
+            "NOVAHOOKS_DIRECTORY_URL": "ldaps://127.0.0.1:%d" % port,
+            "NOVAHOOKS_DIRECTORY_STARTTLS": "false",
+            "NOVAHOOKS_DIRECTORY_CA_FILE": str(ahead.ca_file)})
+        with pytest.raises(BackendUnavailable, match="not valid yet by this host's clock"):
+            LdapDirectory(settings.directory).register(make_event(addresses=[]))
+    finally:
+        listener.close()
 
 
 def test_clear_text_bind_is_refused(stack: Stack) -> None:
