@@ -18,9 +18,21 @@ Faults (``--fault``, several allowed, run one after the other on one deployment)
 * ``broker-stop``: RabbitMQ's port on the svc host refuses and every connection to
   it drops, for ``--broker-down`` seconds (default 30), for every host;
 * ``relay-kill``: compute1's relay SIGKILLed for ``--relay-down`` seconds (default
-  60) while its hooks keep firing.
+  60) while its hooks keep firing;
+* ``clock-skew``: worker1's pools restarted with their clock ``--skew`` seconds behind
+  (default 300; libfaketime, monotonic clocks left alone) for the whole burst and until
+  every VM converged, then restarted with the true time;
+* ``chaos``: one worker pool SIGKILLed every ``--kill-every`` seconds (default 3), round
+  robin over both worker hosts' pools, each restarted at once, until every VM is done
+  (or half the timeout); chains are reconciled only once the killing stopped.
+
+``--broker redis`` runs the same deployment with the stack's Redis as the broker
+(routed through the svc host like RabbitMQ; ``broker-stop`` stops that route).
+Each scenario also reports CPU seconds per host (every process of its namespace,
+sampled) and for the rest of the machine (the servers, this process, other work).
 
     .venv/bin/python bench/multihost/faults.py --events 300 --fault worker-kill
+    .venv/bin/python bench/multihost/faults.py --broker redis --events 1000 --fault chaos
     .venv/bin/python bench/multihost/faults.py --events 100 --fault broker-cut \\
         --fault broker-stop --json bench/results/multihost.json
 
@@ -29,6 +41,7 @@ exit code is 1 if anything was lost or duplicated, 2 if the run could not start.
 """
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -56,7 +69,10 @@ COMPUTE = ("compute1", "compute2")
 WORKERS = ("worker1", "worker2")
 #: the ledger has an address of its own on the svc host, so it can be cut alone
 LEDGER_ADDRESS = "127.77.0.11"
-FAULTS = ("worker-kill", "broker-cut", "ledger-cut", "broker-stop", "relay-kill")
+FAULTS = ("worker-kill", "broker-cut", "ledger-cut", "broker-stop", "relay-kill",
+          "clock-skew", "chaos")
+BROKERS = ("rabbitmq", "redis")
+CLOCK_PROBE = "import time; print(time.time())"
 
 FIRE = r"""
 import json, sys, time
@@ -74,9 +90,12 @@ Log = Callable[[str], None]
 class Deployment(object):
     """The servers, the hosts and every process on them, started and stopped as one."""
 
-    def __init__(self, workdir: Path, log: Log) -> None:
+    def __init__(self, workdir: Path, log: Log, broker: str = "rabbitmq") -> None:
         self.workdir = workdir
         self.log = log
+        self.broker = broker
+        #: host -> seconds its clock is off (a worker host started under libfaketime)
+        self.skew: Dict[str, float] = {h: 0.0 for h in WORKERS}
         self.hosts = Hosts()
         self.router: Optional[Router] = None
         self.stack: Any = None
@@ -90,18 +109,21 @@ class Deployment(object):
 
     def start(self) -> "Deployment":
         from tests.servers.rabbitmq import private_vhost
-        self.vhost = private_vhost("novahooks-mh")
+        if self.broker == "rabbitmq":
+            self.vhost = private_vhost("novahooks-mh")
         subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", self.database],
                        check=True)
+        # With Redis as the broker it is the stack's own (password-protected) redis-server.
         self.stack = Stack(self.workdir / "servers", progress=lambda line: self.log("  " + line),
-                           broker_url=self.vhost.url)
+                           broker_url=self.vhost.url if self.vhost is not None else None)
         self.stack.start()
         self.hosts.up()
         subprocess.run(self.hosts.argv("svc", ["ip", "addr", "add", LEDGER_ADDRESS + "/24",
                                                "dev", "eth0"]), check=True)
         self.router = Router("svc")
         self.router.start()
-        self.router.add("rabbitmq", 5672, 5672)
+        self.router.add("broker", *((5672, 5672) if self.vhost is not None else
+                                    (self.stack.redis.port, self.stack.redis.port)))
         self.router.add("postgresql", 5432, 5432, listen_host=LEDGER_ADDRESS)
         # The backends answer every host on its own loopback (what is tested here is the
         # broker and the ledger across hosts; NetBox, slapd and BIND stay reachable).
@@ -122,8 +144,10 @@ class Deployment(object):
 
     def _configs(self) -> None:
         """Each host's novahooks.conf, as an operator writes it: names, not addresses."""
-        vhost = self.vhost.url.rsplit("/", 1)[1]
-        broker = "amqp://guest@%s:5672/%s" % (fqdn("svc"), vhost)
+        if self.vhost is not None:
+            broker = "amqp://guest@%s:5672/%s" % (fqdn("svc"), self.vhost.url.rsplit("/", 1)[1])
+        else:  # the password stays in the stack's secret file ([broker] password_file)
+            broker = "redis://%s:%d/0" % (fqdn("svc"), self.stack.redis.port)
         ledger = "postgresql://postgres@ledger.%s:5432/%s" % ("nh.test", self.database)
         for host in COMPUTE + WORKERS:
             path = self.workdir / host / "novahooks.conf"
@@ -146,19 +170,66 @@ class Deployment(object):
         env["PYTHONPATH"] = str(ROOT)
         return env
 
+    @staticmethod
+    def faketime_lib() -> str:
+        """The preload library vendored by the ``libfaketime`` wheel (./worker[bench]).
+
+        Debian 12's libfaketime 0.9.10 is not used: with monotonic clocks left true, every
+        ``time.sleep`` of Python 3.11 fails there with EINVAL (its absolute
+        ``clock_nanosleep``), which stops a Celery pool dead; the wheel's build does not.
+        """
+        try:
+            import libfaketime
+        except ImportError:
+            raise RuntimeError("clock-skew needs the libfaketime wheel: "
+                               "pip install './worker[bench]'") from None
+        return str(Path(libfaketime.__file__).parent / "vendor" / "libfaketime" / "src" /
+                   "libfaketime.so.1")
+
+    def clock_env(self, host: str) -> Dict[str, str]:
+        """The host's environment, its clock moved by ``self.skew[host]`` seconds: wall
+        time only (time(), gettimeofday, CLOCK_REALTIME); monotonic clocks stay true, as
+        on a host whose NTP is off but whose timers run."""
+        env = self.env(host)
+        if self.skew.get(host):
+            env["LD_PRELOAD"] = self.faketime_lib()
+            env["FAKETIME"] = "%+d" % self.skew[host]
+            env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
+        return env
+
+    def measured_skew(self, host: str) -> float:
+        """What a process on ``host`` reads as the time, minus the true time."""
+        before = time.time()
+        out = subprocess.run(self.hosts.argv(host, [sys.executable, "-c", CLOCK_PROBE]),
+                             env=self.clock_env(host), stdout=subprocess.PIPE, check=True,
+                             universal_newlines=True).stdout
+        return float(out) - (before + time.time()) / 2
+
     def start_workers(self, host: str) -> None:
+        for queue in POOLS:
+            self.start_worker(host, queue)
+
+    def start_worker(self, host: str, queue: str) -> None:
         logs = self.workdir / host / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        for queue, concurrency in POOLS.items():
-            env = self.env(host)
-            env["NOVAHOOKS_METRICS_WORKER_PORT"] = str(free_port())
-            env["NOVAHOOKS_METRICS_MULTIPROC_DIR"] = str(self.workdir / host / "metrics")
-            self.workers[host][queue] = Process("%s-%s" % (host, queue), self.hosts.argv(host, [
-                sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-Q", queue,
-                "-c", str(concurrency), "-n", "%s@%s" % (queue, fqdn(host)),
-                "--loglevel=INFO", "--without-gossip", "--without-mingle",
-                "--without-heartbeat"]), logs / ("worker-%s.log" % queue), env=env,
-                cwd=self.workdir / host)
+        env = self.clock_env(host)
+        env["NOVAHOOKS_METRICS_WORKER_PORT"] = str(free_port())
+        env["NOVAHOOKS_METRICS_MULTIPROC_DIR"] = str(self.workdir / host / "metrics")
+        self.workers[host][queue] = Process("%s-%s" % (host, queue), self.hosts.argv(host, [
+            sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-Q", queue,
+            "-c", str(POOLS[queue]), "-n", "%s@%s" % (queue, fqdn(host)),
+            "--loglevel=INFO", "--without-gossip", "--without-mingle",
+            "--without-heartbeat"]), logs / ("worker-%s.log" % queue), env=env,
+            cwd=self.workdir / host)
+
+    def restart_workers(self, host: str, skew: float) -> None:
+        """Warm shutdown of the host's pools (running tasks finish), then start them again
+        with the clock ``skew`` seconds off."""
+        for proc in self.workers[host].values():
+            proc.stop(signal.SIGTERM, timeout=60)
+        self.skew[host] = skew
+        self.start_workers(host)
+        self.wait_workers([host])
 
     def wait_workers(self, hosts: Sequence[str], timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -277,10 +348,10 @@ def apply(fault: str, dep: Deployment, args: argparse.Namespace, log: Log) -> Di
         dep.hosts.blackhole("worker1", LEDGER_ADDRESS, on=False)
         return dict(seen, cut_s=args.cut, fault_s=time.monotonic() - started)
     if fault == "broker-stop":
-        router.block("rabbitmq")
-        log("  RabbitMQ unreachable from every host")
+        router.block("broker")
+        log("  %s unreachable from every host" % dep.broker)
         _during(dep, args.broker_down, seen)
-        router.unblock("rabbitmq")
+        router.unblock("broker")
         return dict(seen, down_s=args.broker_down, fault_s=time.monotonic() - started)
     if fault == "relay-kill":
         killed = dep.relays["compute1"]
@@ -293,7 +364,94 @@ def apply(fault: str, dep: Deployment, args: argparse.Namespace, log: Log) -> Di
         dep.start_relay("compute1")
         return dict(seen, down_s=args.relay_down, outbox_at_restart=depth,
                     fault_s=time.monotonic() - started)
+    if fault == "clock-skew":  # it lasts until the scenario converged (scenario() ends it)
+        dep.restart_workers("worker1", skew=-args.skew)
+        measured = dep.measured_skew("worker1")
+        log("  worker1: pools restarted with the clock %+.0f s off (a process there reads "
+            "%+.1f s)" % (-args.skew, measured))
+        seen["status_during"] = status_seen(dep)
+        return dict(seen, skew_s=-args.skew, measured_skew_s=round(measured, 1),
+                    fault_s=time.monotonic() - started)
     raise ValueError(fault)
+
+
+class HostKiller(threading.Thread):
+    """SIGKILLs one worker pool every ``every`` seconds, round robin over the worker hosts'
+    pools (worker1's ipam, worker2's ipam, worker1's dns, ...), each restarted at once."""
+
+    def __init__(self, dep: Deployment, every: float) -> None:
+        super().__init__(name="host-killer", daemon=True)
+        self.dep = dep
+        self.every = every
+        self.targets = itertools.cycle([(h, q) for q in POOLS for h in WORKERS])
+        self.kills: List[str] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.every):
+            host, queue = next(self.targets)
+            proc = self.dep.workers[host][queue]
+            try:
+                os.killpg(proc.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.proc.wait(10)
+            proc._fh.close()
+            self.dep.start_worker(host, queue)
+            self.kills.append("%s/%s" % (host, queue))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(30)
+
+
+class HostLoad(threading.Thread):
+    """CPU seconds used on each host (every process of its namespace, sampled from
+    /proc every few seconds, so a process killed between samples counts up to its
+    last sample) and by the rest of the machine (the servers, this process, other work)."""
+
+    def __init__(self, hosts: Hosts, every: float = 2.0) -> None:
+        super().__init__(name="host-load", daemon=True)
+        self.hosts = hosts
+        self.every = every
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.seen: Dict[str, Dict[int, float]] = {h: {} for h in COMPUTE + WORKERS}
+        self._stop_event = threading.Event()
+        self._machine_start = self._machine()
+        self._began = time.monotonic()
+        self.result: Dict[str, Any] = {}
+
+    def _machine(self) -> float:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        busy = sum(int(v) for i, v in enumerate(fields) if i not in (3, 4))  # not idle/iowait
+        return busy / self.tick
+
+    def _sample(self) -> None:
+        for host, seen in self.seen.items():
+            for pid in self.hosts.pids("nh-" + host):
+                try:
+                    stat = Path("/proc/%d/stat" % pid).read_text()
+                except OSError:
+                    continue
+                fields = stat.rsplit(")", 1)[1].split()
+                seen[pid] = max(seen.get(pid, 0.0),
+                                (int(fields[11]) + int(fields[12])) / self.tick)
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.every):
+            self._sample()
+
+    def stop(self) -> Dict[str, Any]:
+        self._stop_event.set()
+        self.join(10)
+        self._sample()
+        wall = time.monotonic() - self._began
+        hosts = {h: round(sum(seen.values()), 1) for h, seen in self.seen.items()}
+        machine = self._machine() - self._machine_start
+        self.result = {"wall_s": round(wall, 1), "cpu_s": dict(
+            hosts, rest_of_machine=round(machine - sum(hosts.values()), 1)),
+            "machine_cpu_s": round(machine, 1), "cores": os.cpu_count()}
+        return self.result
 
 
 def scenario(fault: str, index: int, dep: Deployment, args: argparse.Namespace,
@@ -308,11 +466,21 @@ def scenario(fault: str, index: int, dep: Deployment, args: argparse.Namespace,
     pause = args.pause
     if fault == "relay-kill":  # its hooks keep firing through most of the relay's absence
         pause = max(pause, 0.8 * args.relay_down / max(1, half))
+    load = HostLoad(dep.hosts)
+    load.start()
     firing = {host: dep.fire(host, part, pause) for host, part in per_host.items()}
     time.sleep(args.fault_after)
     done_before = len(common.finished(dep.stack.audit_path, ("create", "build"),
                                       {vm.uuid for vm in vms}))
-    what = apply(fault, dep, args, log)
+    killer: Optional[HostKiller] = None
+    if fault == "chaos":
+        killer = HostKiller(dep, args.kill_every)
+        killer.start()
+        log("  killing one worker pool every %.1f s across %s" % (args.kill_every,
+                                                                  ", ".join(WORKERS)))
+        what: Dict[str, Any] = {"kill_every_s": args.kill_every}
+    else:
+        what = apply(fault, dep, args, log)
     fault_over = time.monotonic()
     for host, proc in firing.items():
         _, err = proc.communicate(timeout=600)
@@ -328,8 +496,16 @@ def scenario(fault: str, index: int, dep: Deployment, args: argparse.Namespace,
         if done != last:
             last, last_change = done, now
             log("  %d/%d VMs done (%.1f s after the fault)" % (done, len(vms), now - fault_over))
+        if killer is not None and killer.is_alive() and (
+                done == len(vms) or now > fault_over + args.timeout / 2):
+            killer.stop()
+            log("  killing stopped after %d kills (%.1f s)" % (len(killer.kills),
+                                                                now - fault_over))
         if done == len(vms) or now > deadline:
             break
+        if killer is not None and killer.is_alive():
+            time.sleep(1.0)
+            continue
         if now - last_change > args.stalled_after and now - last_reconcile > args.stalled_after:
             mine = [r for r in reconcile_stalled(settings, older_than=args.stalled_after)
                     if r["instance_uuid"] in uuids]
@@ -339,13 +515,22 @@ def scenario(fault: str, index: int, dep: Deployment, args: argparse.Namespace,
                 log("  reconcile: resumed %d stalled chain(s)" % len(mine))
         time.sleep(1.0)
     converged = time.monotonic() - fault_over
+    if killer is not None:
+        killer.stop()
+        what["kills"] = len(killer.kills)
+        what["kills_per_host"] = {h: sum(1 for k in killer.kills if k.startswith(h + "/"))
+                                  for h in WORKERS}
+    if fault == "clock-skew":
+        dep.restart_workers("worker1", skew=0.0)
+        log("  worker1: pools restarted with the true time")
     time.sleep(1.0)
     report = compare(vms, count_records(dep.stack, vms), live=True)
     result = dict(what, fault=fault, vms=len(vms), done=last, done_when_fault_began=done_before,
                   burst_s=round(fault_over - fired, 1), converge_s=round(converged, 1),
                   reconciled=reconciled, lost=sum(report["lost"].values()),
                   duplicated=sum(report["duplicated"].values()),
-                  bad_vms=report["bad_vms"][:5], load=list(os.getloadavg()))
+                  bad_vms=report["bad_vms"][:5], load=list(os.getloadavg()),
+                  broker=dep.broker, host_load=load.stop())
     log("%s: %d/%d done %.1f s after the fault ended; lost %d duplicated %d; %d reconciled"
         % (fault, last, len(vms), converged, result["lost"], result["duplicated"], reconciled))
     return result
@@ -363,6 +548,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--cut", type=float, default=60.0)
     parser.add_argument("--broker-down", type=float, default=30.0)
     parser.add_argument("--relay-down", type=float, default=60.0)
+    parser.add_argument("--skew", type=float, default=300.0,
+                        help="seconds worker1's clock is behind in clock-skew (default 300)")
+    parser.add_argument("--kill-every", type=float, default=3.0,
+                        help="seconds between two pool kills in chaos (default 3)")
+    parser.add_argument("--broker", choices=BROKERS, default="rabbitmq")
     parser.add_argument("--stalled-after", type=float, default=30.0)
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--json", default=None)
@@ -374,7 +564,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     log = lambda line: print(line, flush=True)  # noqa: E731
     workdir = Path(tempfile.mkdtemp(prefix="novahooks-multihost-"))
-    dep = Deployment(workdir, log)
+    dep = Deployment(workdir, log, broker=args.broker)
     results: List[Dict[str, Any]] = []
     code = 2
     load_before = list(os.getloadavg())
@@ -393,7 +583,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             shutil.rmtree(str(workdir), ignore_errors=True)
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "events_per_fault": args.events, "load_before": load_before,
+            "events_per_fault": args.events, "broker": args.broker, "load_before": load_before,
             "load_after": list(os.getloadavg()), "faults": results}, indent=2) + "\n")
     print("faults=%s lost=%d duplicated=%d" % (
         ",".join(faults), sum(r["lost"] for r in results),
