@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Tuple
 
 from celery import Task
 from celery.exceptions import Reject
+from kombu.exceptions import OperationalError as BrokerRefused
 
 from novahooks.event import EventFormatError, InstanceEvent, describe_order, event_from_dict
 from tasks import drivers, middleware, policy, preflight, validate
@@ -148,8 +149,20 @@ class StepTask(Task):
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
                    einfo: Any) -> None:
-        """A step that gave up stops its chain: keep the event as a dead letter and say so."""
+        """A step that gave up stops its chain: keep the event as a dead letter and say so.
+
+        Not so when the broker refused a message: Celery reports a step failed when its
+        work is done and only the chain's next message could not be published (the broker
+        was down past the publish retries). That is no failure of the event: the ledger
+        keeps the chain open and ``novahooks reconcile`` resumes it at the next step; a
+        dead letter would have hidden it from reconcile until an operator replayed it.
+        """
         if not args or kwargs.get("stage") == "failed":
+            return
+        if isinstance(exc, BrokerRefused):
+            LOG.warning("%s: the broker did not take the chain's next message (%s); the "
+                        "chain stays open for reconcile ([ledger] stalled_after)",
+                        self.name, exc)
             return
         error = str(exc) if str(exc).startswith("PoisonMessage") else \
             "%s: %s" % (type(exc).__name__, exc)
