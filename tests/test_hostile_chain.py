@@ -40,7 +40,9 @@ def nothing_held(event: Any) -> Dict[str, Any]:
         found["inventory"] = drivers.inventory().describe(event.uuid)
     dns_ = drivers.dns()
     name = dns.name.from_text("%s.cloud.example.test" % event.hostname)
-    if owner_marker(event.uuid) in dns_._query(name, "TXT") or dns_._query(name, "A"):
+    ours = {item.address for item in event.addresses or []}
+    if owner_marker(event.uuid) in dns_._query(name, "TXT") or \
+            ours & set(dns_._query(name, "A") + dns_._query(name, "AAAA")):
         found["dns"] = name.to_text()
     for item in event.addresses or []:
         try:
