@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import audit_done, latency, machine, save  # noqa: E402
 from tests.demo import demo_vms  # noqa: E402
-from tests.servers.stack import Processes, Stack  # noqa: E402
+from tests.servers.stack import POOLS, Processes, Stack  # noqa: E402
 from tasks.simulate import create, delete  # noqa: E402
 
 
@@ -138,9 +138,17 @@ def main() -> None:
     parser.add_argument("--until-dns", action="store_true",
                         help="with --dns, stop waiting once every VM resolved at BIND (the "
                              "chains' last-record figures are then those of the finished)")
+    parser.add_argument("--pool", action="append", default=[], metavar="QUEUE=N",
+                        help="worker processes of one queue's pool instead of "
+                             "tests/servers/stack.py POOLS (repeatable), e.g. dns=4")
     parser.add_argument("--json", default=None,
                         help="results file (default bench/results/pipeline_latency.json)")
     args = parser.parse_args()
+    for item in args.pool:
+        queue, _, count = item.partition("=")
+        if queue not in POOLS or not count.isdigit() or int(count) < 1:
+            parser.error("--pool %s: QUEUE=N with QUEUE one of %s" % (item, ", ".join(POOLS)))
+        POOLS[queue] = int(count)  # this process's copy: Processes.start_workers reads it
     stack = Stack(Path(tempfile.mkdtemp(prefix="novahooks-bench-")), progress=print).start()
     os.environ["NOVAHOOKS_CONFIG"] = str(stack.config_path)
     procs = Processes(stack, progress=print)
@@ -155,7 +163,7 @@ def main() -> None:
                                     args.wait, args.until_dns))
             offset += count
         save("pipeline_latency", {"machine_before": load, "machine_after": machine(),
-                                  "bursts": bursts}, args.json)
+                                  "pools": dict(POOLS), "bursts": bursts}, args.json)
     finally:
         procs.stop()
         stack.stop()
