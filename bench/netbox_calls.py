@@ -8,7 +8,8 @@ write) for one VM's lifecycle, per driver path:
 * ``attach``: one port attached to a built VM, then detached (two network events).
 
 The current drivers are called the way the steps call them, with the ledger's
-notes of the earlier steps (``ensure_with``/``register_with``...); the baseline
+notes of the earlier steps (``ensure_with``/``register_with``...) and IPAM's preflight,
+which the build and network chains' first step asks (tasks/preflight.py); the baseline
 drivers are the same files at ``--baseline`` (a git commit), loaded side by side
 into this process, against the same NetBox, in the same run. Counts are
 deterministic; the first VM of a process also pays one-time lookups (custom
@@ -74,7 +75,9 @@ def drivers(which: str, commit: str, settings: Any) -> Tuple[Any, Any]:
     ipam = _module("baseline_ipam", commit, "tasks/backends/ipam/netbox.py", client=client)
     inventory = _module("baseline_inventory", commit, "tasks/backends/inventory/netbox.py",
                         client=client)
-    return ipam.NetBoxIpam(settings.ipam), inventory.NetBoxInventory(settings.inventory)
+    # The baseline's chain asked IPAM nothing ahead (today's IpamDriver declares preflight).
+    baseline_ipam = type("NetBoxIpam", (ipam.NetBoxIpam,), {"preflight": None})
+    return baseline_ipam(settings.ipam), inventory.NetBoxInventory(settings.inventory)
 
 
 class Steps(object):
@@ -88,6 +91,11 @@ class Steps(object):
 
     def register(self, event: Any) -> None:
         fqdn = "%s.cloud.example.test" % event.hostname
+        if event.addresses is not None and self.ipam.preflight is not None:
+            # what the chain's first writer (dns.register, tasks/preflight.py) asks IPAM
+            for item in event.addresses:
+                self.ipam.prefix_of(item.address)
+            self.ipam.preflight(event.uuid, fqdn, event.addresses)
         if event.addresses is not None:
             if self.ledger:
                 self.made["ipam"] = self.ipam.ensure_with(event.uuid, fqdn, event.addresses,

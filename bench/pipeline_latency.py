@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import audit_done, latency, machine, save  # noqa: E402
 from tests.demo import demo_vms  # noqa: E402
-from tests.servers.stack import Processes, Stack  # noqa: E402
+from tests.servers.stack import POOLS, Processes, Stack  # noqa: E402
 from tasks.simulate import create, delete  # noqa: E402
 
 
@@ -65,7 +65,7 @@ class DnsWatch(threading.Thread):
 
 
 def run_burst(stack: Stack, count: int, offset: int, dns: bool = False,
-              remove: bool = True, wait: float = 0) -> Dict[str, Any]:
+              remove: bool = True, wait: float = 0, until_dns: bool = False) -> Dict[str, Any]:
     vms = demo_vms(count + offset)[offset:]
     uuids = {vm.uuid for vm in vms}
     wait = wait or 120 + count * 2
@@ -79,24 +79,28 @@ def run_burst(stack: Stack, count: int, offset: int, dns: bool = False,
         create(vm)
     fired = time.time() - started
     deadline = started + wait
-    while time.time() < deadline:
+    while True:
         done = audit_done(stack.audit_path, ("build",), uuids)
-        if len(done) == count:
+        if len(done) == count or until_dns and watch is not None and not watch.pending:
+            break
+        if time.time() >= deadline:
+            if watch is None or not done:
+                raise SystemExit("only %d of %d VMs finished" % (len(done), count))
             break
         time.sleep(0.2)
-    else:
-        if watch is None or not done:
-            raise SystemExit("only %d of %d VMs finished" % (len(done), count))
+    if len(done) < count:
         print("only %d of %d VMs finished: their figures follow" % (len(done), count))
-    latencies = sorted(r["time"] - r["emitted_at"] for r in done.values())
-    wall = max(r["time"] for r in done.values()) - started
-    print("vms=%d hooks_fired_in=%.2fs first_to_last_record=%.2fs throughput=%.1f vm/s "
-          "latency_p50=%.2fs latency_max=%.2fs" % (
-              len(done), fired, wall, len(done) / wall, latencies[len(latencies) // 2],
-              latencies[-1]), flush=True)
     found = {"vms": count, "finished": len(done), "hooks_fired_s": round(fired, 2),
-             "wall_s": round(wall, 2), "vm_per_s": len(done) / wall,
-             "last_record": latency(latencies)}  # type: Dict[str, Any]
+             "stopped_after_s": round(time.time() - started, 2)}  # type: Dict[str, Any]
+    if done:
+        latencies = sorted(r["time"] - r["emitted_at"] for r in done.values())
+        wall = max(r["time"] for r in done.values()) - started
+        print("vms=%d hooks_fired_in=%.2fs first_to_last_record=%.2fs throughput=%.1f vm/s "
+              "latency_p50=%.2fs latency_max=%.2fs" % (
+                  len(done), fired, wall, len(done) / wall, latencies[len(latencies) // 2],
+                  latencies[-1]), flush=True)
+        found.update({"wall_s": round(wall, 2), "vm_per_s": len(done) / wall,
+                      "last_record": latency(latencies)})
     if watch is not None:
         watch.join(timeout=max(0.0, watch.deadline - time.time()) + 5)
         to_dns = [seen - fired_at[uuid] for uuid, seen in watch.seen.items()]
@@ -131,9 +135,20 @@ def main() -> None:
     parser.add_argument("--wait", type=float, default=0,
                         help="seconds a burst may take (default 120 + 2 per VM); with --dns, "
                              "what finished by then is reported")
+    parser.add_argument("--until-dns", action="store_true",
+                        help="with --dns, stop waiting once every VM resolved at BIND (the "
+                             "chains' last-record figures are then those of the finished)")
+    parser.add_argument("--pool", action="append", default=[], metavar="QUEUE=N",
+                        help="worker processes of one queue's pool instead of "
+                             "tests/servers/stack.py POOLS (repeatable), e.g. dns=4")
     parser.add_argument("--json", default=None,
                         help="results file (default bench/results/pipeline_latency.json)")
     args = parser.parse_args()
+    for item in args.pool:
+        queue, _, count = item.partition("=")
+        if queue not in POOLS or not count.isdigit() or int(count) < 1:
+            parser.error("--pool %s: QUEUE=N with QUEUE one of %s" % (item, ", ".join(POOLS)))
+        POOLS[queue] = int(count)  # this process's copy: Processes.start_workers reads it
     stack = Stack(Path(tempfile.mkdtemp(prefix="novahooks-bench-")), progress=print).start()
     os.environ["NOVAHOOKS_CONFIG"] = str(stack.config_path)
     procs = Processes(stack, progress=print)
@@ -145,10 +160,10 @@ def main() -> None:
         load = machine()
         for count in args.vms or [1, 100]:
             bursts.append(run_burst(stack, count, offset, args.dns, not args.no_delete,
-                                    args.wait))
+                                    args.wait, args.until_dns))
             offset += count
         save("pipeline_latency", {"machine_before": load, "machine_after": machine(),
-                                  "bursts": bursts}, args.json)
+                                  "pools": dict(POOLS), "bursts": bursts}, args.json)
     finally:
         procs.stop()
         stack.stop()

@@ -8,7 +8,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from celery import Celery, chain
 
-CREATE = ("ipam.reserve", "dns.register", "ldap.register", "inventory.register")
+#: No step consumes another's result, so the fast backends (DNS, the directory) go first
+#: and DNS does not queue behind NetBox in a burst; IPAM's refusals are asked ahead by the
+#: first writer (tasks/preflight.py). README "Why DNS comes first".
+CREATE = ("dns.register", "ldap.register", "ipam.reserve", "inventory.register")
 #: register step -> the step that removes what it made
 REVERSE = {"ipam.reserve": "ipam.release", "dns.register": "dns.deregister",
            "ldap.register": "ldap.deregister", "inventory.register": "inventory.deregister",

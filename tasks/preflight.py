@@ -6,18 +6,20 @@ and nothing took that back. So the first step that writes runs every check a
 later one would make, reading the backends but writing none: the name and
 addresses as DNS would take them (scope, reverse zones, reserved names, names
 and PTRs held by others, delegations), the name as the directory would take it
-(reserved and existing account names), and the addresses as IPAM holds their
-prefixes (network and broadcast addresses, where the IPAM driver knows the
-prefix: ``prefix_of``). The later steps check again when
+(reserved and existing account names), and the addresses as IPAM would take
+them (network and broadcast addresses of their prefix, where the IPAM driver
+knows it: ``prefix_of``; in no prefix, or held by another instance or by
+something not ours: ``IpamDriver.preflight``). The later steps check again when
 they write (the backends may have changed since): this only moves the refusal
 in front of the first write.
 
-First writers: ``ipam.reserve`` (build and network chains) and ``ldap.register``
-of the pre-boot chain (``create``), which has no address yet.
+First writers: ``dns.register`` (build and network chains, where DNS goes first so
+that it does not queue behind NetBox: README "Why DNS comes first") and
+``ldap.register`` of the pre-boot chain (``create``), which has no address yet.
 
 A later step's backend that does not answer (a transient error) is not waited
 for: its own step retries until it does, as before, and it is not asked again
-for :data:`DOWN_FOR` seconds, so a DNS outage does not stall IPAM behind a
+for :data:`DOWN_FOR` seconds, so a NetBox outage does not stall DNS behind a
 timeout per event. Only permanent refusals move forward.
 """
 
@@ -28,22 +30,26 @@ from typing import Any, Callable, Dict, Optional
 
 from novahooks.event import InstanceEvent
 from tasks import drivers
+from tasks.chains import CREATE
 from tasks.errors import InvalidEvent, TransientError
 from tasks.policy import Decision
 
 LOG = logging.getLogger("novahooks.preflight")
+#: The first step of the build and network chains (tasks/chains.py CREATE).
+FIRST_WRITER = CREATE[0]
 DOWN_FOR = 30.0
 _down_until: Dict[str, float] = {}
 
 
 def run(step: str, event: InstanceEvent, decision: Decision) -> None:
     """Raise the PermanentError a later step of ``event``'s chain would raise."""
-    if step == "ipam.reserve":
-        _addresses(event)
+    fqdn = decision.fqdn
+    if step == FIRST_WRITER:
+        if fqdn is not None and event.addresses:
+            _ask("ipam", lambda: _ipam(event, fqdn))
         _ask("directory", lambda: drivers.directory().preflight(event))
     elif not (step == "ldap.register" and event.kind == "create"):
         return
-    fqdn = decision.fqdn
     if fqdn is not None:
         _ask("dns", lambda: drivers.dns().preflight(fqdn, event.uuid, event.addresses or []))
 
@@ -59,13 +65,16 @@ def _ask(kind: str, check: Callable[[], None]) -> None:
                     DOWN_FOR, exc)
 
 
-def _addresses(event: InstanceEvent) -> None:
-    """A network or broadcast address of its IPAM prefix is no host's address."""
+def _ipam(event: InstanceEvent, fqdn: str) -> None:
+    """A network or broadcast address of its IPAM prefix is no host's address; then what
+    ``ipam.reserve`` would refuse (in no prefix, held by another)."""
     ipam = drivers.ipam()
-    for index, item in enumerate(event.addresses or []):
+    addresses = event.addresses or []
+    for index, item in enumerate(addresses):
         problem = host_problem(item.address, ipam.prefix_of(item.address))
         if problem:
             raise InvalidEvent("addresses[%d].address" % index, problem)
+    ipam.preflight(event.uuid, fqdn, addresses)
 
 
 def host_problem(address: str, network: Optional[Any]) -> Optional[str]:

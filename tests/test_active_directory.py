@@ -87,7 +87,7 @@ def test_a_name_ad_refuses_stops_the_chain_before_any_backend_is_written(
     until(lambda: sum(1 for r in audit_lines(ad.audit_path, vm.uuid)
                       if r["stage"] == "failed") >= 2, 120, "both chains refused")
     failed = [r for r in audit_lines(ad.audit_path, vm.uuid) if r["stage"] == "failed"]
-    assert {r["step"] for r in failed} <= {"ipam.reserve", "ldap.register"}
+    assert {r["step"] for r in failed} <= {"dns.register", "ldap.register"}
     assert all("at most 15" in r["error"] for r in failed), failed
     assert QueryReader(samba.address, 53, samba.zone).ask("%s.%s." % (name, samba.zone), "A") == []
     assert computer(samba, name.upper()) is None

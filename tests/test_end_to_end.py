@@ -82,7 +82,7 @@ def test_bad_input_is_audited_with_the_field_and_writes_nothing(
     ev = make_event(hostname=hostname, addresses=[Address(unique_v4(), 4, mac())])
     chains.build(app, ev.to_dict()).apply_async()
     record = until(lambda: failures(stack, ev.uuid), 30, "failure audit")[0]
-    assert record["step"] == "ipam.reserve"
+    assert record["step"] == "dns.register"
     assert "invalid %s" % field in record["error"]
     vm = Vm("valid-name-unused", tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
     assert gone(vm, held(vm))
@@ -96,7 +96,7 @@ def test_address_outside_every_prefix_fails_before_any_write(stack: Stack,
     ev = make_event(addresses=[Address(unique_v4(), 4, mac()), Address("172.31.9.9", 4, mac())])
     chains.build(app, ev.to_dict()).apply_async()
     record = until(lambda: failures(stack, ev.uuid), 30, "failure audit")[0]
-    assert "172.31.9.9" in record["error"] and record["step"] == "ipam.reserve"
+    assert "172.31.9.9" in record["error"] and record["step"] == "dns.register"
     vm = Vm(ev.hostname, tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
     assert gone(vm, held(vm))
 

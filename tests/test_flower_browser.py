@@ -35,7 +35,7 @@ from tasks.simulate import Vm, create, with_uuid
 from tests.conftest import ROOT, mac, unique_v4
 from tests.helpers import audit_lines, until
 
-BUILD_STEPS = ("ipam.reserve", "dns.register", "ldap.register", "inventory.register",
+BUILD_STEPS = ("dns.register", "ldap.register", "ipam.reserve", "inventory.register",
                "audit.record")
 #: create_instance's chain (before boot) runs these for the same VM too.
 CREATE_STEPS = ("ldap.register", "inventory.register", "audit.record")

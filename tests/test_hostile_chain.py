@@ -5,7 +5,8 @@ written: ``ns1`` (IPAM and LDAP written, DNS refused), an address in a NetBox pr
 without a reverse zone (IPAM written), a router's PTR (taken over), ``wpad`` (accepted).
 Each chain below now fails at its first writing step, the audit says which check refused
 it, and IPAM (NetBox), DNS (BIND), the directory (slapd) and inventory (NetBox) hold
-nothing for the instance, as each server answers.
+nothing for the instance, as each server answers. The build chain's first writer is
+``dns.register`` (DNS goes before NetBox), so an address IPAM would refuse is refused there.
 """
 
 import uuid
@@ -39,7 +40,9 @@ def nothing_held(event: Any) -> Dict[str, Any]:
         found["inventory"] = drivers.inventory().describe(event.uuid)
     dns_ = drivers.dns()
     name = dns.name.from_text("%s.cloud.example.test" % event.hostname)
-    if owner_marker(event.uuid) in dns_._query(name, "TXT"):
+    ours = {item.address for item in event.addresses or []}
+    if owner_marker(event.uuid) in dns_._query(name, "TXT") or \
+            ours & set(dns_._query(name, "A") + dns_._query(name, "AAAA")):
         found["dns"] = name.to_text()
     for item in event.addresses or []:
         try:
@@ -77,7 +80,7 @@ def test_the_zones_ns_name_is_refused_at_the_first_step(stack: Stack,
                                                        processes: Processes) -> None:
     event = make_event(hostname="ns1", addresses=[Address(unique_v4(), 4, mac(), "private")])
     record = run_chain(stack, event)
-    assert record["step"] == "ipam.reserve" and "Conflict" in record["error"], record
+    assert record["step"] == "dns.register" and "Conflict" in record["error"], record
     assert "NS target" in record["error"]
     assert nothing_held(event) == {}
 
@@ -86,7 +89,7 @@ def test_a_reserved_name_is_refused_at_the_first_step(stack: Stack,
                                                      processes: Processes) -> None:
     event = make_event(hostname="wpad", addresses=[Address(unique_v4(), 4, mac(), "private")])
     record = run_chain(stack, event)
-    assert record["step"] == "ipam.reserve" and "reserved" in record["error"], record
+    assert record["step"] == "dns.register" and "reserved" in record["error"], record
     assert nothing_held(event) == {}
 
 
@@ -104,7 +107,7 @@ def test_an_address_without_a_reverse_zone_is_refused_before_ipam_writes(
     event = make_event(addresses=[Address(unique_v4(), 4, mac(), "private"),
                                   Address(address, 4, mac(), "private")])
     record = run_chain(stack, event)
-    assert record["step"] == "ipam.reserve" and "OutOfScope" in record["error"], record
+    assert record["step"] == "dns.register" and "OutOfScope" in record["error"], record
     assert address in record["error"] and "reverse zone" in record["error"]
     assert nothing_held(event) == {}
 
@@ -121,7 +124,7 @@ def test_a_routers_ptr_is_refused_before_ipam_writes(stack: Stack,
     try:
         event = make_event(addresses=[Address(address, 4, mac(), "private")])
         record = run_chain(stack, event)
-        assert record["step"] == "ipam.reserve" and "reverse name" in record["error"], record
+        assert record["step"] == "dns.register" and "reverse name" in record["error"], record
         assert nothing_held(event) == {}
         assert dns_._query(reverse, "PTR") == ["core-router.example.net."]
     finally:
@@ -139,9 +142,43 @@ def test_a_network_or_broadcast_address_is_refused_before_ipam_writes(
     event = make_event(addresses=[Address(unique_v4(), 4, mac(), "private"),
                                   Address(address, 4, mac(), "private")])
     record = run_chain(stack, event)
-    assert record["step"] == "ipam.reserve" and word in record["error"], record
+    assert record["step"] == "dns.register" and word in record["error"], record
     assert "addresses[1].address" in record["error"]
     assert nothing_held(event) == {}
+
+
+@pytest.mark.parametrize("holder", ["instance", "by hand"])
+def test_an_address_netbox_holds_for_another_is_refused_before_dns_writes(
+        stack: Stack, processes: Processes, holder: str) -> None:
+    """ipam.reserve runs third: its "held by another" refusal is asked by dns.register."""
+    import pynetbox
+    from tasks import drivers
+    from tasks.backends.netbox.client import UUID_FIELD
+    api = pynetbox.api(stack.netbox.url, token=stack.netbox.token)
+    taken, fresh = unique_v4(), unique_v4()
+    other = make_event(addresses=[Address(taken, 4, mac(), "private")])
+    if holder == "instance":
+        drivers.ipam().ensure(other.uuid, "holder-%s.cloud.example.test" % other.uuid[:6],
+                              other.addresses)
+    else:
+        api.ipam.ip_addresses.create(address=taken + "/16", status="active",
+                                     description="a person's")
+    try:
+        event = make_event(addresses=[Address(fresh, 4, mac(), "private"),
+                                      Address(taken, 4, mac(), "private")])
+        record = run_chain(stack, event)
+        assert record["step"] == "dns.register" and "Conflict" in record["error"], record
+        assert taken in record["error"] and (other.uuid if holder == "instance" else
+                                             "not managed by novahooks") in record["error"]
+        assert nothing_held(event) == {}
+        (kept,) = api.ipam.ip_addresses.filter(address=taken)
+        assert (kept.custom_fields or {}).get(UUID_FIELD) == (
+            other.uuid if holder == "instance" else None)
+        assert list(api.ipam.ip_addresses.filter(address=fresh)) == []
+        assert list(api.virtualization.virtual_machines.filter(name=event.hostname)) == []
+    finally:
+        for ip in api.ipam.ip_addresses.filter(address=taken):
+            ip.delete()
 
 
 def test_an_oversized_event_is_audited_by_the_relay_and_never_published(

@@ -79,7 +79,7 @@ def test_permanent_failure_is_a_dead_letter_that_replays_after_the_fix(
     assert listing.returncode == 0, listing.stderr
     (letter,) = [r for r in json.loads(listing.stdout) if r["instance_uuid"] == ev.uuid]
     # The shared validation of the first writing step finds the squatter before any write.
-    assert letter["step"] == "ipam.reserve" and ev.hostname in letter["error"], letter
+    assert letter["step"] == "dns.register" and ev.hostname in letter["error"], letter
     state = holdings(vm)
     assert state["dns"]["A"] == [] and not state["ipam"] and state["ldap"] == [] \
         and state["inventory"] == {}, \
@@ -103,8 +103,8 @@ def test_reconcile_finishes_a_chain_that_stopped_half_way(stack: Stack,
     ev = make_event(addresses=[Address(unique_v4(), 4, mac(), "private")])
     vm = Vm(ev.hostname, tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
     event: Dict[str, Any] = ev.to_dict()
-    chains._chain(app, event, chains.PLANS["build"][:2]).apply_async()  # crash after dns
-    until(lambda: holdings(vm)["dns"]["A"] == [ev.addresses[0].address], 120, "first two steps")
+    chains._chain(app, event, chains.PLANS["build"][:1]).apply_async()  # crash after dns
+    until(lambda: holdings(vm)["dns"]["A"] == [ev.addresses[0].address], 120, "the first step")
     assert holdings(vm)["ldap"] == []
     result = cli(stack, "reconcile", "--older-than", "0", "--json")
     assert result.returncode == 0, result.stderr
@@ -121,28 +121,28 @@ def test_reconcile_finds_a_chain_whose_first_message_the_broker_lost(
         stack: Stack, processes: Processes) -> None:
     """kombu's Redis transport takes a message off the queue (BRPOP) and records it as
     unacknowledged in a second round trip: a worker SIGKILLed in between loses it, and
-    no step of its chain ever ran. Here the test is that worker: with the ipam pool
-    stopped it pops the build chain's first message and drops it."""
+    no step of its chain ever ran. Here the test is that worker: with the dns pool
+    (its first step's) stopped it pops the build chain's first message and drops it."""
     import signal
     import redis
     vm = with_uuid(Vm("lost-first", ((unique_v4(), mac()),)))
-    processes.workers["ipam"].stop(signal.SIGKILL)
+    processes.workers["dns"].stop(signal.SIGKILL)
     try:
         create(vm)
         client = redis.Redis.from_url(stack.redis.url)
-        taken = client.brpop(["ipam"], timeout=60)
+        taken = client.brpop(["dns"], timeout=60)
         assert taken is not None, "the relay never published the build chain"
         assert vm.uuid in taken[1].decode()
     finally:
-        processes.start_worker("ipam")
-        until(lambda: "ready." in processes.workers["ipam"].log.read_text(errors="replace"),
-              60, "ipam pool restarted")
+        processes.start_worker("dns")
+        until(lambda: "ready." in processes.workers["dns"].log.read_text(errors="replace"),
+              60, "dns pool restarted")
     until(lambda: finished(stack, vm, ["create"]), 120, "the create chain")
     assert holdings(vm)["dns"]["A"] == [], "the lost chain ran anyway"
     result = cli(stack, "reconcile", "--older-than", "0", "--json")
     assert result.returncode == 0, result.stderr
     resumed = [r for r in json.loads(result.stdout) if r["instance_uuid"] == vm.uuid]
-    assert [(r["kind"], r["resumed_at_step"]) for r in resumed] == [("build", "ipam.reserve")]
+    assert [(r["kind"], r["resumed_at_step"]) for r in resumed] == [("build", "dns.register")]
     until(lambda: registered(vm, holdings(vm)), 120, "registered after reconcile")
 
 
@@ -201,7 +201,7 @@ def test_undo_policy_removes_what_earlier_steps_made(stack: Stack,
     ev = make_event(addresses=[Address(unique_v4(), 4, mac(), "private")])
     vm = Vm(ev.hostname, tuple((a.address, a.mac) for a in ev.addresses), uuid=ev.uuid)
     chains._chain(app, ev.to_dict(), chains.PLANS["build"][:3]).apply_async()
-    until(lambda: len(holdings(vm)["ldap"]) == 1, 120, "first three steps")
+    until(lambda: len(holdings(vm)["ipam"]) == 1, 120, "first three steps (IPAM the third)")
     chains.undo(app, ev.to_dict(), failed_step="inventory.register")
     until(lambda: gone(vm, holdings(vm)), 120, "undone")
     until(lambda: any(r["stage"] == "undone" for r in audit_lines(stack.audit_path, ev.uuid)), 30,

@@ -1,13 +1,23 @@
-"""tasks/preflight.py without servers: which addresses are no host's, and a backend that
-does not answer is not waited for (its own step retries), while a refusal is raised."""
+"""tasks/preflight.py without servers: which addresses are no host's, a backend that
+does not answer is not waited for (its own step retries), while a refusal is raised, and
+which step asks IPAM (the in-memory IPAM backend, as the memory driver keeps it).
+Against real servers: tests/test_hostile_chain.py."""
 
 import ipaddress
+import math
+import uuid
 from typing import List
 
 import pytest
 
-from tasks import preflight
-from tasks.errors import BackendUnavailable, Conflict
+from novahooks.event import Address
+from novahooks.settings import IpamSettings
+from tasks import chains, drivers, preflight
+from tasks.backends import memory
+from tasks.backends.ipam.memory import IpamStore, MemoryIpam
+from tasks.errors import BackendUnavailable, Conflict, InvalidEvent, OutOfScope
+from tasks.policy import Decision
+from tests.conftest import make_event, unique_v4
 
 
 @pytest.mark.parametrize("address,network,problem", [
@@ -42,3 +52,34 @@ def test_a_backend_that_does_not_answer_is_skipped_for_a_while(
         raise Conflict("held by another", backend="dns")
     with pytest.raises(Conflict):
         preflight._ask("dns", refusing)
+
+
+def test_the_build_chains_first_step_asks_what_ipam_would_refuse(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """dns.register writes first and ipam.reserve third: the first asks IPAM's refusals."""
+    url = "memory://preflight-%s" % uuid.uuid4().hex
+    memory.backend(IpamStore, url).prefixes = ["10.20.0.0/16"]
+    ipam = MemoryIpam(IpamSettings({"url": url}))
+    monkeypatch.setattr(drivers, "ipam", lambda: ipam)
+    # DNS and the directory count as not answering: only IPAM is asked here.
+    monkeypatch.setattr(preflight, "_down_until", {"dns": math.inf, "directory": math.inf})
+    taken, fresh = unique_v4(), unique_v4()
+    holder = make_event()
+    ipam.ensure(holder.uuid, "holder.cloud.example.test", [Address(taken, 4)])
+    assert chains.CREATE[0] == preflight.FIRST_WRITER == "dns.register"
+
+    def ask(step: str, *addresses: str) -> None:
+        event = make_event(addresses=[Address(a, 4) for a in addresses])
+        preflight.run(step, event, Decision(True, "test", event.hostname,
+                                            "%s.cloud.example.test" % event.hostname))
+    ask("dns.register", fresh)
+    with pytest.raises(Conflict, match=holder.uuid):
+        ask("dns.register", fresh, taken)
+    with pytest.raises(OutOfScope, match="172.30.1.1"):
+        ask("dns.register", fresh, "172.30.1.1")
+    with pytest.raises(InvalidEvent, match="broadcast address of 10.20.0.0/16"):
+        ask("dns.register", fresh, "10.20.255.255")
+    for later in ("ldap.register", "ipam.reserve", "inventory.register"):
+        ask(later, fresh, taken)  # they check when they write, not ahead
+    assert memory.backend(IpamStore, url).held_by(holder.uuid) == [taken]
+    assert memory.backend(IpamStore, url).addresses.keys() == {taken}

@@ -64,6 +64,16 @@ class IpamDriver(Driver):
         """:meth:`release`, given the ledger's note (see :meth:`ensure_with`)."""
         return self.release(instance_uuid)
 
+    @abc.abstractmethod
+    def preflight(self, instance_uuid: str, fqdn: str, addresses: Sequence[Address]) -> None:
+        """Raise the PermanentError :meth:`ensure` would (OutOfScope, Conflict), writing nothing.
+
+        The chain's first writing step runs it (tasks/preflight.py), and IPAM is no
+        longer that step: DNS and the directory write before ``ipam.reserve``, so an
+        address IPAM would refuse must be refused before them. ``ensure`` checks again
+        when it writes (the backend may have changed in between).
+        """
+
     def prefix_of(self, address: str) -> Optional[Any]:
         """The IPAM prefix (an ``ipaddress`` network) holding ``address``, None if unknown.
 

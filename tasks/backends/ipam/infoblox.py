@@ -78,6 +78,14 @@ class InfobloxIpam(IpamDriver):
         return self.wapi.create("record:host", body, raced="host record %s" % body["name"],
                                 fields=list(fields))
 
+    def preflight(self, instance_uuid: str, fqdn: str, addresses: Sequence[Address]) -> None:
+        """The searches ``ensure`` makes before writing (networks, the name and addresses
+        in other host records), without defining the UUID attribute (a write): a record
+        without it is no instance's. This instance's own host record is no conflict."""
+        for item in addresses:
+            self._in_network(item)
+        self._not_taken(instance_uuid, fqdn, [item.address for item in addresses])
+
     def ensure(self, instance_uuid: str, fqdn: str,
                addresses: Sequence[Address]) -> IpamEnsured:
         self.wapi.ensure_uuid_attribute()

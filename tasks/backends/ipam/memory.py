@@ -48,19 +48,26 @@ class MemoryIpam(IpamDriver, MemoryDriver):
             holding = [n for n in map(ipaddress.ip_network, store.prefixes or []) if ip in n]
         return max(holding, key=lambda n: n.prefixlen) if holding else None
 
+    def _refuse(self, store: IpamStore, instance_uuid: str, wanted: Sequence[str]) -> None:
+        for address in wanted:
+            if not store.in_scope(address):
+                raise OutOfScope("address %s is in no prefix of %s" % (address, self.name),
+                                 backend=self.KIND)
+            holder = store.addresses.get(address, {"owner": instance_uuid})["owner"]
+            if holder != instance_uuid:
+                raise Conflict("address %s is already recorded for %s" % (
+                    address, "instance %s" % holder if holder else
+                    "something not managed by novahooks"), backend=self.KIND)
+
+    def preflight(self, instance_uuid: str, fqdn: str, addresses: Sequence[Address]) -> None:
+        with self.session() as store:
+            self._refuse(store, instance_uuid, sorted({_plain(a.address) for a in addresses}))
+
     def ensure(self, instance_uuid: str, fqdn: str,
                addresses: Sequence[Address]) -> IpamEnsured:
         wanted = sorted({_plain(a.address) for a in addresses})
         with self.session() as store:
-            for address in wanted:
-                if not store.in_scope(address):
-                    raise OutOfScope("address %s is in no prefix of %s" % (address, self.name),
-                                     backend=self.KIND)
-                holder = store.addresses.get(address, {"owner": instance_uuid})["owner"]
-                if holder != instance_uuid:
-                    raise Conflict("address %s is already recorded for %s" % (
-                        address, "instance %s" % holder if holder else
-                        "something not managed by novahooks"), backend=self.KIND)
+            self._refuse(store, instance_uuid, wanted)
             held = store.held_by(instance_uuid)
             released = sorted(set(held) - set(wanted))
             for address in released:

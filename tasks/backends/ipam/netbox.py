@@ -60,9 +60,10 @@ class NetBoxIpam(IpamDriver):
 
     def prefix_of(self, address: str) -> Optional[Network]:
         try:
-            return ipaddress.ip_interface(self._cidr(address)).network
+            with client.translated(BACKEND, self.settings.url):
+                return ipaddress.ip_interface(self._cidr(address)).network
         except OutOfScope:
-            return None  # ensure() refuses it, naming NetBox
+            return None  # preflight() and ensure() refuse it, naming NetBox
 
     def mine(self, instance_uuid: str) -> Dict[str, Any]:
         return {str(ip.address).split("/")[0]: ip
@@ -83,6 +84,32 @@ class NetBoxIpam(IpamDriver):
                     for a, i in known["ids"].items()}, True
         return {a: (int(ip.id), str(ip.address), ip.dns_name or "")
                 for a, ip in self.mine(instance_uuid).items()}, False
+
+    def _owned(self, instance_uuid: str,
+               addresses: Sequence[str]) -> Dict[str, Tuple[int, str, str]]:
+        """Which of ``addresses`` NetBox records for the instance, in one read; a record of
+        any other holder is a Conflict."""
+        owned: Dict[str, Tuple[int, str, str]] = {}
+        if not addresses:
+            return owned
+        for other in self.api.ipam.ip_addresses.filter(address=list(addresses)):
+            owner = (other.custom_fields or {}).get(client.UUID_FIELD)
+            address = str(other.address).split("/")[0]
+            if owner != instance_uuid:
+                raise Conflict("address %s is already recorded in NetBox (id %s) for %s"
+                               % (address, other.id, "instance %s" % owner if owner else
+                                  "something not managed by novahooks"), backend=BACKEND)
+            owned.setdefault(address, (int(other.id), str(other.address), other.dns_name or ""))
+        return owned
+
+    def preflight(self, instance_uuid: str, fqdn: str, addresses: Sequence[Address]) -> None:
+        """Each address in a prefix (the process's copy) and held by no one else: the one
+        read ``ensure`` makes for addresses the ledger does not know. No custom-field
+        setup either (a write): without the field no record is the instance's."""
+        with client.translated(BACKEND, self.settings.url):
+            for item in addresses:
+                self._cidr(item.address)
+            self._owned(instance_uuid, [item.address for item in addresses])
 
     def ensure(self, instance_uuid: str, fqdn: str, addresses: Sequence[Address],
                known: Optional[Dict[str, Any]] = None) -> IpamEnsured:
@@ -123,18 +150,9 @@ class NetBoxIpam(IpamDriver):
                 held: Dict[str, Tuple[int, str, str]]) -> IpamEnsured:
         held = dict(held)
         plan = [(item.address, self._cidr(item.address)) for item in addresses]
-        unknown = [address for address, _ in plan if address not in held]
-        if unknown:
-            for other in self.api.ipam.ip_addresses.filter(address=unknown):
-                owner = (other.custom_fields or {}).get(client.UUID_FIELD)
-                address = str(other.address).split("/")[0]
-                if owner == instance_uuid:
-                    held.setdefault(address, (int(other.id), str(other.address),
-                                              other.dns_name or ""))
-                    continue
-                raise Conflict("address %s is already recorded in NetBox (id %s) for %s"
-                               % (address, other.id, "instance %s" % owner if owner else
-                                  "something not managed by novahooks"), backend=BACKEND)
+        for address, found in self._owned(
+                instance_uuid, [address for address, _ in plan if address not in held]).items():
+            held.setdefault(address, found)
         create, change, created, updated = [], [], [], []
         ids, cidrs = {}, {}
         for address, cidr in plan:

@@ -106,7 +106,7 @@ def test_legacy_create_end() -> None:
         ("2001:db8:20::901", 6, "fa:16:3e:09:00:01", "private")]
     assert event["flavor"]["vcpus"] == 1 and event["flavor"]["memory_mb"] == 2048
     assert event["image"] == "155d900f-4e14-4e4c-a73d-069cbf4541e6"
-    assert answer["steps"][0] == "ipam.reserve"
+    assert answer["steps"][0] == "dns.register"
 
 
 def test_legacy_create_start_is_ignored() -> None:

@@ -89,6 +89,27 @@ class IpamContract(object):
         assert ipam_reader.held(first.uuid) == [shared]
         ipam.release(first.uuid)
 
+    def test_preflight_refuses_what_ensure_would_and_writes_nothing(
+            self, ipam: Any, ipam_reader: IpamReader) -> None:
+        """The chain's first writer (dns.register) asks it: IPAM writes third."""
+        shared, fresh = unique_v4(), unique_v4()
+        first, second = make_event(), make_event()
+        ipam.ensure(first.uuid, "c-p.cloud.example.test", [Address(shared, 4)])
+        assert ipam.preflight(first.uuid, "c-p.cloud.example.test",
+                              [Address(shared, 4), Address(unique_v4(), 4)]) is None
+        assert ipam.preflight(second.uuid, "c-q.cloud.example.test", [Address(fresh, 4)]) is None
+        with pytest.raises(Conflict, match=first.uuid):
+            ipam.preflight(second.uuid, "c-q.cloud.example.test",
+                           [Address(fresh, 4), Address(shared, 4)])
+        with pytest.raises(OutOfScope, match="172.30.1.1"):
+            ipam.preflight(second.uuid, "c-q.cloud.example.test",
+                           [Address(fresh, 4), Address("172.30.1.1", 4)])
+        assert ipam_reader.held(second.uuid) == []
+        assert ipam_reader.held(first.uuid) == [shared]
+        ipam.release(first.uuid)
+        assert ipam.preflight(second.uuid, "c-q.cloud.example.test",
+                              [Address(fresh, 4), Address(shared, 4)]) is None
+
     def test_managed_lists_every_instance_with_its_addresses(self, ipam: Any) -> None:
         v4 = unique_v4()
         ev = make_event(addresses=[Address(v4, 4)])

@@ -75,6 +75,29 @@ class TestNetBoxIpam(IpamContract):
         assert api.ipam.ip_addresses.get(address=v4).status.value == "active"
         ipam.release(ev.uuid)
 
+    def test_preflight_is_one_read_and_refuses_an_address_recorded_by_hand(
+            self, api: pynetbox.api, ipam: NetBoxIpam) -> None:
+        """The query ``ensure`` makes, for all of the VM's addresses at once (the
+        prefixes are the process's copy); nothing of ours on a record without the UUID."""
+        by_hand = unique_v4()
+        record = api.ipam.ip_addresses.create(address=by_hand + "/16", status="active",
+                                              description="a person's")
+        try:
+            addresses = [Address(unique_v4(), 4), Address(unique_v6(), 6)]
+            ipam.preflight(make_event().uuid, "nb-p.cloud.example.test", addresses)
+            asked: List[str] = []
+            ipam.api.http_session.hooks["response"].append(
+                lambda response, *args, **kwargs: asked.append(response.request.method))
+            assert ipam.preflight(make_event().uuid, "nb-p.cloud.example.test",
+                                  addresses) is None
+            assert asked == ["GET"]
+            with pytest.raises(Conflict, match="%s.*not managed by novahooks" % by_hand):
+                ipam.preflight(make_event().uuid, "nb-p.cloud.example.test",
+                               addresses + [Address(by_hand, 4)])
+            assert asked == ["GET", "GET"]
+        finally:
+            record.delete()
+
 
 def test_inventory_planned_then_active_with_interfaces_and_primary_ips(
         api: pynetbox.api, ipam: NetBoxIpam, inventory: NetBoxInventory) -> None:

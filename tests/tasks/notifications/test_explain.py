@@ -29,7 +29,7 @@ def test_explain_a_file_and_stdin_with_envelope(tmp_path: Path) -> None:
     path.write_text(json.dumps(body))
     code, answer = cli([str(path)])
     assert code == 0 and answer["event"]["uuid"] == uuid and answer["ignored"] is None
-    assert answer["steps"] == ["ipam.reserve", "dns.register", "ldap.register",
+    assert answer["steps"] == ["dns.register", "ldap.register", "ipam.reserve",
                                "inventory.register", "audit.record"]
     code, again = cli(["-"], stdin=json.dumps(samples.envelope(body)))
     assert code == 0 and again["event"]["addresses"] == answer["event"]["addresses"]
