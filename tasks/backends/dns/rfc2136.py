@@ -100,7 +100,15 @@ class Rfc2136Dns(DnsDriver):
         try:
             response = dns.query.tcp(message, self.settings.server, port=self.settings.port,
                                      timeout=self.settings.timeout)
-        except (dns.tsig.PeerBadKey, dns.tsig.PeerBadSignature, dns.tsig.PeerBadTime,
+        except (dns.tsig.PeerBadTime, dns.tsig.BadTime) as exc:
+            # TSIG signs the time: clocks more than the fudge (300 s) apart fail every
+            # update until NTP mends them, a fault of the clock, not of the key
+            raise BackendUnavailable(
+                "TSIG rejected by %s: %s: this host's clock (%s UTC) and the DNS server's "
+                "differ by more than the TSIG fudge (300 s): check NTP on both"
+                % (self.settings.server, type(exc).__name__,
+                   time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())), backend=BACKEND) from exc
+        except (dns.tsig.PeerBadKey, dns.tsig.PeerBadSignature,
                 dns.tsig.PeerBadTruncation, dns.tsig.BadSignature) as exc:
             raise AuthFailed("TSIG rejected by %s: %s (check [dns] tsig_key_name and "
                              "tsig_secret)" % (self.settings.server, type(exc).__name__),

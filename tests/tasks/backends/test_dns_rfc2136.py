@@ -4,6 +4,7 @@ What the contract does not cover stays here: a second reverse zone, and the
 refusal to send unsigned updates.
 """
 
+import time
 from typing import Any, Dict
 
 import pytest
@@ -53,3 +54,22 @@ def test_unsigned_configuration_is_refused(stack: Stack) -> None:
     settings = load_settings(str(stack.config_path), {"NOVAHOOKS_DNS_TSIG_SECRET": ""})
     with pytest.raises(Misconfigured, match="unsigned"):
         Rfc2136Dns(settings.dns)
+
+
+def test_a_clock_beyond_the_tsig_fudge_is_a_transient_error_that_says_so(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BIND refuses a TSIG signed more than 300 s off its clock (BADTIME): a worker host
+    whose clock is that far off retries and is told why, rather than being sent to
+    check a key that is right."""
+    import types
+
+    import dns.message
+
+    from tasks.errors import BackendUnavailable
+    behind = types.SimpleNamespace(time=lambda: time.time() - 400)
+    monkeypatch.setattr(dns.message, "time", behind)  # only the TSIG's signing time
+    driver = Rfc2136Dns(load_settings(str(stack.config_path)).dns)
+    with pytest.raises(BackendUnavailable, match="clock .* differ by more than the TSIG"):
+        driver.register("skewed-%s.%s" % (free_port(), FORWARD_ZONE.rstrip(".")),
+                        "00000000-0000-4000-8000-00000000beef",
+                        [Address(unique_v4(), 4)])
