@@ -191,6 +191,16 @@ def compare(vms: Sequence[Vm], counts: Dict[str, Dict[str, int]], live: bool) ->
 
 # --------------------------------------------------------------------------- chaos
 
+def kill_pool(proc: Any) -> None:
+    """SIGKILL a worker pool's whole process group (master and children) and reap it."""
+    try:
+        os.killpg(proc.proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.proc.wait(10)
+    proc._fh.close()
+
+
 class Killer(threading.Thread):
     """SIGKILLs one worker pool's process group every `every` seconds, then restarts it."""
 
@@ -207,13 +217,7 @@ class Killer(threading.Thread):
         while not self._stop_event.wait(self.every):
             queue = next(self.queues)
             with self.lock:
-                proc = self.procs.workers[queue]
-                try:
-                    os.killpg(proc.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.proc.wait(10)
-                proc._fh.close()
+                kill_pool(self.procs.workers[queue])
                 self.procs.start_worker(queue)
                 self.kills.append(queue)
 

@@ -62,7 +62,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
-from bench.chaos import chaos_vms, compare, count_records  # noqa: E402
+from bench.chaos import chaos_vms, compare, count_records, kill_pool  # noqa: E402
 from bench.multihost.hosts import HOSTS, Hosts, Router, fqdn  # noqa: E402
 from tests.servers.base import Process, free_port  # noqa: E402
 from tests.servers.stack import POOLS, Stack  # noqa: E402
@@ -393,13 +393,7 @@ class HostKiller(threading.Thread):
     def run(self) -> None:
         while not self._stop_event.wait(self.every):
             host, queue = next(self.targets)
-            proc = self.dep.workers[host][queue]
-            try:
-                os.killpg(proc.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.proc.wait(10)
-            proc._fh.close()
+            kill_pool(self.dep.workers[host][queue])
             self.dep.start_worker(host, queue)
             self.kills.append("%s/%s" % (host, queue))
 
