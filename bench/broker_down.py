@@ -11,7 +11,7 @@ them (``BuildInstanceHook.post('active', ...)``), one new instance per call:
 3. broker started again on the same port: the outbox depth is sampled until
    it is empty; drain rate = backlog / (empty - first event published).
 
-Then every message in the ``ipam`` queue (each build chain's first task) is
+Then every message in the ``dns`` queue (each build chain's first task) is
 decoded and its instance UUID matched against the calls made: lost = calls
 whose event is not there. Prints ``down_p99_ratio=R`` (hook p99 with the broker
 down over up; target ~1) and ``lost=L``. Run with the project's .venv::
@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Set
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.chaos import chaos_vms  # noqa: E402
-from bench.common import (arguments, at_least, cleanup, exit_on_sigterm, latency, log,  # noqa: E402
+from bench.common import (FIRST_QUEUE, arguments, at_least, cleanup, exit_on_sigterm, latency, log,  # noqa: E402
                           ratio, save, table)
 from tests.servers.base import Process, free_port, wait_for  # noqa: E402
 
@@ -81,7 +81,7 @@ def fire(hook: Any, vms: List[Any]) -> List[float]:
     return times
 
 
-def queued_uuids(client: Any, queue: str = "ipam") -> List[str]:
+def queued_uuids(client: Any, queue: str = FIRST_QUEUE) -> List[str]:
     """The instance UUID of every chain message waiting in ``queue``."""
     uuids = []
     for raw in client.lrange(queue, 0, -1):

@@ -40,7 +40,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (arguments, cleanup, exit_on_sigterm, latency, log, point_at_config,  # noqa: E402
+from bench.common import (FIRST_QUEUE,  # noqa: E402
+                          arguments, cleanup, exit_on_sigterm, latency, log, point_at_config,
                           save, table)
 
 BATCH = 200  # the relay's default [relay] batch
@@ -206,7 +207,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 profiles["celery chain.apply_async"] = profile(chain_apply, 500)
                 profiles["template publish in batches"] = profile(
                     lambda: template_batch(BATCH), max(1, 2000 // BATCH))
-        ipam_depth = client.llen("ipam")
+        first_depth = client.llen(FIRST_QUEUE)
         # every chain's first message: both single paths and the batched one, warm-ups too
         expected = 5 * args.events + 150 + 2 * BATCH
         relay_rates = relay_drain(workdir, text, args.relay_events or args.events, client)
@@ -240,9 +241,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("chain_apply_async_p99_ratio=%.2f" % old["p99_ratio"])
         print("relay_drain_ratio=%.2f" % relay_ratio)
         print("publish_ratio=%.2f" % new["rate_ratio"])
-        if ipam_depth < expected:
-            raise SystemExit("only %d of %d chain messages reached the ipam queue"
-                             % (ipam_depth, expected))
+        if first_depth < expected:
+            raise SystemExit("only %d of %d chain messages reached the %s queue"
+                             % (first_depth, expected, FIRST_QUEUE))
         path = save("publish", {"events": args.events, "payload_bytes": len(text),
                                 "per_event": results, "relay_drain": relay_rates,
                                 "relay_drain_ratio": relay_ratio,

@@ -8,7 +8,7 @@ stack configures it):
 
 1. **hook -> outbox -> relay -> broker**: ``--events`` build_instance post-hook
    calls as fast as they come, while the relay publishes; the outbox and the
-   ``ipam`` queue are sampled until every chain is queued (no ipam worker runs,
+   ``dns`` queue are sampled until every chain is queued (no dns worker runs,
    so the queue shows the whole burst), then every queued message is matched
    to a hook call (lost = 0?).
 2. **broker -> worker**: ``--events`` audit-only chains (the remainder from
@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.broker_down import fire, queued_uuids  # noqa: E402
 from bench.chaos import chaos_vms  # noqa: E402
-from bench.common import (DepthSampler, arguments, cleanup, exit_on_sigterm, latency, log,  # noqa: E402
+from bench.common import (FIRST_QUEUE,  # noqa: E402
+                          DepthSampler, arguments, cleanup, exit_on_sigterm, latency, log,
                           pool_rss_mb, queue_depths, ratio, save, start_stack, table)
 
 
@@ -89,20 +90,20 @@ def main(argv: Optional[List[str]] = None) -> int:
             % args.events)
         vms = chaos_vms(args.events + 1, prefix="burst", first_octet=0)
         fire(hooks.BuildInstanceHook(), vms[:1])  # the relay is up and publishing
-        until(lambda: client.llen("ipam") >= 1, timeout, "the relay's first chain")
-        client.delete("ipam")
+        until(lambda: client.llen(FIRST_QUEUE) >= 1, timeout, "the relay's first chain")
+        client.delete(FIRST_QUEUE)
         vms = vms[1:]
         sampler = DepthSampler(client, outbox, 0.25)
         sampler.start()
         started = time.time()
         hook_times = fire(hooks.BuildInstanceHook(), vms)
         fired = time.time() - started
-        until(lambda: client.llen("ipam") >= args.events, timeout, "every chain queued")
+        until(lambda: client.llen(FIRST_QUEUE) >= args.events, timeout, "every chain queued")
         queued_in = time.time() - started
         relay_samples = sampler.stop()
         queued = queued_uuids(client)
         lost = len({vm.uuid for vm in vms} - set(queued))
-        client.delete("ipam")  # nothing consumes them here
+        client.delete(FIRST_QUEUE)  # nothing consumes them here
         log("   fired in %.1f s, all queued after %.1f s, lost %d" % (fired, queued_in, lost))
 
         log("2. broker -> audit pool: %d warm-up then %d audit-only chains"

@@ -264,7 +264,7 @@ def test_relay_sigkilled_mid_burst_loses_nothing_and_duplicates_are_harmless(
         depth = outbox.depth()[0]
         if 0 < depth < total:
             return "removed"
-        if depth == total and (broker.llen("ldap") + broker.llen("ipam")
+        if depth == total and (broker.llen("ldap") + broker.llen("dns")
                                + broker.hlen("unacked")) > 0:
             return "published"
         return ""
