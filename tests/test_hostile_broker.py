@@ -272,14 +272,14 @@ def test_during_a_key_rotation_workers_take_old_and_new_and_relays_sign_with_the
                            'queue="ldap"') >= 1
 
     # The relay of the rotated stack signs with the new key only: its build chain's first
-    # message waits on the ipam queue, which nothing consumes in this broker database.
+    # message waits on the dns queue, which nothing consumes in this broker database.
     event = make_event(kind="build")
     Outbox(str(rotated.stack.outbox_path)).append(event.uuid, "build", event.to_json())
     rotated.processes.start_relay()
     client = redis.Redis.from_url(rotated.url)
-    until(lambda: client.llen("ipam") > 0, 60, "the relay publishing the build chain")
+    until(lambda: client.llen("dns") > 0, 60, "the relay publishing the build chain")
     rotated.processes.relay.stop(signal.SIGINT)
-    entry = json.loads(client.lrange("ipam", 0, 0)[0])
+    entry = json.loads(client.lrange("dns", 0, 0)[0])
     body, headers = base64.b64decode(entry["body"]), entry["headers"]
     assert headers[signing.HEADER] == signing.digest(rotated.new, headers, body)
     assert headers[signing.HEADER] != signing.digest(rotated.old, headers, body)
