@@ -454,6 +454,8 @@ class NotificationsSettings(Section):
 #: What a [naming] template may name; tasks/policy.py fills them in per VM.
 NAMING_PLACEHOLDERS = ("hostname", "display_name", "uuid", "short_uuid", "project", "network",
                        "az")
+# IPv6 addresses that stand for IPv4 ones (RFC 4291 2.5.5.2): their PTR lives in in-addr.arpa.
+IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 _DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)", re.IGNORECASE | re.ASCII)
 
 
@@ -566,6 +568,10 @@ class NamingSettings(Section):
                 network = ipaddress.ip_network(value)
             except ValueError as exc:
                 found.append("%s: %s" % (where, exc))
+                continue
+            if network.version == 6 and network.subnet_of(IPV4_MAPPED):
+                found.append("%s: IPv4-mapped space (%s); events carrying such addresses are "
+                             "refused, name the IPv4 prefix instead" % (where, IPV4_MAPPED))
                 continue
             if network in seen:
                 found.append("%s: the same prefix as [naming prefix %s]" % (where, seen[network]))

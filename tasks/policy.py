@@ -165,9 +165,13 @@ def _fqdn(event: InstanceEvent, settings: Settings, hostname: str,
 def reverse_zone(address: str, prefixes: Sequence[Tuple[Any, str]]) -> Optional[str]:
     """The zone of the most specific ``[naming prefix]`` holding ``address``, if any.
 
-    ``prefixes`` is NamingSettings.reverse_prefixes(): most specific first.
+    ``prefixes`` is NamingSettings.reverse_prefixes(): most specific first. None for an
+    IPv4-mapped IPv6 address even inside a wide IPv6 prefix: its PTR name is the IPv4 one
+    under in-addr.arpa, which no ip6.arpa zone holds (tasks/validate.py refuses them).
     """
     ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return None
     for network, zone in prefixes:
         if ip.version == network.version and ip in network:
             return zone

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from novahooks.event import Address, InstanceEvent, new_event
 from novahooks.nova.extract import instance_fields
-from novahooks.settings import Settings, SettingsError, load_settings
-from tasks import policy
+from novahooks.settings import IPV4_MAPPED, Settings, SettingsError, load_settings
+from tasks import policy, validate
 from tasks.errors import InvalidEvent, OutOfScope
 
 ZONE = "cloud.example.com"
@@ -217,12 +217,33 @@ def test_every_address_of_a_prefix_has_its_ptr_name_inside_the_chosen_zone(
                                                           << (bits - length)), length))
     address = network.network_address + data.draw(
         st.integers(min_value=0, max_value=network.num_addresses - 1))
+    if network.version == 6 and network.subnet_of(IPV4_MAPPED):
+        with pytest.raises(SettingsError, match="IPv4-mapped space"):
+            conf("[naming prefix %s]\n" % network)
+        return
     settings_ = conf("[naming prefix %s]\n" % network)
     zone = policy.reverse_zone(str(address), settings_.naming.reverse_prefixes())
+    if version == 6 and address.ipv4_mapped is not None:
+        assert zone is None  # its PTR is the IPv4 one; validate refuses the address anyway
+        return
     assert zone is not None
     assert dns.reversename.from_address(str(address)).is_subdomain(dns.name.from_text(zone))
     unit = 8 if version == 4 else 4
     assert len(zone.split(".")) - 2 == length // unit  # the zone the prefix ends on
+
+
+
+def test_an_ipv4_mapped_address_has_no_ip6_arpa_zone_and_mapped_space_is_no_prefix(
+        conf: Any) -> None:
+    """Hypothesis found ::ffff:0:0 inside ::/4: dnspython names its PTR under in-addr.arpa."""
+    prefixes = conf("[naming prefix ::/4]\n").naming.reverse_prefixes()
+    assert policy.reverse_zone("::ffff:0:0", prefixes) is None
+    assert policy.reverse_zone("::ffff:10.20.0.5", prefixes) is None
+    assert policy.reverse_zone("::1", prefixes) == "0.ip6.arpa"
+    with pytest.raises(SettingsError, match=r"\[naming prefix ::ffff:a00:0/104\]: IPv4-mapped"):
+        conf("[naming prefix ::ffff:a00:0/104]\n")
+    with pytest.raises(InvalidEvent, match="IPv4-mapped IPv6 address; send 10.20.0.5"):
+        validate.event(vm(addresses=["::ffff:10.20.0.5"]))
 
 
 # -- opt-in / opt-out ----------------------------------------------------------------------
