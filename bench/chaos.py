@@ -228,9 +228,11 @@ class Killer(threading.Thread):
 
 def drain(stack: Stack, settings: Any, vms: Sequence[Vm], kinds: Sequence[str],
           timeout: float, stalled_after: float, killer: Optional[Killer],
-          log: Callable[[str], None]) -> Dict[str, Any]:
-    """Wait for every VM's chains of `kinds`; stop the killer when they are done or at half
-    the timeout; reconcile chains that made no progress for `stalled_after` seconds."""
+          log: Callable[[str], None], kill_for: Optional[float] = None) -> Dict[str, Any]:
+    """Wait for every VM's chains of `kinds`; stop the killer when they are done, after
+    `kill_for` seconds or at half the timeout (a pool killed every second may never let a
+    burst drain: the killing has to end for convergence to be shown); reconcile chains
+    that made no progress for `stalled_after` seconds."""
     from tasks.operations import reconcile_stalled
     uuids = {vm.uuid for vm in vms}
     started = time.monotonic()
@@ -250,8 +252,9 @@ def drain(stack: Stack, settings: Any, vms: Sequence[Vm], kinds: Sequence[str],
             log("  %d/%d VMs done (%.1f s)" % (count, len(uuids), now - started))
         if count == len(uuids):
             break
-        if killer is not None and killer.is_alive() and now - started > timeout / 2:
-            log("  stopping the killer at half the drain timeout")
+        if killer is not None and killer.is_alive() and now - started > min(
+                timeout / 2, kill_for if kill_for is not None else timeout):
+            log("  stopping the killer after %.0f s" % (now - started))
             killer.stop()
         if now - last_change > stalled_after and now - last_reconcile > stalled_after and \
                 (killer is None or not killer.is_alive()):
@@ -274,7 +277,7 @@ def drain(stack: Stack, settings: Any, vms: Sequence[Vm], kinds: Sequence[str],
 
 def phases(stack: Stack, settings: Any, procs: Processes, vms: Sequence[Vm],
            kill_every: float, stalled_after: float, drain_timeout: float,
-           log: Callable[[str], None]) -> Dict[str, Any]:
+           log: Callable[[str], None], kill_for: Optional[float] = None) -> Dict[str, Any]:
     """Create then delete every VM while pools are killed; what the servers hold after each.
 
     The run itself, on servers and processes already started: main() brings its own,
@@ -297,7 +300,7 @@ def phases(stack: Stack, settings: Any, procs: Processes, vms: Sequence[Vm],
             log("%s: %d hook calls for %d VMs in %.2f s, max hook call %.2f ms"
                 % (phase, len(timer.times), len(vms), time.monotonic() - started, timer.max_ms))
             result = drain(stack, settings, vms, kinds, drain_timeout, stalled_after,
-                           killer, log)
+                           killer, log, kill_for)
             kills = killer.kills if killer is not None else []
             killer = None
             time.sleep(1.0)  # let a redelivered duplicate of a last step land before counting
