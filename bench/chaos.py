@@ -235,6 +235,7 @@ def drain(stack: Stack, settings: Any, vms: Sequence[Vm], kinds: Sequence[str],
     that made no progress for `stalled_after` seconds."""
     from tasks.operations import reconcile_stalled
     uuids = {vm.uuid for vm in vms}
+    kill_until = timeout / 2 if kill_for is None else min(kill_for, timeout / 2)
     started = time.monotonic()
     last_count, last_change, reconciled, last_reconcile = -1, started, 0, started
     closed = -1
@@ -252,8 +253,7 @@ def drain(stack: Stack, settings: Any, vms: Sequence[Vm], kinds: Sequence[str],
             log("  %d/%d VMs done (%.1f s)" % (count, len(uuids), now - started))
         if count == len(uuids):
             break
-        if killer is not None and killer.is_alive() and now - started > min(
-                timeout / 2, kill_for if kill_for is not None else timeout):
+        if killer is not None and killer.is_alive() and now - started > kill_until:
             log("  stopping the killer after %.0f s" % (now - started))
             killer.stop()
         if now - last_change > stalled_after and now - last_reconcile > stalled_after and \

@@ -232,7 +232,6 @@ def test_every_address_of_a_prefix_has_its_ptr_name_inside_the_chosen_zone(
     assert len(zone.split(".")) - 2 == length // unit  # the zone the prefix ends on
 
 
-
 def test_an_ipv4_mapped_address_has_no_ip6_arpa_zone_and_mapped_space_is_no_prefix(
         conf: Any) -> None:
     """Hypothesis found ::ffff:0:0 inside ::/4: dnspython names its PTR under in-addr.arpa."""
