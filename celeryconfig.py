@@ -28,6 +28,7 @@ one. The Redis path is unchanged.
 from kombu import Exchange, Queue
 
 from novahooks.settings import load_settings
+from tasks.transport import sweep_options
 
 STEPS = ("ipam", "dns", "ldap", "inventory", "audit")
 
@@ -50,6 +51,7 @@ worker_consumer = "tasks.signing:Consumer"
 if not AMQP:
     broker_transport_options = {
         "visibility_timeout": _settings.broker.visibility_timeout,
+        **sweep_options(_settings.broker.visibility_timeout),
         "socket_timeout": _settings.broker.connect_timeout,
         "socket_connect_timeout": _settings.broker.connect_timeout,
         "max_retries": 3,

@@ -14,7 +14,8 @@ delivery with the consuming worker's clock and restores (delivers again) what is
 older than ``visibility_timeout`` by the clock of whichever worker looks, so a
 worker host five minutes ahead handed every message that others had been running
 for ``visibility_timeout - 300`` seconds to a second worker. Here both times are
-Redis's ``TIME``. The rest is kombu's.
+Redis's ``TIME``. And dead workers' messages are looked for often enough
+(:func:`sweep_options`). The rest is kombu's.
 
 celeryconfig.py selects it (``broker_transport``) for ``redis://`` brokers.
 """
@@ -23,7 +24,7 @@ import json
 import logging
 import time
 from queue import Empty
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from kombu.transport import redis as kombu_redis, virtual
 from kombu.transport.redis import Mutex, MutexHeld
@@ -61,6 +62,22 @@ def _envelope_problem(payload: Any) -> Optional[str]:
     if payload.get("headers") is not None and not isinstance(payload["headers"], dict):
         return "headers is not an object"
     return None
+
+
+def sweep_options(visibility_timeout: int) -> Dict[str, int]:
+    """Transport options that bring a dead worker's message back soon after its timeout.
+
+    kombu 5.7 looks for deliveries older than the visibility timeout only every
+    ``unacked_restore_interval`` x ``unacked_restore_throttle`` seconds (10 x 10 by
+    default), and a worker killed during that sweep holds its mutex for
+    ``unacked_mutex_expire`` (300 s): a SIGKILLed worker's message came back up to
+    100 s (or 300 s) after its timeout rather than at it. Here the sweep runs every
+    tenth of the timeout, between 1 and 10 s (a sweep is one indexed ZRANGE), and its
+    mutex expires after the timeout itself, between 10 s and a minute.
+    """
+    return {"unacked_restore_interval": max(1, min(10, visibility_timeout // 10)),
+            "unacked_restore_throttle": 1,
+            "unacked_mutex_expire": max(10, min(60, visibility_timeout))}
 
 
 def server_time(client: Any) -> float:
