@@ -226,14 +226,13 @@ class Killer(threading.Thread):
         self.join(30)
 
 
-def drain(stack: Stack, settings: Any, vms: Sequence[Vm], kinds: Sequence[str],
+def drain(stack: Stack, vms: Sequence[Vm], kinds: Sequence[str],
           timeout: float, stalled_after: float, killer: Optional[Killer],
           log: Callable[[str], None], kill_for: Optional[float] = None) -> Dict[str, Any]:
     """Wait for every VM's chains of `kinds`; stop the killer when they are done, after
     `kill_for` seconds or at half the timeout (a pool killed every second may never let a
     burst drain: the killing has to end for convergence to be shown); reconcile chains
     that made no progress for `stalled_after` seconds."""
-    from tasks.operations import reconcile_stalled
     uuids = {vm.uuid for vm in vms}
     kill_until = timeout / 2 if kill_for is None else min(kill_for, timeout / 2)
     started = time.monotonic()
@@ -258,7 +257,7 @@ def drain(stack: Stack, settings: Any, vms: Sequence[Vm], kinds: Sequence[str],
             killer.stop()
         if now - last_change > stalled_after and now - last_reconcile > stalled_after and \
                 (killer is None or not killer.is_alive()):
-            resumed = reconcile_stalled(settings, older_than=stalled_after)
+            resumed = common.reconcile(stack.config_path, stalled_after)
             mine = [r for r in resumed if r["instance_uuid"] in uuids]
             reconciled += len(mine)
             last_reconcile = now
@@ -275,7 +274,7 @@ def drain(stack: Stack, settings: Any, vms: Sequence[Vm], kinds: Sequence[str],
     return {"seconds": time.monotonic() - started, "done": last_count, "reconciled": reconciled}
 
 
-def phases(stack: Stack, settings: Any, procs: Processes, vms: Sequence[Vm],
+def phases(stack: Stack, procs: Processes, vms: Sequence[Vm],
            kill_every: float, stalled_after: float, drain_timeout: float,
            log: Callable[[str], None], kill_for: Optional[float] = None) -> Dict[str, Any]:
     """Create then delete every VM while pools are killed; what the servers hold after each.
@@ -299,7 +298,7 @@ def phases(stack: Stack, settings: Any, procs: Processes, vms: Sequence[Vm],
             max_hook_ms = max(max_hook_ms, timer.max_ms)
             log("%s: %d hook calls for %d VMs in %.2f s, max hook call %.2f ms"
                 % (phase, len(timer.times), len(vms), time.monotonic() - started, timer.max_ms))
-            result = drain(stack, settings, vms, kinds, drain_timeout, stalled_after,
+            result = drain(stack, vms, kinds, drain_timeout, stalled_after,
                            killer, log, kill_for)
             kills = killer.kills if killer is not None else []
             killer = None
@@ -413,13 +412,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                            ledger={"stalled_after": str(int(args.stalled_after))})
         os.environ["NOVAHOOKS_CONFIG"] = str(stack.config_path)
         from novahooks.nova import hooks
-        from novahooks.settings import load_settings
         hooks.reset_outbox()
-        settings = load_settings(str(stack.config_path))
         procs = Processes(stack, progress=lambda line: log("  " + line))
         procs.start_workers()
         procs.start_relay()
-        outcome = phases(stack, settings, procs, chaos_vms(args.events), args.kill_every,
+        outcome = phases(stack, procs, chaos_vms(args.events), args.kill_every,
                          args.stalled_after, drain_timeout, log)
         summary = "events=%d lost=%d duplicated=%d max_hook_ms=%.2f" % (
             args.events, outcome["lost"], outcome["duplicated"], outcome["max_hook_ms"])

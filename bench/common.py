@@ -201,6 +201,25 @@ def start_stack(prefix: str, with_netbox: bool = True, **config: Dict[str, str])
     return stack
 
 
+def reconcile(config: Path, older_than: float) -> List[Dict[str, Any]]:
+    """``novahooks reconcile --older-than N --json`` in a process of its own, as an
+    operator's cron runs it: it publishes to the broker ``config`` names. Called in this
+    process, ``tasks.operations.reconcile_stalled`` would publish through this process's
+    Celery app, which stays bound to the broker of the first configuration it published
+    with (in the suite: the session stack's, not a test's own broker)."""
+    import subprocess
+    env = dict(os.environ, NOVAHOOKS_CONFIG=str(config))
+    result = subprocess.run([sys.executable, "-m", "novahooks.cli", "reconcile",
+                             "--older-than", str(older_than), "--json"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError("novahooks reconcile failed (%d): %s"
+                           % (result.returncode, result.stderr[-2000:]))
+    resumed: List[Dict[str, Any]] = json.loads(result.stdout or "[]")
+    return resumed
+
+
 def point_at(stack: Any) -> None:
     """Bind this process's settings, hooks and Celery app to ``stack``'s configuration."""
     point_at_config(stack.config_path)

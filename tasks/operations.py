@@ -48,7 +48,13 @@ def replay(settings: Settings, letter_id: Optional[int] = None) -> List[int]:
 
 def reconcile_stalled(settings: Settings,
                       older_than: Optional[float] = None) -> List[Dict[str, Any]]:
-    """Find chains that stopped half-way and publish what they did not finish."""
+    """Find chains that stopped half-way and publish what they did not finish.
+
+    ``settings`` names the ledger; the chains go out through ``tasks.app``, whose broker
+    is the one of the configuration this process started with (``NOVAHOOKS_CONFIG``), as
+    in the CLI. A process that serves several configurations runs the CLI for each
+    (bench/common.py ``reconcile``).
+    """
     from tasks import chains
     from tasks.app import app
     ledger = _ledger(settings)

@@ -415,11 +415,9 @@ def test_chaos_short_run_loses_doubles_and_parks_nothing(run: Delivery) -> None:
     while the killing went on: 628 s of the suite). Nothing lost, doubled or left behind, and
     no message parked as poison (none kills its worker).
     The long runs (300 and 1,000 VMs, both brokers) are bench/chaos.py's own."""
-    from novahooks.settings import load_settings
-    settings = load_settings(str(run.stack.config_path))
     until(run.broker_idle, 120, "broker idle before the chaos")
     vms = vms_with_addresses("chaos", 8)
-    outcome = chaos.phases(run.stack, settings, run.procs, vms, kill_every=1.0,
+    outcome = chaos.phases(run.stack, run.procs, vms, kill_every=1.0,
                            stalled_after=20.0, drain_timeout=600.0,
                            log=lambda line: print(line, flush=True), kill_for=30.0)
     kills = outcome["phases"]["create"]["kills"] + outcome["phases"]["delete"]["kills"]

@@ -470,7 +470,6 @@ def idle_for(settings: Any) -> float:
 def scenario(fault: str, index: int, dep: Deployment, args: argparse.Namespace,
              log: Log) -> Dict[str, Any]:
     from novahooks.settings import load_settings
-    from tasks.operations import reconcile_stalled
     vms = chaos_vms(args.events, prefix="mh%d" % index, first_octet=60 + 2 * index)
     half = len(vms) // 2
     per_host = {"compute1": vms[:half], "compute2": vms[half:]}
@@ -518,7 +517,7 @@ def scenario(fault: str, index: int, dep: Deployment, args: argparse.Namespace,
             break
         if now - last_reconcile > args.stalled_after and \
                 idle_for(settings) > args.stalled_after:
-            mine = [r for r in reconcile_stalled(settings, older_than=args.stalled_after)
+            mine = [r for r in common.reconcile(dep.stack.config_path, args.stalled_after)
                     if r["instance_uuid"] in uuids]
             reconciled += len(mine)
             last_reconcile = now
