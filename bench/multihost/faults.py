@@ -40,7 +40,8 @@ sampled) and for the rest of the machine (the servers, this process, other work)
         --fault broker-stop --json bench/results/multihost.json
 
 Root only (namespaces). The last line is ``faults=... lost=L duplicated=D``; the
-exit code is 1 if anything was lost or duplicated, 2 if the run could not start.
+exit code is 1 if anything was lost, duplicated or parked as poison, or a VM did not
+converge, 2 if the run could not start.
 """
 
 import argparse
@@ -62,7 +63,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
-from bench.chaos import chaos_vms, compare, count_records, kill_pool  # noqa: E402
+from bench.chaos import chaos_vms, compare, count_records, kill_pool, poison_parked  # noqa: E402
 from bench.multihost.hosts import HOSTS, Hosts, Router, fqdn  # noqa: E402
 from tests.servers.base import Process, free_port  # noqa: E402
 from tests.servers.stack import POOLS, Stack  # noqa: E402
@@ -540,9 +541,11 @@ def scenario(fault: str, index: int, dep: Deployment, args: argparse.Namespace,
                   reconciled=reconciled, lost=sum(report["lost"].values()),
                   duplicated=sum(report["duplicated"].values()),
                   bad_vms=report["bad_vms"][:5], load=list(os.getloadavg()),
-                  broker=dep.broker, host_load=load.stop())
-    log("%s: %d/%d done %.1f s after the fault ended; lost %d duplicated %d; %d reconciled"
-        % (fault, last, len(vms), converged, result["lost"], result["duplicated"], reconciled))
+                  broker=dep.broker, host_load=load.stop(),
+                  parked=sum(len(poison_parked(dep.workdir / host / "logs")) for host in WORKERS))
+    log("%s: %d/%d done %.1f s after the fault ended; lost %d duplicated %d parked %d; "
+        "%d reconciled" % (fault, last, len(vms), converged, result["lost"],
+                           result["duplicated"], result["parked"], reconciled))
     return result
 
 
@@ -583,7 +586,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         os.environ["NOVAHOOKS_CONFIG"] = str(dep.stack.config_path)
         for index, fault in enumerate(faults):
             results.append(scenario(fault, index, dep, args, log))
-        code = 1 if any(r["lost"] or r["duplicated"] or r["done"] != r["vms"]
+        code = 1 if any(r["lost"] or r["duplicated"] or r["parked"] or r["done"] != r["vms"]
                         for r in results) else 0
     finally:
         dep.stop()
