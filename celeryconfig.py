@@ -28,7 +28,6 @@ one. The Redis path is unchanged.
 from kombu import Exchange, Queue
 
 from novahooks.settings import load_settings
-from tasks.transport import sweep_options
 
 STEPS = ("ipam", "dns", "ldap", "inventory", "audit")
 
@@ -49,6 +48,7 @@ if broker_url.split("://", 1)[0].lower() in ("redis", "rediss"):
 # refuses unsigned, forged and oversized ones before anything runs.
 worker_consumer = "tasks.signing:Consumer"
 if not AMQP:
+    from tasks.transport import sweep_options  # kombu's Redis transport: not for RabbitMQ
     broker_transport_options = {
         "visibility_timeout": _settings.broker.visibility_timeout,
         **sweep_options(_settings.broker.visibility_timeout),

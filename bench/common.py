@@ -8,6 +8,7 @@ worker side (Celery, psutil, the stack) is imported inside the function using it
 import argparse
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -207,7 +208,6 @@ def reconcile(config: Path, older_than: float) -> List[Dict[str, Any]]:
     process, ``tasks.operations.reconcile_stalled`` would publish through this process's
     Celery app, which stays bound to the broker of the first configuration it published
     with (in the suite: the session stack's, not a test's own broker)."""
-    import subprocess
     env = dict(os.environ, NOVAHOOKS_CONFIG=str(config))
     result = subprocess.run([sys.executable, "-m", "novahooks.cli", "reconcile",
                              "--older-than", str(older_than), "--json"], env=env,

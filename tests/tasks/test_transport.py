@@ -18,12 +18,14 @@ from tests.servers.redis import RedisServer
 TRANSPORT = "tasks.transport:Transport"
 
 
-def _connection(server: RedisServer, visibility: float) -> Connection:
+def _connection(server: RedisServer, visibility: int) -> Connection:
+    """The transport with the options celeryconfig.py gives it for this timeout."""
     return Connection(server.url, transport=TRANSPORT,
-                      transport_options={"visibility_timeout": visibility})
+                      transport_options=dict(sweep_options(visibility),
+                                             visibility_timeout=visibility))
 
 
-def _restore(server: RedisServer, visibility: float) -> None:
+def _restore(server: RedisServer, visibility: int) -> None:
     with _connection(server, visibility) as conn:
         conn.default_channel.qos.restore_visible(interval=1)
 
@@ -73,8 +75,7 @@ def test_a_killed_workers_message_is_back_soon_after_its_visibility_timeout(
     it back within the timeout and two sweeps. With kombu's own sweep (every 100 s)
     this took up to 100 s past a 5 s timeout: the chaos runs' stalls."""
     visibility = 5
-    options = dict(sweep_options(visibility), visibility_timeout=visibility)
-    with Connection(broker.url, transport=TRANSPORT, transport_options=options) as conn:
+    with _connection(broker, visibility) as conn:
         conn.SimpleQueue("held").put({"vm": 1})
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, broker.url, str(visibility)],
                               stdout=subprocess.PIPE, text=True)
@@ -86,16 +87,18 @@ def test_a_killed_workers_message_is_back_soon_after_its_visibility_timeout(
     killed = time.monotonic()
     got: List[Any] = []
     hub = Hub()
-    with Connection(broker.url, transport=TRANSPORT, transport_options=options) as conn:
-        conn.transport.register_with_event_loop(conn.connection, hub)
-        consumer = conn.Consumer([Queue("held")], accept=["json"],
-                                 callbacks=[lambda body, message: got.append(body)])
-        with consumer:
-            while not got and time.monotonic() - killed < visibility + 60:
-                hub.run_once()
-    waited = time.monotonic() - killed
-    hub.close()
+    try:
+        with _connection(broker, visibility) as conn:
+            conn.transport.register_with_event_loop(conn.connection, hub)
+            consumer = conn.Consumer([Queue("held")], accept=["json"],
+                                     callbacks=[lambda body, message: got.append(body)])
+            with consumer:
+                while not got and time.monotonic() - killed < visibility + 60:
+                    hub.run_once()
+        waited = time.monotonic() - killed
+    finally:
+        hub.close()
     assert got == [{"vm": 1}], "the dead consumer's message never came back"
-    sweep = options["unacked_restore_interval"]
+    sweep = sweep_options(visibility)["unacked_restore_interval"]
     assert waited <= visibility + 2 * sweep + 3, \
         "back %.1f s after the kill; timeout %d s, sweep every %d s" % (waited, visibility, sweep)
