@@ -8,10 +8,12 @@ IP stays where it is while its address is still on the VM.
 
 What the last run wrote (object ids and values) is in the ledger, which the
 step hands in as ``made``: the driver writes only what differs, by id, without
-reading first. It reads NetBox when the ledger knows nothing (a first register
-looks for the name in the cluster), when called without a ledger, or when a
-write shows the ledger is behind (an id NetBox no longer has, a duplicate):
-then it reads the VM, its interfaces and addresses, and applies again.
+reading first. A first register creates the VM without looking for its name:
+NetBox refuses a name already in the cluster (its constraint: any case, among
+VMs without a tenant), and only then is the holder read. It reads NetBox when
+called without a ledger, or when a write shows the ledger is behind (an id
+NetBox no longer has, a duplicate): then it reads the VM, its interfaces and
+addresses, and applies again.
 """
 
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
@@ -130,9 +132,13 @@ class NetBoxInventory(InventoryDriver):
     # -- reading what NetBox holds (only when the ledger cannot say) --------------------
 
     def _by_name(self, event: InstanceEvent, cluster: int) -> Optional[Any]:
-        """The VM of this name in the cluster if it is this instance's; Conflict if another's."""
+        """The VM of this name in the cluster if it is this instance's; Conflict if another's.
+
+        A clash as NetBox's own constraint counts it (the one a create runs into): the
+        name in any case, among the cluster's VMs without a tenant (as ours are).
+        """
         for other in self.api.virtualization.virtual_machines.filter(
-                name=event.hostname, cluster_id=cluster):
+                name__ie=event.hostname, cluster_id=cluster, tenant_id="null"):
             owner = (other.custom_fields or {}).get(client.UUID_FIELD)
             if owner != event.uuid:
                 raise Conflict("a VM named %s already exists in cluster %s (id %s, "
@@ -201,7 +207,11 @@ class NetBoxInventory(InventoryDriver):
             if held is not None and held.fields.get("name") != event.hostname:
                 self._by_name(event, cluster)  # a rename: the new name must be free
             if held is None and made is not None and not made.get("inventory"):
-                held = EMPTY if self._by_name(event, cluster) is None else None
+                # The ledger says this step made nothing yet: create without looking
+                # first. NetBox itself refuses a second VM of the name in the cluster (a
+                # database constraint, not a setting), and that refusal reads what is
+                # there: ours, from a run whose note was lost, or another's (Conflict).
+                held = EMPTY
             if held is not None:
                 try:
                     return self._apply(event, fields, held, made or {},
