@@ -10,6 +10,7 @@ few lines that differ.
 """
 
 import logging
+import threading
 import time
 from typing import Any, Callable, Dict, Tuple
 
@@ -41,6 +42,25 @@ class StepTask(Task):
     #: The backend kind this task talks to, for logs, ledger and audit. (Not
     #: ``backend``: Celery's Task uses that name for the result backend.)
     backend_kind = ""
+    #: A task object serves every run in its process, several at once in a threads pool
+    #: (the NetBox steps' batching): a run's timings are its thread's.
+    _timings = threading.local()
+
+    @property
+    def _backend_seconds(self) -> float:
+        return float(getattr(self._timings, "backend", 0.0))
+
+    @_backend_seconds.setter
+    def _backend_seconds(self, value: float) -> None:
+        self._timings.backend = value
+
+    @property
+    def _lock_seconds(self) -> float:
+        return float(getattr(self._timings, "lock", 0.0))
+
+    @_lock_seconds.setter
+    def _lock_seconds(self, value: float) -> None:
+        self._timings.lock = value
 
     def parse(self, payload: Any, needs_hostname: bool = True) -> InstanceEvent:
         """The validated event; a malformed one is a permanent error naming the field."""
@@ -74,8 +94,7 @@ class StepTask(Task):
         try:
             return action()
         finally:
-            self._backend_seconds = getattr(self, "_backend_seconds", 0.0) + \
-                time.monotonic() - started
+            self._backend_seconds += time.monotonic() - started
 
     def register(self, event: InstanceEvent,
                  action: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:

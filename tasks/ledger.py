@@ -33,6 +33,7 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 import time
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
@@ -189,6 +190,9 @@ def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
+_ENGINE_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _flocked(path: str, mode: int) -> Iterator[None]:
     with open(path, "a") as handle:
@@ -228,7 +232,14 @@ class Ledger(object):
 
     @property
     def engine(self) -> Engine:
-        """One engine per process: pooled connections must not cross a fork."""
+        """One engine per process: pooled connections must not cross a fork. Made under
+        a lock: a threads pool's steps may ask for it at once."""
+        if self._engine is not None and self._pid == os.getpid():
+            return self._engine
+        with _ENGINE_LOCK:
+            return self._make_engine()
+
+    def _make_engine(self) -> Engine:
         if self._engine is None or self._pid != os.getpid():
             if self.sqlite:
                 path = self.url.split("///", 1)[-1]
@@ -249,7 +260,10 @@ class Ledger(object):
                     dbapi_conn.execute(pragma)
                 engine.dispose()  # the connection above was opened before the listener
             else:
-                engine = create_engine(self.url, pool_pre_ping=True, pool_size=2)
+                # A step holds one connection for its lock and takes another for the
+                # ledger's reads and writes: a threads pool of N steps needs up to 2N.
+                engine = create_engine(self.url, pool_pre_ping=True, pool_size=2,
+                                       max_overflow=64)
             self._create_tables(engine)
             self._engine, self._pid = engine, os.getpid()
         return self._engine
@@ -277,9 +291,9 @@ class Ledger(object):
         different steps of one VM no longer queue behind each other (an LDAP entry
         waited on NetBox's IPAM call before).
 
-        PostgreSQL: transaction-scoped advisory locks; SQLite (one host): flock on
-        lock files beside the database. Both lock processes, not threads: workers run
-        Celery's prefork pool.
+        PostgreSQL: transaction-scoped advisory locks, one connection each; SQLite (one
+        host): flock on lock files beside the database, each opened apart. Both exclude
+        threads of one process too (a threads pool, README "Batching NetBox writes").
         """
         if self.sqlite:
             directory = self.url.split("///", 1)[-1] + ".locks"

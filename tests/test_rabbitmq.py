@@ -371,3 +371,101 @@ def test_a_message_that_kills_its_worker_every_time_ends_in_the_dead_letter_queu
             unique_v4(), 4, mac(), "private")]).to_dict()])
         until(lambda: hole.accepted > seen, 30, "the worker taking new work")
         app.close()
+
+
+def _netbox_vms(api: Any, uuids: List[str]) -> Dict[str, List[Any]]:
+    """uuid -> NetBox VMs carrying it, for every VM of the cluster (one paged read)."""
+    from tasks.backends.netbox.client import UUID_FIELD
+    found: Dict[str, List[Any]] = {uuid: [] for uuid in uuids}
+    for vm in api.virtualization.virtual_machines.all():
+        owner = (vm.custom_fields or {}).get(UUID_FIELD)
+        if owner in found:
+            found[owner].append(vm)
+    return found
+
+
+def test_netbox_steps_in_threads_pools_write_in_batches_and_a_kill_mid_batch_loses_and_duplicates_nothing(  # noqa: E501
+        rabbit: Rabbit, hooks_to_rabbit: None) -> None:
+    """IPAM and inventory pools of 8 threads (README "Batching NetBox writes"): a burst
+    queued for the inventory pool is taken 8 at a time; the pool is SIGKILLed twice
+    while its writes are in NetBox. RabbitMQ hands the unacknowledged messages to the
+    next pool, whose steps find what the killed one wrote (the drivers' duplicate and
+    stale paths): every VM ends with exactly one record of each kind, none dead-lettered.
+    NetBox's changelog shows VMs created several to a request."""
+    import pynetbox
+    stack, procs = rabbit.stack, rabbit.processes
+    api = pynetbox.api(stack.netbox.url, token=stack.netbox.token)
+    vms = [with_uuid(Vm("rmq-batch-%d" % i, ((unique_v4(), mac()),))) for i in range(16)]
+    uuids = [vm.uuid for vm in vms]
+
+    def ready(proc: Process) -> bool:
+        return "ready." in log_text(proc)
+
+    def threaded(queue: str) -> Process:
+        proc = procs.start_worker(queue, concurrency=8, pool="threads")
+        until(lambda: ready(proc), 60, "%s pool of threads" % queue)
+        return proc
+
+    kills = 0
+    try:
+        for queue in ("ipam", "inventory"):
+            procs.workers[queue].stop()
+        threaded("ipam")
+        for vm in vms:
+            create(vm)
+        until(lambda: message_count(rabbit.vhost, "inventory") >= len(vms), 120,
+              "the burst queued for the inventory pool")
+        for _ in range(2):
+            made = sum(1 for held in _netbox_vms(api, uuids).values() if held)
+            worker = threaded("inventory")
+            until(lambda made=made: sum(1 for held in _netbox_vms(api, uuids).values()
+                                        if held) > made, 120, "inventory writing")
+            os.killpg(worker.proc.pid, signal.SIGKILL)
+            worker.proc.wait(30)
+            kills += 1
+        threaded("inventory")
+        for vm in vms:
+            until(lambda vm=vm: audited(stack.audit_path, vm.uuid, "build"), 240,
+                  "build chain of %s" % vm.hostname)
+        held = _netbox_vms(api, uuids)
+        for vm in vms:
+            [record] = held[vm.uuid]
+            address, hw = vm.addresses[0]
+            [ip] = list(api.ipam.ip_addresses.filter(address=address))
+            [iface] = list(api.virtualization.interfaces.filter(virtual_machine_id=record.id))
+            assert str(iface.primary_mac_address.mac_address).lower() == hw
+            assert ip.assigned_object_id == iface.id
+            assert record.status.value == "active" and record.primary_ip4.id == ip.id
+        assert dead_letters(rabbit.vhost) == 0
+        assert not [r for vm in vms for r in audit_lines(stack.audit_path, vm.uuid)
+                    if r["stage"] == "failed"]
+        ours = {int(h[0].id) for h in held.values()}
+        per_request: Dict[Tuple[str, str], int] = {}
+        for kind, action in (("virtualization.virtualmachine", "create"),
+                             ("virtualization.vminterface", "create"),
+                             ("virtualization.virtualmachine", "update")):
+            for change in api.core.object_changes.filter(changed_object_type=kind,
+                                                          action=action):
+                data = change.postchange_data or {}
+                vm_id = change.changed_object_id if kind.endswith("machine") else \
+                    data.get("virtual_machine")
+                if vm_id in ours:
+                    key = ("%s %s" % (kind.split(".")[1], action), str(change.request_id))
+                    per_request[key] = per_request.get(key, 0) + 1
+        sizes: Dict[str, List[int]] = {}
+        for (what, _), count in per_request.items():
+            sizes.setdefault(what, []).append(count)
+        print("%d kills; VMs per NetBox request: %s" % (
+            kills, {w: sorted(c, reverse=True) for w, c in sizes.items()}))
+        assert max(per_request.values()) >= 2, sizes
+        for vm in vms:
+            delete(vm)
+        for vm in vms:
+            until(lambda vm=vm: audited(stack.audit_path, vm.uuid, "delete"), 240,
+                  "delete chain of %s" % vm.hostname)
+        assert not any(_netbox_vms(api, uuids).values())
+    finally:
+        for queue in ("ipam", "inventory"):
+            procs.workers[queue].stop()
+            procs.start_worker(queue)
+            until(lambda queue=queue: ready(procs.workers[queue]), 60, "%s pool" % queue)

@@ -209,7 +209,9 @@ class Processes(object):
     def _python(self, *args: str) -> List[str]:
         return [sys.executable] + list(args)
 
-    def start_worker(self, queue: str, concurrency: Optional[int] = None) -> Process:
+    def start_worker(self, queue: str, concurrency: Optional[int] = None,
+                     pool: Optional[str] = None) -> Process:
+        """``pool``: Celery's (``threads``: the NetBox steps' batching); prefork if None."""
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / ("worker-%s.log" % queue)
         env = self.stack.env()
@@ -219,8 +221,8 @@ class Processes(object):
         proc = Process("worker-%s" % queue, self._python(
             "-m", "celery", "-A", "tasks.app", "worker", "-Q", queue,
             "-c", str(concurrency or POOLS[queue]), "-n", "%s@novahooks" % queue, "-E",
-            "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"),
-            log, env=env, cwd=self.stack.workdir)
+            "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat")
+            + (["-P", pool] if pool else []), log, env=env, cwd=self.stack.workdir)
         self.workers[queue] = proc
         return proc
 

@@ -13,6 +13,7 @@ import pynetbox
 import requests
 
 from tasks.backends import http
+from tasks.backends.netbox.coalesce import Coalescer
 from tasks.errors import Misconfigured, OutOfScope, TransientError
 
 UUID_FIELD = "nova_instance_uuid"
@@ -32,17 +33,27 @@ _WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 class _TimeoutSession(requests.Session):
     """Every call with the configured timeout; the request ids of this thread's writes
-    are kept until a step takes them (:func:`take_request_ids`)."""
+    are kept until a step takes them (:func:`take_request_ids`); writes of steps running
+    at once go through the coalescer (tasks/backends/netbox/coalesce.py)."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, batch_size: int = 1, batch_wait_ms: float = 0) -> None:
         super().__init__()
         self._timeout = timeout
         self._writes = threading.local()
+        self.coalescer = Coalescer(self._send, batch_size, batch_wait_ms)
 
-    def request(self, method: str, *args: Any,  # type: ignore[override]
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        return super().request(method, url, **kwargs)
+
+    def request(self, method: str, url: Any, *args: Any,  # type: ignore[override]
                 **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout)
-        response = super().request(method, *args, **kwargs)
+        if not args and kwargs.get("json") is not None and kwargs.get("data") is None:
+            body = kwargs.pop("json")
+            kwargs.pop("data", None)
+            response = self.coalescer.request(str(method), str(url), body, **kwargs)
+        else:
+            response = super().request(method, url, *args, **kwargs)
         request_id = response.headers.get(REQUEST_ID)
         if request_id and str(method).upper() in _WRITES:
             self.request_ids().append(request_id)
@@ -74,7 +85,8 @@ def connect(settings: Any, backend: str) -> pynetbox.api:
         raise Misconfigured("[%s] token is not set (use NOVAHOOKS_%s_TOKEN or token_file)"
                             % (backend, backend.upper()), backend=backend)
     api = pynetbox.api(settings.url, token=settings.token.reveal())
-    session = _TimeoutSession(settings.timeout)
+    session = _TimeoutSession(settings.timeout, getattr(settings, "batch_size", 1),
+                              getattr(settings, "batch_wait", 0))
     session.verify = settings.verify_tls
     api.http_session = session
     return api

@@ -1,0 +1,172 @@
+"""Steps running at once in one worker write to NetBox in shared list requests
+(tasks/backends/netbox/coalesce.py), against a real NetBox: each gets its own records,
+a VM NetBox refuses fails alone, a lone step is not held."""
+
+import threading
+import time
+from typing import Any, Callable, Dict, List
+
+import pynetbox
+import pytest
+
+from novahooks.event import Address
+from novahooks.settings import load_settings
+from tasks.backends.inventory.netbox import NetBoxInventory
+from tasks.backends.ipam.netbox import NetBoxIpam
+from tasks.backends.netbox.client import UUID_FIELD
+from tasks.errors import Conflict
+from tests.conftest import mac, make_event, unique_v4
+from tests.helpers import until
+from tests.servers.stack import Stack
+
+FQDN = "%s.cloud.example.test"
+
+
+@pytest.fixture(scope="module")
+def api(stack: Stack) -> pynetbox.api:
+    return pynetbox.api(stack.netbox.url, token=stack.netbox.token)
+
+
+def _drivers(stack: Stack, batch_wait_ms: int) -> Any:
+    settings = load_settings(str(stack.config_path), {
+        "NOVAHOOKS_IPAM_BATCH_WAIT": str(batch_wait_ms),
+        "NOVAHOOKS_INVENTORY_BATCH_WAIT": str(batch_wait_ms)})
+    return NetBoxIpam(settings.ipam), NetBoxInventory(settings.inventory)
+
+
+def _count(driver: Any) -> Dict[str, int]:
+    """Requests that reached NetBox (a merged write is one), by reads and writes."""
+    counted = {"reads": 0, "writes": 0}
+
+    def hook(response: Any, *args: Any, **kwargs: Any) -> Any:
+        counted["reads" if response.request.method == "GET" else "writes"] += 1
+        return response
+    driver.api.http_session.hooks["response"].append(hook)
+    return counted
+
+
+def _at_once(calls: List[Callable[[], Any]]) -> List[Any]:
+    """Run ``calls`` in threads started together, as a threads pool runs steps; each
+    one's result, or the exception it raised."""
+    results: List[Any] = [None] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:  # noqa: BLE001 - the test asserts on each outcome
+            results[i] = exc
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return results
+
+
+def _hold_first_write(driver: Any, waiting: int) -> None:
+    """The driver's first write is answered only once ``waiting`` others queue behind it
+    (NetBox answering slowly while other steps write): they then go out as one list."""
+    coalescer = driver.api.http_session.coalescer
+    send, held = coalescer._send, threading.Event()
+
+    def slow_first(method: str, url: str, **kwargs: Any) -> Any:
+        if method.upper() != "GET" and not held.is_set():
+            held.set()
+            until(lambda: sum(len(p) for p in list(coalescer._pending.values())) >= waiting,
+                  60, "%d writes queued behind the first" % waiting)
+        return send(method, url, **kwargs)
+    coalescer._send = slow_first
+
+
+def _vm_ids(api: pynetbox.api, uuid: str) -> List[int]:
+    return [int(vm.id) for vm in api.virtualization.virtual_machines.filter(
+        **{"cf_" + UUID_FIELD: uuid})]
+
+
+def test_steps_at_once_share_list_requests_and_each_gets_its_own_records(
+        stack: Stack, api: pynetbox.api) -> None:
+    ipam, inventory = _drivers(stack, 2000)
+    inventory._cluster()  # the one-time lookups, not what is measured
+    ipam.prefix_of(unique_v4())
+    writes = {"ipam": _count(ipam), "inventory": _count(inventory)}
+    events = [make_event(addresses=[Address(unique_v4(), 4, mac(), "private", "p%d" % i)])
+              for i in range(8)]
+
+    def build(event: Any) -> Callable[[], Dict[str, Any]]:
+        def steps() -> Dict[str, Any]:
+            made = {"ipam": ipam.ensure(event.uuid, FQDN % event.hostname, event.addresses,
+                                        {})}
+            made["inventory"] = inventory.register(event, made)
+            return made
+        return steps
+
+    _hold_first_write(ipam, 7)
+    made = _at_once([build(event) for event in events])
+    assert all(isinstance(m, dict) for m in made), made
+    # Alone: 1 IPAM write and 4 inventory writes per VM (VM, interface, assignment,
+    # primary IP), 40 in all.
+    assert writes["ipam"]["writes"] == 2, "the first alone, the 7 behind it as one list"
+    assert writes["inventory"]["writes"] < 32, writes
+    for event, notes in zip(events, made):
+        [vm_id] = _vm_ids(api, event.uuid)
+        assert notes["inventory"]["id"] == vm_id
+        vm = api.virtualization.virtual_machines.get(vm_id)
+        assert vm.name == event.hostname and vm.status.value == "active"
+        ip = api.ipam.ip_addresses.get(address=event.addresses[0].address)
+        assert int(ip.id) == notes["ipam"]["ids"][event.addresses[0].address]
+        assert ip.custom_fields[UUID_FIELD] == event.uuid
+        assert ip.assigned_object.virtual_machine.id == vm_id
+        assert int(vm.primary_ip4.id) == int(ip.id)
+        assert notes["inventory"]["netbox_request_ids"], "the merged writes' ids are kept"
+    gone = _at_once([lambda e=e, m=m: inventory.deregister(e, m) for e, m in zip(events, made)])
+    assert all(g["action"] == "deleted" for g in gone), gone
+    assert not any(_vm_ids(api, e.uuid) for e in events)
+
+
+def test_a_vm_netbox_refuses_fails_alone_and_the_others_get_their_records(
+        stack: Stack, api: pynetbox.api) -> None:
+    _, inventory = _drivers(stack, 2000)
+    cluster = inventory._cluster()
+    taken = make_event(addresses=[])
+    theirs = api.virtualization.virtual_machines.create(name=taken.hostname, cluster=cluster)
+    events = [make_event(addresses=[]) for _ in range(3)] + [taken]
+    writes = _count(inventory)
+    _hold_first_write(inventory, 3)
+    first = inventory.register
+    results: List[Any] = [None] * 4
+    # one good VM's write first, the other three (the taken name among them) behind it
+    lead = threading.Thread(target=lambda: results.__setitem__(0, first(events[0], {})))
+    lead.start()
+    until(lambda: coalescer_busy(inventory), 30, "the first write in flight")
+    results[1:] = _at_once([lambda e=e: inventory.register(e, {}) for e in events[1:]])
+    lead.join(60)
+    assert isinstance(results[3], Conflict) and "id %s" % theirs.id in str(results[3])
+    assert not _vm_ids(api, taken.uuid), "nothing of the refused VM is left"
+    for event, result in zip(events[:3], results[:3]):
+        assert isinstance(result, dict), result
+        assert _vm_ids(api, event.uuid) == [result["id"]]
+    assert writes["writes"] == 5, "the first alone; 3 as one list, refused; each of them alone"
+    for event, result in zip(events[:3], results[:3]):
+        inventory.deregister(event, {"inventory": result})
+    theirs.delete()
+
+
+def coalescer_busy(driver: Any) -> bool:
+    return any(driver.api.http_session.coalescer._in_flight.values())
+
+
+def test_a_lone_step_is_never_held_for_others(stack: Stack, api: pynetbox.api) -> None:
+    """batch_wait is 5 s: a step whose writes have none ahead of them sends each at once
+    (each of its five writes held would take 25 s)."""
+    ipam, inventory = _drivers(stack, 5000)
+    inventory._cluster()
+    event = make_event(addresses=[Address(unique_v4(), 4, mac(), "private", "lone")])
+    started = time.monotonic()
+    made = {"ipam": ipam.ensure(event.uuid, FQDN % event.hostname, event.addresses, {})}
+    made["inventory"] = inventory.register(event, made)
+    assert time.monotonic() - started < 5.0
+    assert _vm_ids(api, event.uuid) == [made["inventory"]["id"]]
+    inventory.deregister(event, made)
+    ipam.release(event.uuid, made["ipam"])
