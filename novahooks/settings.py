@@ -193,9 +193,9 @@ class HttpBackendSettings(Section):
     token: Secret = Secret("")
     verify_tls: bool = True
     timeout: float = 10.0
-    # NetBox: the writes of steps a worker runs at once (-P threads -c N) go out as one
-    # list request for at most batch_size VMs, a write held at most batch_wait ms (never
-    # while it is the only step in a call). 1: every write alone. README "Batching".
+    # NetBox: writes of steps a worker runs at once (-P threads -c N) that wait behind one
+    # to the same endpoint go out as one list request for at most batch_size VMs; a write
+    # waits at most batch_wait ms. 1: every write alone. README "Batching NetBox writes".
     batch_size: int = 50
     batch_wait: int = 200
 
@@ -284,19 +284,6 @@ class DirectorySettings(Section):
     ca_file: Optional[str] = None
     verify_tls: bool = True
     timeout: float = 10.0
-    # NetBox: the writes of steps a worker runs at once (-P threads -c N) go out as one
-    # list request for at most batch_size VMs, a write held at most batch_wait ms (never
-    # while it is the only step in a call). 1: every write alone. README "Batching".
-    batch_size: int = 50
-    batch_wait: int = 200
-
-    def problems(self) -> List[str]:
-        found = []
-        if self.batch_size < 1:
-            found.append("[%s] batch_size: %r is below 1" % (self.NAME, self.batch_size))
-        if self.batch_wait < 0:
-            found.append("[%s] batch_wait: %r is below 0" % (self.NAME, self.batch_wait))
-        return found
     # The name the server's certificate carries, when url names an address.
     tls_server_name: Optional[str] = None
     # driver = ad: computer objects go to ou (default: base_dn) as <hostname>.<dns_domain>;

@@ -48,3 +48,12 @@ def test_missing_secret_file_is_named(tmp_path: Path) -> None:
     conf.write_text("[ipam]\ntoken_file = %s\n" % (tmp_path / "nope"))
     with pytest.raises(SettingsError, match=r"\[ipam\] token_file: cannot read"):
         load_settings(str(conf), {})
+
+
+def test_a_batch_below_one_vm_or_a_negative_wait_is_refused_naming_the_key() -> None:
+    assert load_settings(None, {}).inventory.batch_size == 50
+    with pytest.raises(SettingsError) as refused:
+        load_settings(None, {"NOVAHOOKS_IPAM_BATCH_SIZE": "0",
+                             "NOVAHOOKS_INVENTORY_BATCH_WAIT": "-1"})
+    assert "[ipam] batch_size: 0 is below 1" in str(refused.value)
+    assert "[inventory] batch_wait: -1 is below 0" in str(refused.value)

@@ -1,0 +1,125 @@
+"""A burst through the whole pipeline with the NetBox steps per call, then batched.
+
+One private stack (Redis, slapd, BIND, NetBox, the relay, a pool per step) and two
+bursts of ``--vms`` VMs each, one after the other against the same NetBox:
+
+1. ``per_call``: the IPAM and inventory pools as tests/servers/stack.py POOLS has
+   them (prefork, 2 processes each): one step per process, every NetBox write alone;
+2. ``batched``: the same two pools restarted as threads pools of ``--threads``
+   (``celery worker -P threads -c N``): steps running at once share NetBox list
+   requests (tasks/backends/netbox/coalesce.py, README "Batching NetBox writes").
+
+Per burst: VMs/s from the first hook to the last build chain's audit record, hook to
+A and PTR resolvable at BIND (p50/p99), and queue depths every second (for the plot).
+The summary keys of issue 14 go to bench/results/netbox.json, with
+``netbox_alone_vm_per_s`` from bench/netbox_bulk.py's last run.
+
+    .venv/bin/python bench/netbox_batching.py --vms 200 --threads 16
+"""
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Dict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (RESULTS, DepthSampler, arguments, at_least, log, machine,  # noqa: E402
+                          ratio, save)
+from bench.pipeline_latency import run_burst  # noqa: E402
+
+NETBOX_QUEUES = ("ipam", "inventory")
+
+
+def _restart(procs: Any, pool: str, threads: int) -> None:
+    from tests.helpers import until
+    for queue in NETBOX_QUEUES:
+        procs.workers[queue].stop()
+        worker = procs.start_worker(queue, concurrency=threads if pool == "threads" else None,
+                                    pool=pool if pool == "threads" else None)
+        until(lambda worker=worker: "ready." in worker.log.read_text(errors="replace"), 60,
+              "%s pool" % queue)
+
+
+def _burst(stack: Any, count: int, offset: int, wait: float) -> Dict[str, Any]:
+    import redis
+    from novahooks.nova.outbox import Outbox
+    sampler = DepthSampler(redis.Redis.from_url(stack.redis.url), Outbox(str(stack.outbox_path)))
+    sampler.start()
+    try:
+        found = run_burst(stack, count, offset, dns=True, remove=False, wait=wait)
+    finally:
+        found["depths"] = sampler.stop()
+    return found
+
+
+def main() -> int:
+    parser = arguments("netbox_batching", __doc__)
+    parser.add_argument("--vms", type=at_least(10), default=200, help="VMs per burst")
+    parser.add_argument("--threads", type=at_least(2), default=16,
+                        help="threads of each NetBox pool in the batched burst")
+    parser.add_argument("--wait", type=float, default=0, help="seconds a burst may take")
+    parser.add_argument("--dns-pool", type=at_least(1), default=1,
+                        help="processes of the dns pool (both bursts): the first step's")
+    args = parser.parse_args()
+    import os
+    from tests.servers.stack import POOLS, Processes, Stack
+    POOLS["dns"] = args.dns_pool  # this process's copy: Processes.start_workers reads it
+    stack = Stack(Path(tempfile.mkdtemp(prefix="novahooks-bench-batching-")), progress=log)
+    stack.start()
+    os.environ["NOVAHOOKS_CONFIG"] = str(stack.config_path)
+    procs = Processes(stack, progress=log)
+    try:
+        procs.start_workers()
+        procs.start_relay()
+        before = machine()
+        bursts: Dict[str, Any] = {}
+        offset = 0
+        for mode in ("per_call", "batched"):
+            _restart(procs, "threads" if mode == "batched" else "prefork", args.threads)
+            log("burst of %d VMs, NetBox steps %s ..." % (args.vms, mode))
+            bursts[mode] = _burst(stack, args.vms, offset, args.wait)
+            offset += args.vms
+            log("%s: %.2f VM/s, DNS p99 %.1f s" % (
+                mode, bursts[mode].get("vm_per_s", 0),
+                bursts[mode].get("dns", {}).get("p99_ms", 0) / 1000))
+        per_call, batched = bursts["per_call"], bursts["batched"]
+        alone_file = RESULTS / "netbox_bulk.json"
+        alone = json.loads(alone_file.read_text()) if alone_file.exists() else {}
+        calls = json.loads((RESULTS / "netbox_calls.json").read_text())["calls_per_vm"][
+            "current (steps, ledger notes)"]["hook"]["warm"]
+        summary = {
+            "calls_per_vm": {"reads": calls["ipam"]["reads"] + calls["inventory"]["reads"],
+                             "writes": calls["ipam"]["writes"] + calls["inventory"]["writes"],
+                             "by_driver": calls, "goal": {"reads": 3, "writes": 5},
+                             "source": "netbox_calls.json, hook path, ledger notes"},
+            "vm_per_s_batched": round(batched["vm_per_s"], 3),
+            "vm_per_s_per_call": round(per_call["vm_per_s"], 3),
+            "speedup": ratio(batched["vm_per_s"], per_call["vm_per_s"]),
+            "netbox_alone_vm_per_s": alone.get("netbox_alone_vm_per_s"),
+            "batched_over_netbox_alone": ratio(batched["vm_per_s"],
+                                               alone["netbox_alone_vm_per_s"])
+            if alone.get("netbox_alone_vm_per_s") else None,
+            "dns_p99_s": round(batched["dns"]["p99_ms"] / 1000, 1),
+            "dns_p99_s_per_call": round(per_call["dns"]["p99_ms"] / 1000, 1),
+            "vms_per_burst": args.vms, "threads": args.threads,
+            "pools_per_call": dict(POOLS)}
+        previous = RESULTS / "netbox.json"
+        if previous.exists():
+            for key in ("grown_over_empty", "grown_over_empty_no_ledger"):
+                summary[key] = json.loads(previous.read_text()).get(key)
+        save("netbox", summary)
+        out = save("netbox_batching", {"bursts": bursts, "summary": summary,
+                                       "machine_before": before, "machine_after": machine()},
+                   args.json)
+        print(json.dumps({k: v for k, v in summary.items() if k != "calls_per_vm"}, indent=1))
+        log("results in %s and %s" % (out, RESULTS / "netbox.json"))
+    finally:
+        procs.stop()
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
