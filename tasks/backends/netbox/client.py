@@ -11,6 +11,7 @@ from typing import Any, Dict, Iterator, List
 
 import pynetbox
 import requests
+import requests.adapters
 
 from tasks.backends import http
 from tasks.backends.netbox.coalesce import Coalescer
@@ -29,6 +30,8 @@ _ready_lock = threading.Lock()
 #: of a write under that id in its changelog: what ties an audit record to NetBox's history.
 REQUEST_ID = "X-Request-ID"
 _WRITES = ("POST", "PUT", "PATCH", "DELETE")
+#: connections kept open per NetBox, one per step of a threads pool (-c up to 32)
+POOL_CONNECTIONS = 32
 
 
 class _TimeoutSession(requests.Session):
@@ -41,6 +44,9 @@ class _TimeoutSession(requests.Session):
         self._timeout = timeout
         self._writes = threading.local()
         self.coalescer = Coalescer(self._send, batch_size, batch_wait_ms)
+        # A threads pool's steps share this session: a connection each, not urllib3's 10.
+        for prefix in ("http://", "https://"):
+            self.mount(prefix, requests.adapters.HTTPAdapter(pool_maxsize=POOL_CONNECTIONS))
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         return super().request(method, url, **kwargs)

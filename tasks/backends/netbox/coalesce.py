@@ -85,6 +85,10 @@ class Coalescer(object):
                     self._lock.release()
                     try:
                         self._flush(key, batch)
+                    except BaseException as exc:  # noqa: BLE001 - nobody may wait forever
+                        for other in batch:
+                            if not other.done:
+                                other.error, other.done = exc, True
                     finally:
                         self._lock.acquire()
                         self._in_flight[key] -= 1
