@@ -125,6 +125,38 @@ def depth_panel(ax: Any, data: Optional[Dict[str, Any]], key: str, title: str,
     ax.legend(fontsize=7)
 
 
+def registered_panel(ax: Any, data: Optional[Dict[str, Any]]) -> None:
+    """VMs with their build chain's last record over time, per call and batched: the
+    hook-to-last-record percentiles of a burst whose hooks all fired within a second."""
+    title = "VMs registered over time, NetBox steps per call and batched"
+    if data is None:
+        return empty(ax, title, "netbox_batching")
+    for mode, burst in data["bursts"].items():
+        curve = burst["last_record"]["curve_ms"] + [[1.0, burst["last_record"]["max_ms"]]]
+        ax.plot([0] + [ms / 1000 for _, ms in curve], [0] + [q * burst["vms"] for q, _ in curve],
+                marker=".", label="%s (%.2f VM/s)" % (mode, burst["vm_per_s"]))
+    ax.set_xlabel("seconds after the first hook")
+    ax.set_ylabel("VMs registered")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+
+
+def batching_depth_panel(ax: Any, data: Optional[Dict[str, Any]]) -> None:
+    title = "Queue depth per step, per call (solid) and batched (dashed)"
+    if data is None:
+        return empty(ax, title, "netbox_batching")
+    for mode, style in (("per_call", "-"), ("batched", "--")):
+        samples = data["bursts"][mode]["depths"]
+        for column, colour in (("dns", "C0"), ("ldap", "C1"), ("ipam", "C2"),
+                               ("inventory", "C3")):
+            ax.plot([x["t"] for x in samples], [x.get(column, 0) for x in samples], style,
+                    color=colour, label="%s %s" % (column, mode))
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("messages waiting")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", default=str(RESULTS), help="directory of result JSON")
@@ -136,7 +168,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     directory = Path(args.results)
     hook, publish, throughput, scale = (load(directory, n) for n in
                                         ("hook_overhead", "publish", "throughput", "scale"))
-    fig, axes = plt.subplots(3, 2, figsize=(14, 14))
+    batching = load(directory, "netbox_batching_dns3")
+    fig, axes = plt.subplots(4, 2, figsize=(14, 18))
     hook_panel(axes[0][0], hook)
     publish_panel(axes[0][1], publish)
     throughput_panel(axes[1][0], throughput)
@@ -145,6 +178,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     depth_panel(axes[2][1], scale, "worker_depths",
                 "Audit queue draining a %s-event burst (scale)" % (scale or {}).get("events", "?"),
                 "scale")
+    registered_panel(axes[3][0], batching)
+    batching_depth_panel(axes[3][1], batching)
     fig.tight_layout()
     fig.savefig(args.out, dpi=90)
     print("wrote %s" % args.out)
