@@ -14,10 +14,12 @@ def _register(task: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
     if ev.flavor is None or ev.flavor.vcpus is None or ev.flavor.memory_mb is None:
         raise InvalidEvent("flavor", "unknown flavor (vcpus and memory_mb are required)")
     # The ledger is read under the step's lock (inside the action): every step's notes,
-    # since the IPAM step's hold the ids of the addresses this step assigns. A reconcile
-    # repairs what someone changed behind the ledger: it reads the backend.
+    # since the IPAM step's hold the ids of the addresses this step assigns; a first run
+    # marks its note pending, so a run that dies after creating the VM is not followed
+    # by a second VM under a later event's name. A reconcile repairs what someone
+    # changed behind the ledger: it reads the backend.
     return task.register(ev, lambda: drivers.inventory().register_with(
-        ev, None if ev.source == REPAIR else book().made(ev.uuid)))
+        ev, None if ev.source == REPAIR else book().made_claiming(ev.uuid, "inventory")))
 
 
 @app.task(base=StepTask, bind=True, name="inventory.register", backend_kind="inventory")

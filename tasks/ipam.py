@@ -14,11 +14,13 @@ def reserve(self: StepTask, event: Dict[str, Any]) -> Dict[str, Any]:
     if ev.addresses is None or decision.fqdn is None:
         return {"skipped": "addresses not known yet"}
     fqdn = decision.fqdn
-    # The ledger is read under the step's lock (inside the action): what the last run made.
-    # A reconcile repairs what someone changed behind the ledger: it reads the backend.
+    # The ledger is read under the step's lock (inside the action): what the last run made;
+    # a first run marks its note pending (records of a run that died before its note are
+    # read, not made twice, when a later event's addresses differ). A reconcile repairs
+    # what someone changed behind the ledger: it reads the backend.
     return self.register(ev, lambda: drivers.ipam().ensure_with(
         ev.uuid, fqdn, ev.addresses,
-        None if ev.source == REPAIR else book().made(ev.uuid).get("ipam", {})))
+        None if ev.source == REPAIR else book().made_claiming(ev.uuid, "ipam").get("ipam", {})))
 
 
 @app.task(base=StepTask, bind=True, name="ipam.release", backend_kind="ipam")

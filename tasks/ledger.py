@@ -10,7 +10,10 @@ several), keeps what the backends cannot tell us cheaply:
   nothing behind. Each step takes a per-instance lock while it checks the
   tombstone and writes, which makes "register, then deregister" and
   "tombstone, then skipped register" the only possible orders.
-* ``records``: what each step made (backend, reference), for deletes and status.
+* ``records``: what each step made (backend, reference), for deletes and status. A
+  step that creates by trusting an empty note first leaves ``{"pending": true}``
+  there (``made_claiming``): a run killed or failed after its first write but before
+  its note makes the next run read the backend, not create a second object.
 * ``versions``: per instance and backend, the order (novahooks.event.Order) of the
   event whose state the backend last got; a register step of an older event does
   nothing (``skipped: superseded by ...``), under the same lock, so the newest state
@@ -47,6 +50,9 @@ from novahooks.nova.spool import create_shared
 from tasks.errors import BackendUnavailable
 
 metadata = MetaData()
+
+#: The note of a step whose first run began and has not finished (``made_claiming``).
+PENDING = {"pending": True}
 
 instances = Table(
     "instances", metadata,
@@ -419,6 +425,20 @@ class Ledger(object):
     def made(self, instance_uuid: str) -> Dict[str, Dict[str, Any]]:
         rows = self._rows(_MADE, {"uuid": instance_uuid})
         return {row["step"]: json.loads(row["detail"]) for row in rows}
+
+    def made_claiming(self, instance_uuid: str, step: str) -> Dict[str, Dict[str, Any]]:
+        """``made``, and when ``step`` has no note yet, a mark that a run of it began.
+
+        The caller (under the step's lock) creates without reading the backend, since
+        the note says nothing was made. If that run creates and then dies or fails
+        before its note, the mark is what the next run finds: not empty, so it reads
+        the backend (by instance UUID) instead of creating again under a name or
+        addresses that a later event may have changed. One write, first run only.
+        """
+        made = self.made(instance_uuid)
+        if step not in made:
+            self.remember(instance_uuid, step, dict(PENDING))
+        return made
 
     def step_done(self, event: Dict[str, Any], step: str, last: bool) -> None:
         """Add ``step`` to the event's finished steps: one statement, one commit.

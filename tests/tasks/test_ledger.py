@@ -239,3 +239,20 @@ def test_a_skewed_host_dates_nothing_by_its_own_clock(ledger_url: str,
         assert event["event_id"] not in [r["event_id"] for r in book.stalled(60)]
         from tasks.reconcile_state import Absences
         assert event["uuid"] in Absences(book).active_since([event["uuid"]], began)
+
+
+def test_a_first_run_leaves_a_pending_note_until_its_own_replaces_it(ledger_url: str) -> None:
+    """``made_claiming``: the first run of a step sees no note (so it may create without
+    reading) and leaves the pending mark; a run after one that died sees the mark; the
+    step's own note replaces it; a removal forgets both."""
+    from tasks.ledger import PENDING
+    book = Ledger(ledger_url)
+    vm = str(uuid.uuid4())
+    book.remember(vm, "ipam", {"ids": {"10.0.0.5": 7}})
+    assert book.made_claiming(vm, "inventory") == {"ipam": {"ids": {"10.0.0.5": 7}}}
+    assert book.made(vm)["inventory"] == PENDING
+    assert book.made_claiming(vm, "inventory")["inventory"] == PENDING, "a died run's mark"
+    book.remember(vm, "inventory", {"id": 42}, (1, 1), "event-1")
+    assert book.made_claiming(vm, "inventory")["inventory"] == {"id": 42}
+    book.forget(vm, "inventory")
+    assert "inventory" not in book.made(vm)

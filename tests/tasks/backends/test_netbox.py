@@ -343,6 +343,42 @@ def test_a_ledger_behind_netbox_is_read_again(
     assert not list(api.ipam.ip_addresses.filter(address=attached.address))
 
 
+def test_a_run_that_died_before_its_note_is_read_not_made_again_under_a_new_name(
+        api: pynetbox.api, ipam: NetBoxIpam, inventory: NetBoxInventory,
+        tmp_path: Any) -> None:
+    """The build's IPAM and inventory runs write to NetBox and die before their ledger
+    notes (a SIGKILL, or a failure after the first write, then a later event's run under
+    the lock first). That event renames the VM and moves its port to another address.
+    The mark each first run left (``Ledger.made_claiming``) makes the next run read by
+    instance UUID: one VM, renamed, holding only the new address; nothing of the dead run
+    is left. Without the mark both steps trust the empty note and create: a second VM."""
+    from tasks.ledger import Ledger
+    book = Ledger("sqlite:///%s" % (tmp_path / "ledger.sqlite"))
+    first = Address(unique_v4(), 4, mac(), "private", "port-d")
+    built = make_event(addresses=[first])
+    renamed = built._replace(kind="network", hostname=built.hostname + "-r",
+                             addresses=[first._replace(address=unique_v4())])
+    ipam.ensure(built.uuid, built.hostname + ".cloud.example.test", [first],
+                book.made_claiming(built.uuid, "ipam").get("ipam", {}))
+    dead = inventory.register(built, book.made_claiming(built.uuid, "inventory"))
+    assert dead["action"] == "created" and dead["primary_ip4"] is not None
+
+    book.remember(built.uuid, "ipam", ipam.ensure(
+        built.uuid, renamed.hostname + ".cloud.example.test", renamed.addresses,
+        book.made_claiming(built.uuid, "ipam").get("ipam", {})))
+    after = inventory.register(renamed, book.made_claiming(built.uuid, "inventory"))
+    book.remember(built.uuid, "inventory", after)
+    vms = list(api.virtualization.virtual_machines.filter(**{"cf_" + UUID_FIELD: built.uuid}))
+    assert [(int(vm.id), vm.name) for vm in vms] == [(dead["id"], renamed.hostname)]
+    assert str(vms[0].primary_ip4.address).split("/")[0] == renamed.addresses[0].address
+    assert [held[3] for held in _interfaces(api, dead["id"]).values()] == \
+        [[renamed.addresses[0].address]]
+    assert NetBoxReader(api).held(built.uuid) == [renamed.addresses[0].address]
+    Chain(ipam, inventory, True).delete(renamed)
+    assert not list(api.virtualization.virtual_machines.filter(
+        **{"cf_" + UUID_FIELD: built.uuid}))
+
+
 def test_a_vm_lifecycle_costs_at_most_three_reads_and_six_writes(
         ipam: NetBoxIpam, inventory: NetBoxInventory) -> None:
     """create + build + delete as the hooks send them, with the ledger's notes and the
