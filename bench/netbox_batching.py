@@ -32,9 +32,9 @@ from bench.pipeline_latency import run_burst  # noqa: E402
 NETBOX_QUEUES = ("ipam", "inventory")
 
 
-def _restart(procs: Any, pool: str, threads: int) -> None:
+def _restart(procs: Any, pool: str, threads: int, queues: Any = NETBOX_QUEUES) -> None:
     from tests.helpers import until
-    for queue in NETBOX_QUEUES:
+    for queue in queues:
         procs.workers[queue].stop()
         worker = procs.start_worker(queue, concurrency=threads if pool == "threads" else None,
                                     pool=pool if pool == "threads" else None)
@@ -62,6 +62,9 @@ def main() -> int:
     parser.add_argument("--wait", type=float, default=0, help="seconds a burst may take")
     parser.add_argument("--dns-pool", type=at_least(1), default=1,
                         help="processes of the dns pool (both bursts): the first step's")
+    parser.add_argument("--dns-threads", type=int, default=0,
+                        help="in the batched burst, the dns pool as a threads pool of this "
+                        "many (its IPAM preflight reads then share GETs); 0: as per call")
     args = parser.parse_args()
     import os
     from tests.servers.stack import POOLS, Processes, Stack
@@ -78,6 +81,9 @@ def main() -> int:
         offset = 0
         for mode in ("per_call", "batched"):
             _restart(procs, "threads" if mode == "batched" else "prefork", args.threads)
+            if args.dns_threads:
+                _restart(procs, "threads" if mode == "batched" else "prefork",
+                         args.dns_threads, ("dns",))
             log("burst of %d VMs, NetBox steps %s ..." % (args.vms, mode))
             bursts[mode] = _burst(stack, args.vms, offset, args.wait)
             offset += args.vms
@@ -104,6 +110,7 @@ def main() -> int:
             "dns_p99_s": round(batched["dns"]["p99_ms"] / 1000, 1),
             "dns_p99_s_per_call": round(per_call["dns"]["p99_ms"] / 1000, 1),
             "vms_per_burst": args.vms, "threads": args.threads,
+            "dns_threads_batched": args.dns_threads or None,
             "pools_per_call": dict(POOLS)}
         previous = RESULTS / "netbox.json"
         if previous.exists():

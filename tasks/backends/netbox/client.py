@@ -14,7 +14,7 @@ import requests
 import requests.adapters
 
 from tasks.backends import http
-from tasks.backends.netbox.coalesce import Coalescer
+from tasks.backends.netbox.coalesce import LOOKUP, Coalescer
 from tasks.errors import Misconfigured, OutOfScope, TransientError
 
 UUID_FIELD = "nova_instance_uuid"
@@ -30,6 +30,8 @@ _ready_lock = threading.Lock()
 #: of a write under that id in its changelog: what ties an audit record to NetBox's history.
 REQUEST_ID = "X-Request-ID"
 _WRITES = ("POST", "PUT", "PATCH", "DELETE")
+#: the endpoint whose reads by address steps running at once share (coalesce.py)
+ADDRESSES = "/api/ipam/ip-addresses/"
 #: connections kept open per NetBox, one per step of a threads pool (-c up to 32)
 POOL_CONNECTIONS = 32
 
@@ -37,7 +39,8 @@ POOL_CONNECTIONS = 32
 class _TimeoutSession(requests.Session):
     """Every call with the configured timeout; the request ids of this thread's writes
     are kept until a step takes them (:func:`take_request_ids`); writes of steps running
-    at once go through the coalescer (tasks/backends/netbox/coalesce.py)."""
+    at once, and their reads of addresses by address, go through the coalescer
+    (tasks/backends/netbox/coalesce.py)."""
 
     def __init__(self, timeout: float, batch_size: int = 1, batch_wait_ms: float = 0) -> None:
         super().__init__()
@@ -58,6 +61,10 @@ class _TimeoutSession(requests.Session):
             body = kwargs.pop("json")
             kwargs.pop("data", None)
             response = self.coalescer.request(str(method), str(url), body, **kwargs)
+        elif not args and str(method).upper() == "GET" and str(url).endswith(ADDRESSES) \
+                and LOOKUP in (kwargs.get("params") or {}):
+            kwargs.pop("json", None)
+            response = self.coalescer.lookup(str(url), **kwargs)
         else:
             response = super().request(method, url, *args, **kwargs)
         request_id = response.headers.get(REQUEST_ID)

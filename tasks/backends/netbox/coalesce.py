@@ -21,12 +21,16 @@ it had sent its write alone. So:
   were written: a worker killed mid-batch loses nothing, and the redelivered
   steps find their records as they would after any lost note (the drivers'
   duplicate and stale paths), so nothing is made twice;
-* reads are never merged; they are not held either.
+* reads of IP addresses by address (``?address=...``: the "held by another?" of
+  the IPAM preflight and of ``ipam.reserve``) meet the same way: one GET for every
+  address of the steps that waited, each step getting the records of its own
+  addresses, as NetBox would have answered it alone. Other reads go out at once.
 
 Under a prefork pool a process runs one step at a time: nothing ever meets, and
 every write goes out at once, as before.
 """
 
+import ipaddress
 import json
 import threading
 import time
@@ -40,6 +44,10 @@ from requests.structures import CaseInsensitiveDict
 MERGED = ("POST", "PATCH", "DELETE")
 #: refusals that concern the request as a whole, not one VM's objects in it
 _WHOLE = (401, 403, 429)
+#: the filter of IP address reads that several steps' reads share in one GET
+LOOKUP = "address"
+#: one page for a merged read (NetBox's MAX_PAGE_SIZE default): more, and each goes alone
+PAGE = 1000
 
 Send = Callable[..., requests.Response]
 
@@ -64,15 +72,36 @@ class Coalescer(object):
         self.batch_size = max(1, int(batch_size))
         self.batch_wait = max(0.0, float(batch_wait_ms)) / 1000.0
         self._lock = threading.Condition()
-        self._in_flight: Dict[Tuple[str, str], int] = {}
-        self._pending: Dict[Tuple[str, str], List[_Part]] = {}
+        self._in_flight: Dict[Tuple[str, ...], int] = {}
+        self._pending: Dict[Tuple[str, ...], List[_Part]] = {}
 
     def request(self, method: str, url: str, body: Any, **kwargs: Any) -> requests.Response:
         """``method`` ``url`` with JSON ``body``, merged with writes that wait beside it."""
         if self.batch_size <= 1 or method.upper() not in MERGED or body is None:
             return self._send(method, url, json=body, **kwargs)
-        key = (method.upper(), url)
-        part = _Part(body, kwargs)
+        return self._gather((method.upper(), url), _Part(body, kwargs), self._flush)
+
+    def lookup(self, url: str, **kwargs: Any) -> requests.Response:
+        """GET ``url`` filtered by ``address``, merged with such reads waiting beside it.
+
+        Only plain addresses are merged (what each caller gets back is the records of
+        its own, compared as addresses); a read with any other value goes alone.
+        """
+        params = dict(kwargs.get("params") or {})
+        values = params.pop(LOOKUP, None)
+        values = [values] if isinstance(values, str) else list(values or [])
+        if self.batch_size <= 1 or not values or \
+                not all("/" not in str(v) and _host(str(v)) for v in values):
+            return self._send("GET", url, **kwargs)
+        params.pop("limit", None)
+        params.pop("offset", None)
+        key = ("GET", url) + tuple(sorted("%s=%s" % (k, v) for k, v in params.items()))
+        return self._gather(key, _Part(values, kwargs), self._flush_lookup)
+
+    def _gather(self, key: Tuple[str, ...], part: "_Part",
+                flush: Callable[[Tuple[str, ...], List["_Part"]], None]) -> requests.Response:
+        """Group commit: ``part`` goes at once unless a request of ``key`` is in flight;
+        then with the parts that waited for it, by ``flush``, at most ``batch_wait`` late."""
         queued = time.monotonic()
         with self._lock:
             self._pending.setdefault(key, []).append(part)
@@ -84,7 +113,7 @@ class Coalescer(object):
                     self._in_flight[key] = self._in_flight.get(key, 0) + 1
                     self._lock.release()
                     try:
-                        self._flush(key, batch)
+                        flush(key, batch)
                     except BaseException as exc:  # noqa: BLE001 - nobody may wait forever
                         for other in batch:
                             if not other.done:
@@ -101,7 +130,7 @@ class Coalescer(object):
         assert part.response is not None
         return part.response
 
-    def _take(self, key: Tuple[str, str], part: _Part) -> List[_Part]:
+    def _take(self, key: Tuple[str, ...], part: _Part) -> List[_Part]:
         """Up to ``batch_size`` waiting parts, ``part`` among them (called under the lock)."""
         pending = self._pending[key]
         pending.remove(part)
@@ -113,9 +142,9 @@ class Coalescer(object):
             del self._pending[key]
         return batch
 
-    def _flush(self, key: Tuple[str, str], batch: List[_Part]) -> None:
+    def _flush(self, key: Tuple[str, ...], batch: List[_Part]) -> None:
         """One list request for ``batch``; each part gets its slice (outside the lock)."""
-        method, url = key
+        method, url = key[0], key[1]
         if len(batch) == 1:
             self._alone(method, url, batch[0])
             return
@@ -135,9 +164,49 @@ class Coalescer(object):
             for part in batch:
                 part.response, part.done = _copy(response, response.content), True
 
+    def _flush_lookup(self, key: Tuple[str, ...], batch: List[_Part]) -> None:
+        """One GET for every address of ``batch``; each part gets the records of its own.
+
+        An answer of more than one page, or not NetBox's page shape, is no answer to
+        split: then each part sends its own read.
+        """
+        url = key[1]
+        if len(batch) == 1:
+            self._alone("GET", url, batch[0])
+            return
+        kwargs = dict(batch[0].kwargs)
+        params = dict(kwargs.get("params") or {})
+        params.update({LOOKUP: sorted({v for part in batch for v in part.items}),
+                       "limit": PAGE})
+        params.pop("offset", None)
+        kwargs["params"] = params
+        try:
+            response = self._send("GET", url, **kwargs)
+            page = response.json() if response.ok else None
+        except ValueError:
+            page = None
+        except BaseException as exc:  # noqa: BLE001 - each step translates it as its own
+            for part in batch:
+                part.error, part.done = exc, True
+            return
+        results = page.get("results") if isinstance(page, dict) else None
+        if not isinstance(page, dict) or not isinstance(results, list) or page.get("next") or \
+                not all(_host(str(r.get("address", ""))) for r in results):
+            for part in batch:
+                self._alone("GET", url, part)
+            return
+        for part in batch:
+            wanted = {_host(v) for v in part.items}
+            mine = [r for r in results if _host(str(r["address"])) in wanted]
+            body = {"count": len(mine), "next": None, "previous": None, "results": mine}
+            part.response, part.done = _copy(response, json.dumps(body).encode()), True
+
     def _alone(self, method: str, url: str, part: _Part) -> None:
         try:
-            part.response = self._send(method, url, json=part.body, **part.kwargs)
+            if method == "GET":
+                part.response = self._send(method, url, **part.kwargs)
+            else:
+                part.response = self._send(method, url, json=part.body, **part.kwargs)
         except BaseException as exc:  # noqa: BLE001 - raised in the step that wrote it
             part.error = exc
         part.done = True
@@ -162,6 +231,14 @@ class Coalescer(object):
             start += len(part.items)
             body = mine if isinstance(part.body, list) else mine[0]
             part.response, part.done = _copy(response, json.dumps(body).encode()), True
+
+
+def _host(value: str) -> Optional[str]:
+    """An address (with or without a prefix length) as one spelling, None if it is none."""
+    try:
+        return str(ipaddress.ip_interface(value).ip) if value else None
+    except ValueError:
+        return None
 
 
 def _copy(response: requests.Response, content: bytes) -> requests.Response:

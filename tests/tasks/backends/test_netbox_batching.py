@@ -65,17 +65,18 @@ def _at_once(calls: List[Callable[[], Any]]) -> List[Any]:
     return results
 
 
-def _hold_first_write(driver: Any, waiting: int) -> None:
-    """The driver's first write is answered only once ``waiting`` others queue behind it
-    (NetBox answering slowly while other steps write): they then go out as one list."""
+def _hold_first_write(driver: Any, waiting: int, reads: bool = False) -> None:
+    """The driver's first write (with ``reads``: its first read) is answered only once
+    ``waiting`` others queue behind it (NetBox answering slowly while other steps write):
+    they then go out as one request."""
     coalescer = driver.api.http_session.coalescer
     send, held = coalescer._send, threading.Event()
 
     def slow_first(method: str, url: str, **kwargs: Any) -> Any:
-        if method.upper() != "GET" and not held.is_set():
+        if (method.upper() == "GET") == reads and not held.is_set():
             held.set()
             until(lambda: sum(len(p) for p in list(coalescer._pending.values())) >= waiting,
-                  60, "%d writes queued behind the first" % waiting)
+                  60, "%d requests queued behind the first" % waiting)
         return send(method, url, **kwargs)
     coalescer._send = slow_first
 
@@ -104,7 +105,7 @@ def test_steps_at_once_share_list_requests_and_each_gets_its_own_records(
 
     _hold_first_write(ipam, 7)
     made = _at_once([build(event) for event in events])
-    assert all(isinstance(m, dict) for m in made), made
+    assert all(isinstance(m, dict) for m in made), [m for m in made if not isinstance(m, dict)]
     # Alone: 1 IPAM write and 4 inventory writes per VM (VM, interface, assignment,
     # primary IP), 40 in all.
     assert writes["ipam"]["writes"] == 2, "the first alone, the 7 behind it as one list"
@@ -170,3 +171,35 @@ def test_a_lone_step_is_never_held_for_others(stack: Stack, api: pynetbox.api) -
     assert _vm_ids(api, event.uuid) == [made["inventory"]["id"]]
     inventory.deregister(event, made)
     ipam.release(event.uuid, made["ipam"])
+
+
+def test_address_reads_at_once_share_one_get_and_each_sees_only_its_own(
+        stack: Stack, api: pynetbox.api) -> None:
+    """The "held by another?" of 8 steps at once (the DNS pool's IPAM preflight, run in
+    threads): the first read alone, the 7 behind it as one GET. A step whose address a
+    person recorded is refused, naming it, and only that step; a step whose address is
+    its own instance's passes."""
+    ipam, _ = _drivers(stack, 2000)
+    ipam.prefix_of(unique_v4())
+    by_hand = unique_v4()
+    record = api.ipam.ip_addresses.create(address=by_hand + "/16", status="active",
+                                          description="a person's")
+    ours = make_event(addresses=[Address(unique_v4(), 4, mac(), "private", "own")])
+    held = ipam.ensure(ours.uuid, FQDN % ours.hostname, ours.addresses, {})
+    try:
+        events = [make_event(addresses=[Address(unique_v4(), 4, mac(), "private", "r%d" % i),
+                                        Address(unique_v4(), 4, mac(), "private", "s%d" % i)])
+                  for i in range(6)]
+        events.append(make_event(addresses=[Address(by_hand, 4, mac(), "private", "hand")]))
+        events.append(ours)
+        reads = _count(ipam)
+        _hold_first_write(ipam, 7, reads=True)
+        results = _at_once([lambda e=e: ipam.preflight(e.uuid, FQDN % e.hostname, e.addresses)
+                            for e in events])
+        assert reads == {"reads": 2, "writes": 0}, reads
+        assert results[:6] == [None] * 6 and results[7] is None, results
+        assert isinstance(results[6], Conflict), results[6]
+        assert by_hand in str(results[6]) and "not managed by novahooks" in str(results[6])
+    finally:
+        ipam.release(ours.uuid, held)
+        record.delete()
