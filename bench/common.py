@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set
 
@@ -184,6 +185,19 @@ def wait_done(audit: Path, kinds: Sequence[str], uuids: Set[str], timeout: float
 
 
 # --------------------------------------------------------------------------- worker side
+
+def module_at(name: str, commit: str, path: str, **names: Any) -> types.ModuleType:
+    """A file of this repository as it was at ``commit``, loaded as a module of its own
+    beside today's (a baseline measured in the same run); ``names`` replace its globals."""
+    source = subprocess.run(["git", "show", "%s:%s" % (commit, path)], cwd=str(ROOT),
+                            check=True, stdout=subprocess.PIPE,
+                            universal_newlines=True).stdout
+    module = types.ModuleType(name)
+    module.__file__ = "%s@%s" % (path, commit)
+    exec(compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102
+    module.__dict__.update(names)
+    return module
+
 
 def start_stack(prefix: str, with_netbox: bool = True, **config: Dict[str, str]) -> Any:
     """A private stack (Redis, slapd, BIND, NetBox) in a fresh directory, this process

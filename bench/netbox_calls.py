@@ -19,15 +19,13 @@ fields, cluster, prefixes), shown apart as ``cold``.
 """
 
 import argparse
-import subprocess
 import sys
-import types
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, log, save, start_stack, table  # noqa: E402
+from bench.common import log, module_at, save, start_stack, table  # noqa: E402
 
 BASELINE = "a9fcc0e"
 PATHS = ("hook", "notifications", "attach")
@@ -54,26 +52,14 @@ class Counter(object):
         return taken
 
 
-def _module(name: str, commit: str, path: str, **names: Any) -> types.ModuleType:
-    """A file as it was at ``commit``, as a module of its own; ``names`` replace its globals."""
-    source = subprocess.run(["git", "show", "%s:%s" % (commit, path)], cwd=str(ROOT),
-                            check=True, stdout=subprocess.PIPE,
-                            universal_newlines=True).stdout
-    module = types.ModuleType(name)
-    module.__file__ = "%s@%s" % (path, commit)
-    exec(compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102
-    module.__dict__.update(names)
-    return module
-
-
 def drivers(which: str, commit: str, settings: Any) -> Tuple[Any, Any]:
     if which == "current":
         from tasks.backends.inventory.netbox import NetBoxInventory
         from tasks.backends.ipam.netbox import NetBoxIpam
         return NetBoxIpam(settings.ipam), NetBoxInventory(settings.inventory)
-    client = _module("baseline_client", commit, "tasks/backends/netbox/client.py")
-    ipam = _module("baseline_ipam", commit, "tasks/backends/ipam/netbox.py", client=client)
-    inventory = _module("baseline_inventory", commit, "tasks/backends/inventory/netbox.py",
+    client = module_at("baseline_client", commit, "tasks/backends/netbox/client.py")
+    ipam = module_at("baseline_ipam", commit, "tasks/backends/ipam/netbox.py", client=client)
+    inventory = module_at("baseline_inventory", commit, "tasks/backends/inventory/netbox.py",
                         client=client)
     # The baseline's chain asked IPAM nothing ahead (today's IpamDriver declares preflight).
     baseline_ipam = type("NetBoxIpam", (ipam.NetBoxIpam,), {"preflight": None})

@@ -123,3 +123,26 @@ def test_next_available_ip_skips_used_addresses(wapi: WapiServer,
                        json=dict(host, name="n2.example"), timeout=5).json()
     assert [first["ipv4addrs"][0]["ipv4addr"], second["ipv4addrs"][0]["ipv4addr"]] == \
         ["10.3.0.1", "10.3.0.2"]
+
+
+def test_the_request_object_answers_each_call_and_a_failing_list_writes_nothing(
+        wapi: WapiServer, http: requests.Session) -> None:
+    """``request``: several searches in one POST, each answered in order; a list whose
+    last call fails keeps nothing its first call created."""
+    http.post(wapi.url + "/network", json={"network": "10.98.0.0/24"}, timeout=5)
+    answered = http.post(wapi.url + "/request", json=[
+        {"method": "GET", "object": "network", "data": {"network": "10.98.0.0/24"},
+         "args": {"_return_fields": "network"}},
+        {"method": "GET", "object": "network", "data": {"network": "10.97.0.0/24"}}],
+        timeout=5)
+    assert answered.status_code == 200, answered.text
+    (found,), missing = answered.json()
+    assert found["network"] == "10.98.0.0/24" and missing == []
+    error(http.post(wapi.url + "/request", json=[
+        {"method": "POST", "object": "network", "data": {"network": "10.96.0.0/24"}},
+        {"method": "POST", "object": "network", "data": {"network": "10.98.0.0/24"}}],
+        timeout=5), 400, "Client.Ibap.Data.Conflict")
+    assert http.get(wapi.url + "/network", params={"network": "10.96.0.0/24"},
+                    timeout=5).json() == [], "the list's first create was kept"
+    assert "only POST" in error(http.get(wapi.url + "/request", timeout=5), 400,
+                                "Client.Ibap.Proto")["text"]

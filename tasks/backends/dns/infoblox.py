@@ -8,7 +8,9 @@ conflict, and so is a PTR at one of the VM's addresses that is not ours;
 deregister deletes exactly the records carrying the tag, under whatever name
 they had. Names must lie in [dns] zone and addresses in
 [dns] reverse_zones, checked before the first write as the RFC 2136 driver
-does; NIOS itself refuses a record whose zone it does not hold.
+does; NIOS itself refuses a record whose zone it does not hold. A register is two
+WAPI round trips (``request`` objects): every search, then every write as one
+transaction.
 """
 
 import ipaddress
@@ -24,6 +26,9 @@ from tasks.errors import Conflict, Misconfigured, OutOfScope
 
 BACKEND = "dns"
 FORWARD = {4: ("record:a", "ipv4addr"), 6: ("record:aaaa", "ipv6addr")}
+#: the record types an instance's tag is searched in, with their fields
+TAGGED = (("record:a", ["name", "ipv4addr"]), ("record:aaaa", ["name", "ipv6addr"]),
+          ("record:ptr", ["ptrdname", "ipv4addr", "ipv6addr"]))
 
 
 def zone_cidr(zone: dns.name.Name) -> str:
@@ -66,60 +71,69 @@ class InfobloxDns(DnsDriver):
         """
         return self.scope.reverse_zone(address, self.reverse_prefixes)
 
-    def _tagged(self, instance_uuid: str) -> Dict[str, List[Dict[str, Any]]]:
-        """Every A, AAAA and PTR record in the view carrying this instance's tag."""
+    def _tag_queries(self, instance_uuid: str) -> List[client.Query]:
+        """The searches for every A, AAAA and PTR record in the view with this instance's tag."""
         tag = {"*" + client.UUID_ATTR: instance_uuid, "view": self.view}
-        found = {}  # type: Dict[str, List[Dict[str, Any]]]
-        for objtype, fields in (("record:a", ["name", "ipv4addr"]),
-                                ("record:aaaa", ["name", "ipv6addr"]),
-                                ("record:ptr", ["ptrdname", "ipv4addr", "ipv6addr"])):
-            found[objtype] = [r for r in self.wapi.search(objtype, fields + ["extattrs"], **tag)
-                              if client.owner(r) == instance_uuid]
-        return found
+        return [(objtype, fields + ["extattrs"], tag) for objtype, fields in TAGGED]
 
-    def _claim(self, name: str, instance_uuid: str) -> None:
-        """Anything at the name without our tag (a person's record, another VM's) is a conflict."""
-        for objtype in ("record:a", "record:aaaa", "record:cname", "record:host"):
-            fields = ["name", "extattrs"] + (["configure_for_dns"] if objtype == "record:host"
-                                             else [])
-            for record in self.wapi.search(objtype, fields, name=name, view=self.view):
-                if not record.get("configure_for_dns", True):
-                    continue  # an IPAM-only host record is not in DNS
-                holder = client.owner(record)
-                if holder != instance_uuid:
-                    raise Conflict("%s already holds a %s not owned by instance %s (%s)" % (
-                        name, objtype, instance_uuid,
-                        "instance %s" % holder if holder else "not managed by novahooks"),
-                        backend=BACKEND)
+    def _tagged(self, instance_uuid: str,
+                answers: List[List[Dict[str, Any]]]) -> Dict[str, List[Dict[str, Any]]]:
+        """The answers to ``_tag_queries``, by type, each checked again on our side."""
+        return {objtype: [r for r in found if client.owner(r) == instance_uuid]
+                for (objtype, _), found in zip(TAGGED, answers)}
 
-    def _claim_ptr(self, address: str, version: int, instance_uuid: str) -> None:
-        """A PTR at the address without our tag (a router's, another VM's) is a conflict:
+    def _claim_queries(self, name: str,
+                       wanted: Dict[str, int]) -> List[Tuple[str, client.Query]]:
+        """The searches for anything at the name, and for PTRs at the addresses."""
+        queries = [(objtype, (objtype, ["name", "extattrs"] + (
+            ["configure_for_dns"] if objtype == "record:host" else []),
+            {"name": name, "view": self.view}))
+            for objtype in ("record:a", "record:aaaa", "record:cname", "record:host")]
+        for address, version in sorted(wanted.items()):
+            queries.append((address, ("record:ptr", ["ptrdname", "extattrs"],
+                                      {"view": self.view, FORWARD[version][1]: address})))
+        return queries
+
+    def _claim(self, name: str, instance_uuid: str, claims: List[Tuple[str, client.Query]],
+               answers: List[List[Dict[str, Any]]]) -> None:
+        """Anything at the name without our tag (a person's record, another VM's) is a
+        conflict; so is a PTR at an address without our tag (a router's, another VM's):
         a second record:ptr would make the reverse lookup answer two names, and the
         other holder's record must neither be overwritten nor deleted."""
-        field = FORWARD[version][1]
-        for record in self.wapi.search("record:ptr", ["ptrdname", "extattrs"],
-                                       view=self.view, **{field: address}):
-            holder = client.owner(record)
-            if holder != instance_uuid:
-                raise Conflict("the PTR of %s already names %s, not owned by instance %s (%s)"
-                               % (address, record.get("ptrdname"), instance_uuid,
-                                  "instance %s" % holder if holder
-                                  else "not managed by novahooks"), backend=BACKEND)
+        for (what, (objtype, _, _)), found in zip(claims, answers):
+            for record in found:
+                if objtype == "record:host" and not record.get("configure_for_dns", True):
+                    continue  # an IPAM-only host record is not in DNS
+                holder = client.owner(record)
+                if holder == instance_uuid:
+                    continue
+                owner = "instance %s" % holder if holder else "not managed by novahooks"
+                if objtype == "record:ptr":
+                    raise Conflict("the PTR of %s already names %s, not owned by instance %s "
+                                   "(%s)" % (what, record.get("ptrdname"), instance_uuid,
+                                             owner), backend=BACKEND)
+                raise Conflict("%s already holds a %s not owned by instance %s (%s)" % (
+                    name, objtype, instance_uuid, owner), backend=BACKEND)
 
-    def _plan(self, fqdn: str, instance_uuid: str,
-              addresses: Sequence[Address]) -> Tuple[str, Dict[str, int]]:
-        """Every refusal of :meth:`register`, reading the grid and writing nothing:
-        reserved names, scope, reverse zones, and the name and PTRs others hold."""
+    def _plan(self, fqdn: str, instance_uuid: str, addresses: Sequence[Address],
+              tagged: bool = False) -> Tuple[str, Dict[str, int], Dict[str, List[Any]]]:
+        """Every refusal of :meth:`register`, reading the grid in one round trip and
+        writing nothing: reserved names, scope, reverse zones, and the name and PTRs
+        others hold; with ``tagged``, the same round trip also finds this instance's
+        records (the UUID attribute must be defined by then)."""
         super().preflight(fqdn, instance_uuid, addresses)
         name = self._name(fqdn)
         wanted: Dict[str, int] = {a.address: ipaddress.ip_address(a.address).version
                                   for a in addresses}
         for address in wanted:
             self._reverse_zone(address)
-        self._claim(name, instance_uuid)
-        for address, version in sorted(wanted.items()):
-            self._claim_ptr(address, version, instance_uuid)
-        return name, wanted
+        claims = self._claim_queries(name, wanted)
+        queries = [query for _, query in claims] + (
+            self._tag_queries(instance_uuid) if tagged else [])
+        answers = self.wapi.searches(queries)
+        self._claim(name, instance_uuid, claims, answers[:len(claims)])
+        mine = self._tagged(instance_uuid, answers[len(claims):]) if tagged else {}
+        return name, wanted, mine
 
     def preflight(self, fqdn: str, instance_uuid: str, addresses: Sequence[Address]) -> None:
         self._plan(fqdn, instance_uuid, addresses)
@@ -131,42 +145,46 @@ class InfobloxDns(DnsDriver):
 
     def register(self, fqdn: str, instance_uuid: str,
                  addresses: Sequence[Address]) -> DnsRegistered:
-        name, wanted = self._plan(fqdn, instance_uuid, addresses)
+        """Two round trips: the searches, then every create and delete as one request
+        (one transaction: a refused record leaves none of the others written)."""
         self.wapi.ensure_uuid_attribute()
-        mine = self._tagged(instance_uuid)
+        name, wanted, mine = self._plan(fqdn, instance_uuid, addresses, tagged=True)
         forward = {(r["name"], _address(r)): r for objtype in FORWARD.values()
                    for r in mine[objtype[0]]}
         reverse = {(r["ptrdname"], _address(r)): r for r in mine["record:ptr"]}
+        writes: List[client.Write] = []
         for address, version in sorted(wanted.items()):
             objtype, field = FORWARD[version]
             if (name, address) not in forward:
-                self.wapi.create(objtype, self._record(instance_uuid, name=name,
-                                                       **{field: address}),
-                                 raced="%s %s %s" % (objtype, name, address))
+                writes.append(("POST", objtype, self._record(
+                    instance_uuid, name=name, **{field: address})))
             if (name, address) not in reverse:
-                self.wapi.create("record:ptr", self._record(instance_uuid, ptrdname=name,
-                                                            **{field: address}),
-                                 raced="PTR of %s" % address)
-        removed = self._delete_except(forward, name, wanted)
-        self._delete_except(reverse, name, wanted)
+                writes.append(("POST", "record:ptr", self._record(
+                    instance_uuid, ptrdname=name, **{field: address})))
+        removed = self._delete_except(writes, forward, name, wanted)
+        self._delete_except(writes, reverse, name, wanted)
+        self.wapi.writes(writes, raced="records of %s" % name)
         return {"fqdn": fqdn, "addresses": sorted(wanted), "removed": removed}
 
-    def _delete_except(self, records: Dict[Tuple[str, str], Dict[str, Any]], name: str,
+    @staticmethod
+    def _delete_except(writes: List[client.Write],
+                       records: Dict[Tuple[str, str], Dict[str, Any]], name: str,
                        keep: Dict[str, int]) -> List[str]:
         gone = []
         for (owner_name, address), record in records.items():
             if owner_name != name or address not in keep:
-                self.wapi.delete(record["_ref"])
+                writes.append(("DELETE", record["_ref"], None))
                 gone.append(address)
         return sorted(gone)
 
     def deregister(self, fqdn: str, instance_uuid: str,
                    addresses: Sequence[Address]) -> DnsDeregistered:
-        mine = self._tagged(instance_uuid)
+        """Two round trips: the tagged records, then one request deleting them all."""
+        mine = self._tagged(instance_uuid, self.wapi.searches(self._tag_queries(instance_uuid)))
         removed = {}  # type: Dict[str, List[str]]
+        self.wapi.writes([("DELETE", record["_ref"], None)
+                          for records in mine.values() for record in records])
         for objtype, records in mine.items():
-            for record in records:
-                self.wapi.delete(record["_ref"])
             removed[objtype] = sorted(_address(r) for r in records)
         forward = removed["record:a"] + removed["record:aaaa"]
         checked = {a.address for a in addresses} | set(forward) | set(removed["record:ptr"])

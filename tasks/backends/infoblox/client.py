@@ -9,12 +9,13 @@ NIOS's HTML 401 page.
 Records are found again through the extensible attribute ``Nova Instance UUID``
 (searched as ``*Nova Instance UUID=<uuid>``), which must be defined in the grid;
 the client defines it on first use when the account may, and says what to do
-when it may not.
+when it may not. The searches a step makes before it writes go in one round trip,
+WAPI's ``request`` object with a list of GETs (``Wapi.searches``).
 """
 
 import re
 import threading
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import requests
 
@@ -26,6 +27,10 @@ _WAPI_URL = re.compile(r"^https?://[^/]+(/.*)?/wapi/v\d+(\.\d+)*/?$")
 _PAGE = 1000
 _defined = set()  # type: set
 _defined_lock = threading.Lock()
+#: one search: object type, return fields, criteria
+Query = Tuple[str, List[str], Dict[str, str]]
+#: one write: POST (object type), PUT or DELETE (reference), and its body (None: none)
+Write = Tuple[str, str, Optional[Dict[str, Any]]]
 
 
 class NotFound(PermanentError):
@@ -106,6 +111,54 @@ class Wapi(object):
         if not isinstance(found, list):
             raise self._fail("search of %s answered %r, not a list" % (objtype, found))
         return found
+
+    def searches(self, queries: Sequence[Query]) -> List[List[Dict[str, Any]]]:
+        """Several searches in one round trip (WAPI's ``request`` object, a list of GETs);
+        each search's objects, in order. One search goes as a plain GET."""
+        if len(queries) == 1:
+            objtype, fields, criteria = queries[0]
+            return [self.search(objtype, fields, **criteria)]
+        body = [{"method": "GET", "object": objtype, "data": dict(criteria),
+                 "args": {"_return_fields": ",".join(fields)}}
+                for objtype, fields, criteria in queries]
+        answers = self.call("POST", "request", None, body)
+        if not isinstance(answers, list) or len(answers) != len(queries) or \
+                not all(isinstance(found, list) for found in answers):
+            raise self._fail("a request of %d searches answered %r, not a list of %d lists"
+                             % (len(queries), str(answers)[:200], len(queries)))
+        return answers
+
+    def writes(self, calls: Sequence[Write], raced: str = "") -> List[Any]:
+        """Several writes in one round trip (the ``request`` object), which the grid runs
+        as one transaction: refused, none of them is kept. A duplicate is a race when
+        ``raced`` names it (the retry finds the records). A delete of an object already
+        gone refuses the list, so then each write goes alone (that delete is success)."""
+        if len(calls) <= 1:
+            return [self._write(call, raced) for call in calls]
+        body = [dict({"method": method, "object": target},
+                     **({"data": data} if data is not None else {}))
+                for method, target, data in calls]
+        try:
+            answers = self.call("POST", "request", None, body)
+        except NotFound:
+            return [self._write(call, raced) for call in calls]
+        except DataConflict as exc:
+            if raced and "already exists" in str(exc):
+                raise TransientError("%s were created concurrently: %s" % (raced, exc),
+                                     backend=self.backend) from exc
+            raise
+        if not isinstance(answers, list) or len(answers) != len(calls):
+            raise self._fail("a request of %d writes answered %r" % (len(calls),
+                                                                      str(answers)[:200]))
+        return answers
+
+    def _write(self, call: Write, raced: str) -> Any:
+        method, target, data = call
+        if method == "DELETE":
+            return self.delete(target)
+        if method == "PUT":
+            return self.update(target, data or {})
+        return self.create(target, data or {}, raced=raced)
 
     def search_all(self, objtype: str, fields: List[str],
                    **criteria: str) -> Iterator[Dict[str, Any]]:

@@ -36,32 +36,51 @@ class InfobloxIpam(IpamDriver):
 
     def _hosts(self, instance_uuid: str) -> List[Dict[str, Any]]:
         """This instance's host records, oldest reference first; checked again on our side."""
-        found = self.wapi.search("record:host", HOST_FIELDS, network_view=self.view,
-                                 **{"*" + client.UUID_ATTR: instance_uuid})
+        return self._own(instance_uuid, self.wapi.search(
+            "record:host", HOST_FIELDS, network_view=self.view,
+            **{"*" + client.UUID_ATTR: instance_uuid}))
+
+    @staticmethod
+    def _own(instance_uuid: str, found: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         return sorted((host for host in found if client.owner(host) == instance_uuid),
                       key=lambda host: host["_ref"])
 
-    def _in_network(self, item: Address) -> str:
-        objtype = "network" if ipaddress.ip_address(item.address).version == 4 else "ipv6network"
-        networks = self.wapi.search(objtype, ["network"], network_view=self.view,
-                                    contains_address=item.address)
-        if not networks:
-            raise OutOfScope("address %s is in no network of Infoblox network view %s"
-                             % (item.address, self.view), backend=BACKEND)
-        return str(networks[0]["network"])
-
-    def _not_taken(self, instance_uuid: str, fqdn: str, new: Sequence[str]) -> None:
-        """Another instance's (or anybody's) host record holding a name or address is a conflict."""
+    def _survey(self, instance_uuid: str, fqdn: str, addresses: Sequence[str],
+                own: bool) -> List[Dict[str, Any]]:
+        """Everything a write of these addresses depends on, in one round trip: with
+        ``own``, the instance's host records (returned); the network of each address (in
+        none: OutOfScope); host records of anybody else holding the name or an address
+        (Conflict). Without ``own`` no search names the UUID attribute, which may not be
+        defined yet (defining it is a write)."""
+        queries: List[client.Query] = []
+        if own:
+            queries.append(("record:host", HOST_FIELDS,
+                            {"network_view": self.view, "*" + client.UUID_ATTR: instance_uuid}))
+        for address in addresses:
+            objtype = "network" if ipaddress.ip_address(address).version == 4 \
+                else "ipv6network"
+            queries.append((objtype, ["network"],
+                            {"network_view": self.view, "contains_address": address}))
         checks = [("name", fqdn, "name %s" % fqdn)] + [
-            ("ipv%daddr" % ipaddress.ip_address(a).version, a, "address %s" % a) for a in new]
-        for field, value, what in checks:
-            for other in self.wapi.search("record:host", ["name", "extattrs"],
-                                          network_view=self.view, **{field: value}):
+            ("ipv%daddr" % ipaddress.ip_address(a).version, a, "address %s" % a)
+            for a in addresses]
+        queries.extend(("record:host", ["name", "extattrs"],
+                        {"network_view": self.view, field: value})
+                       for field, value, _ in checks)
+        answers = self.wapi.searches(queries)
+        hosts = self._own(instance_uuid, answers.pop(0)) if own else []
+        for address, networks in zip(addresses, answers):
+            if not networks:
+                raise OutOfScope("address %s is in no network of Infoblox network view %s"
+                                 % (address, self.view), backend=BACKEND)
+        for (_, _, what), found in zip(checks, answers[len(addresses):]):
+            for other in found:
                 holder = client.owner(other)
                 if holder != instance_uuid:
                     raise Conflict("%s is already recorded in Infoblox (%s) for %s" % (
                         what, other["name"], "instance %s" % holder if holder else
                         "something not managed by novahooks"), backend=BACKEND)
+        return hosts
 
     def _body(self, fqdn: str, addresses: Sequence[str]) -> Dict[str, Any]:
         return {"name": fqdn,
@@ -80,23 +99,20 @@ class InfobloxIpam(IpamDriver):
 
     def preflight(self, instance_uuid: str, fqdn: str, addresses: Sequence[Address]) -> None:
         """The searches ``ensure`` makes before writing (networks, the name and addresses
-        in other host records), without defining the UUID attribute (a write): a record
-        without it is no instance's. This instance's own host record is no conflict."""
-        for item in addresses:
-            self._in_network(item)
-        self._not_taken(instance_uuid, fqdn, [item.address for item in addresses])
+        in other host records), in one round trip, without defining the UUID attribute
+        (a write): a record without it is no instance's. This instance's own host record
+        is no conflict."""
+        self._survey(instance_uuid, fqdn, [item.address for item in addresses], own=False)
 
     def ensure(self, instance_uuid: str, fqdn: str,
                addresses: Sequence[Address]) -> IpamEnsured:
+        """One round trip of searches (``_survey``), then at most one write."""
         self.wapi.ensure_uuid_attribute()
-        hosts = self._hosts(instance_uuid)
+        wanted = [item.address for item in addresses]
+        hosts = self._survey(instance_uuid, fqdn, wanted, own=True)
         held: Set[str] = set()
         for host in hosts:
             held.update(_addresses(host))
-        wanted = [item.address for item in addresses]
-        for item in addresses:
-            self._in_network(item)
-        self._not_taken(instance_uuid, fqdn, [a for a in wanted if a not in held])
         created = sorted(set(wanted) - held)
         released = sorted(held - set(wanted))
         if not wanted:
@@ -127,8 +143,7 @@ class InfobloxIpam(IpamDriver):
             raise OutOfScope("network %s is not in Infoblox network view %s"
                              % (cidr, self.view), backend=BACKEND)
         self.wapi.ensure_uuid_attribute()
-        self._not_taken(instance_uuid, fqdn, [])
-        hosts = self._hosts(instance_uuid)
+        hosts = self._survey(instance_uuid, fqdn, [], own=True)
         before = set(_addresses(hosts[0])) if hosts else set()
         body = self._body(fqdn, sorted(before))
         body["ipv4addrs"].append({"ipv4addr": "func:nextavailableip:%s,%s" % (cidr, self.view),

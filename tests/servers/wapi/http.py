@@ -88,6 +88,12 @@ class Handler(StandInHandler):
             if key not in ("_return_fields", "_return_fields+", "_max_results", "_paging",
                            "_page_id", "_return_as_object"):
                 raise proto("Unknown argument/field: '%s'" % key)
+        if target == "request":
+            if method != "POST":
+                raise proto("The request object supports only POST")
+            if args:
+                raise proto("The request object takes no URI arguments")
+            return self._request(body)
         if "/" in target:
             oid = grid.lookup(target)
             objtype = grid.types[oid]
@@ -109,6 +115,43 @@ class Handler(StandInHandler):
         if method == "POST":
             return self._write(objtype, body, None, options)
         raise proto("Method %s needs an object reference" % method)
+
+    def _request(self, body: Any) -> Tuple[int, Any]:
+        """The ``request`` object: one call (an object) or several (a list of them), each
+        ``{"method", "object", "data", "args"}``; a GET's ``data`` holds its search
+        fields. A list runs as one transaction: the first error is the answer, and
+        nothing any earlier call of the list wrote is kept."""
+        single = isinstance(body, dict)
+        calls = [body] if single else body
+        if not isinstance(calls, list) or not calls or \
+                not all(isinstance(c, dict) for c in calls):
+            raise proto("Invalid request: expected an object or a list of objects")
+        grid = self.grid
+        saved = (dict(grid.objects), dict(grid.types))
+        answers = []
+        try:
+            for call in calls:
+                unknown = sorted(set(call) - {"method", "object", "data", "args"})
+                if unknown:
+                    raise proto("Unknown argument/field: '%s'" % unknown[0])
+                method = str(call.get("method") or "").upper()
+                if method not in ("GET", "POST", "PUT", "DELETE") or \
+                        not isinstance(call.get("object"), str):
+                    raise proto("Invalid request: method %r on object %r"
+                                % (call.get("method"), call.get("object")))
+                data, extra = call.get("data") or {}, call.get("args") or {}
+                if not isinstance(data, dict) or not isinstance(extra, dict):
+                    raise proto("Invalid request: data and args must be objects")
+                args = [(k, str(v)) for k, v in extra.items()]
+                if method == "GET":
+                    args = [(k, str(v)) for k, v in data.items()] + args
+                    data = {}
+                answers.append(self._dispatch(method, call["object"], args, data)[1])
+        except WapiError:
+            grid.objects, grid.types = saved
+            raise
+        return (201 if single and calls[0].get("method", "").upper() == "POST" else 200), \
+            (answers[0] if single else answers)
 
     def _fields(self, objtype: str, options: Dict[str, str]) -> List[str]:
         spec = TYPES[objtype]

@@ -21,7 +21,7 @@ from novahooks.settings import Settings, load_settings
 from tasks.backends.dns.infoblox import InfobloxDns
 from tasks.backends.infoblox.client import UUID_ATTR
 from tasks.backends.ipam.infoblox import InfobloxIpam
-from tasks.errors import Misconfigured, OutOfScope
+from tasks.errors import Misconfigured, OutOfScope, StepError
 from tests.conftest import make_event, unique_v4, unique_v6
 from tests.tasks.backends.dns_contract import DnsContract, DnsReader, DnsSpace
 from tests.tasks.backends.driver_fixtures import driver_fixtures
@@ -277,3 +277,61 @@ def test_naming_prefix_zone_puts_an_address_in_scope_and_is_checked(
                                  "168.192.in-addr.arpa")]
     with pytest.raises(OutOfScope, match="168.192.in-addr.arpa"):
         only_v4.check()
+
+
+def _round_trips(driver: Any) -> List[str]:
+    """Each request the driver's WAPI session sends, as "METHOD object" (``request``: the
+    WAPI request object carrying several calls)."""
+    seen: List[str] = []
+    driver.wapi.session.hooks["response"].append(
+        lambda response, *args, **kwargs: seen.append("%s %s" % (
+            response.request.method, response.request.path_url.split("?")[0].rsplit("/")[-1])))
+    return seen
+
+
+def test_a_vm_is_one_round_trip_of_searches_then_one_of_writes_per_step(
+        settings: Settings, grid: Grid) -> None:
+    """IPAM's preflight and ensure and DNS's register and deregister each search once
+    (every search in one request object) and write at most once; before, a VM with two
+    addresses took 5 WAPI calls for IPAM's preflight, 7 for its ensure, 13 for DNS's
+    register and 7 for its deregister (bench/infoblox_calls.py, baseline f942638)."""
+    ipam, driver = InfobloxIpam(settings.ipam), InfobloxDns(settings.dns)
+    for each in (ipam, driver):
+        each.wapi.ensure_uuid_attribute()  # once per grid and process
+    ev = make_event(addresses=[Address(unique_v4(), 4), Address(unique_v6(), 6)])
+    fqdn = "ib-rt.%s" % ZONE
+    ipam_calls, dns_calls = _round_trips(ipam), _round_trips(driver)
+    ipam.preflight(ev.uuid, fqdn, ev.addresses)
+    ipam.ensure(ev.uuid, fqdn, ev.addresses)
+    assert ipam_calls == ["POST request", "POST request", "POST record:host"]
+    driver.register(fqdn, ev.uuid, ev.addresses)
+    assert dns_calls == ["POST request", "POST request"]
+    v4, v6 = ev.addresses[0].address, ev.addresses[1].address
+    assert dns_held(grid, ev.uuid) == {"A": ["%s=%s" % (fqdn, v4)],
+                                       "AAAA": ["%s=%s" % (fqdn, v6)],
+                                       "PTR": sorted(["%s=%s" % (fqdn, v4),
+                                                      "%s=%s" % (fqdn, v6)])}
+    del dns_calls[:]
+    driver.register(fqdn, ev.uuid, ev.addresses)
+    assert dns_calls == ["POST request"], "nothing to write: the searches alone"
+    del dns_calls[:]
+    driver.deregister(fqdn, ev.uuid, ev.addresses)
+    assert dns_calls == ["POST request", "POST request"]
+    assert dns_held(grid, ev.uuid) == {"A": [], "AAAA": [], "PTR": []}
+    ipam.release(ev.uuid)
+
+
+def test_a_record_the_grid_refuses_leaves_none_of_the_others_written(
+        wapi: WapiServer, grid: Grid, tmp_path: Path) -> None:
+    """The writes of a register go as one request, which the grid runs as one
+    transaction: 192.168.1.0/24 is in scope by [dns] reverse_zones, but the grid holds no
+    reverse zone for it, so its PTR is refused, and the A record sent with it is not
+    kept either (when each record was its own call, the A stayed: half-written)."""
+    settings = configure(wapi, tmp_path, reverse_zones=REVERSE_ZONES + ", 168.192.in-addr.arpa")
+    driver = InfobloxDns(settings.dns)
+    ev = make_event(addresses=[Address("192.168.1.%d" % (int(unique_v4().split(".")[-1]) or 1),
+                                       4)])
+    with pytest.raises(StepError, match="parent was not found"):
+        driver.register("ib-tx.%s" % ZONE, ev.uuid, ev.addresses)
+    assert dns_held(grid, ev.uuid) == {"A": [], "AAAA": [], "PTR": []}
+    assert grid.get("record:a", name="ib-tx.%s" % ZONE) == []
