@@ -53,7 +53,7 @@ Send = Callable[..., requests.Response]
 
 
 class _Part(object):
-    """One step's write: its body, and the answer it will get."""
+    """One step's write (its body) or read (its addresses), and the answer it will get."""
 
     def __init__(self, body: Any, kwargs: Dict[str, Any]) -> None:
         self.body = body
