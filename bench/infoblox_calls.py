@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import arguments, log, module_at, ratio, save, table  # noqa: E402
 
-BASELINE = "f942638"
+BASELINE = "6dc82ba"
 ZONE = "cloud.example.test"
 STEPS = ("ipam.preflight", "dns.register", "ipam.ensure", "dns.deregister", "ipam.release")
 

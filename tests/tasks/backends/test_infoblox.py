@@ -294,7 +294,7 @@ def test_a_vm_is_one_round_trip_of_searches_then_one_of_writes_per_step(
     """IPAM's preflight and ensure and DNS's register and deregister each search once
     (every search in one request object) and write at most once; before, a VM with two
     addresses took 5 WAPI calls for IPAM's preflight, 7 for its ensure, 13 for DNS's
-    register and 7 for its deregister (bench/infoblox_calls.py, baseline f942638)."""
+    register and 7 for its deregister (bench/infoblox_calls.py, baseline 6dc82ba)."""
     ipam, driver = InfobloxIpam(settings.ipam), InfobloxDns(settings.dns)
     for each in (ipam, driver):
         each.wapi.ensure_uuid_attribute()  # once per grid and process
