@@ -55,6 +55,14 @@ class StepTask(Task):
         self._timings.backend = value
 
     @property
+    def _preflight_seconds(self) -> Dict[str, float]:
+        return dict(getattr(self._timings, "preflight", {}))
+
+    @_preflight_seconds.setter
+    def _preflight_seconds(self, value: Dict[str, float]) -> None:
+        self._timings.preflight = value
+
+    @property
     def _lock_seconds(self) -> float:
         return float(getattr(self._timings, "lock", 0.0))
 
@@ -84,7 +92,8 @@ class StepTask(Task):
         named = event._replace(hostname=decision.hostname)
         directory = settings().directory
         drivers.driver_class("directory", directory.driver).precheck(directory, named)
-        preflight.run(self.name, named, decision)  # the first writer asks for the whole chain
+        # the first writer asks for the whole chain
+        self._preflight_seconds = preflight.run(self.name, named, decision)
         return named, decision
 
     def backend_call(self, action: Callable[[], Any]) -> Any:
@@ -163,6 +172,7 @@ class StepTask(Task):
         """The step inside what every step shares (tasks/middleware.py: outcome, delivery
         counting and poison parking, skips, progress)."""
         self._backend_seconds = self._lock_seconds = 0.0
+        self._preflight_seconds = {}
         return middleware.run_through(middleware.STACK, middleware.Run(self, args, kwargs),
                                       lambda: super(StepTask, self).__call__(*args, **kwargs))
 

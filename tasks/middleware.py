@@ -129,6 +129,9 @@ class Outcome(Middleware):
             "attempt": task.request.retries + 1, "duration_ms": round(seconds * 1000, 2),
             "backend_ms": round(backend * 1000, 2),
             "lock_wait_ms": round(getattr(task, "_lock_seconds", 0.0) * 1000, 2)}
+        asked = getattr(task, "_preflight_seconds", None)
+        if asked:
+            line["preflight_ms"] = {kind: round(s * 1000, 2) for kind, s in asked.items()}
         event = run.event or {}
         line.update({"instance_uuid": event.get("uuid"), "hostname": event.get("hostname"),
                      "kind": event.get("kind"), "event_id": event.get("event_id")})

@@ -41,28 +41,40 @@ DOWN_FOR = 30.0
 _down_until: Dict[str, float] = {}
 
 
-def run(step: str, event: InstanceEvent, decision: Decision) -> None:
-    """Raise the PermanentError a later step of ``event``'s chain would raise."""
+def run(step: str, event: InstanceEvent, decision: Decision) -> Dict[str, float]:
+    """Raise the PermanentError a later step of ``event``'s chain would raise.
+
+    Returns the seconds each backend asked took: the step's log line shows them
+    (``preflight_ms``), since a later step's backend that is slow under load makes the
+    first step slow, and nothing else would say which backend it was.
+    """
     fqdn = decision.fqdn
+    took: Dict[str, float] = {}
     if step == FIRST_WRITER:
         if fqdn is not None and event.addresses:
-            _ask("ipam", lambda: _ipam(event, fqdn))
-        _ask("directory", lambda: drivers.directory().preflight(event))
+            _ask("ipam", lambda: _ipam(event, fqdn), took)
+        _ask("directory", lambda: drivers.directory().preflight(event), took)
     elif not (step == "ldap.register" and event.kind == "create"):
-        return
+        return took
     if fqdn is not None:
-        _ask("dns", lambda: drivers.dns().preflight(fqdn, event.uuid, event.addresses or []))
+        _ask("dns", lambda: drivers.dns().preflight(fqdn, event.uuid, event.addresses or []),
+             took)
+    return took
 
 
-def _ask(kind: str, check: Callable[[], None]) -> None:
+def _ask(kind: str, check: Callable[[], None], took: Optional[Dict[str, float]] = None) -> None:
     if time.monotonic() < _down_until.get(kind, 0.0):
         return
+    started = time.monotonic()
     try:
         check()
     except TransientError as exc:
         _down_until[kind] = time.monotonic() + DOWN_FOR
         LOG.warning("preflight: %s not asked for %.0f s, it did not answer: %s", kind,
                     DOWN_FOR, exc)
+    finally:
+        if took is not None:
+            took[kind] = time.monotonic() - started
 
 
 def _ipam(event: InstanceEvent, fqdn: str) -> None:

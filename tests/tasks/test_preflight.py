@@ -6,7 +6,7 @@ Against real servers: tests/test_hostile_chain.py."""
 import ipaddress
 import math
 import uuid
-from typing import List
+from typing import Dict, List
 
 import pytest
 
@@ -68,11 +68,12 @@ def test_the_build_chains_first_step_asks_what_ipam_would_refuse(
     ipam.ensure(holder.uuid, "holder.cloud.example.test", [Address(taken, 4)])
     assert chains.CREATE[0] == preflight.FIRST_WRITER == "dns.register"
 
-    def ask(step: str, *addresses: str) -> None:
+    def ask(step: str, *addresses: str) -> Dict[str, float]:
         event = make_event(addresses=[Address(a, 4) for a in addresses])
-        preflight.run(step, event, Decision(True, "test", event.hostname,
-                                            "%s.cloud.example.test" % event.hostname))
-    ask("dns.register", fresh)
+        return preflight.run(step, event, Decision(True, "test", event.hostname,
+                                                   "%s.cloud.example.test" % event.hostname))
+    took = ask("dns.register", fresh)
+    assert list(took) == ["ipam"] and took["ipam"] >= 0, "the step's log shows what it asked"
     with pytest.raises(Conflict, match=holder.uuid):
         ask("dns.register", fresh, taken)
     with pytest.raises(OutOfScope, match="172.30.1.1"):
@@ -80,6 +81,6 @@ def test_the_build_chains_first_step_asks_what_ipam_would_refuse(
     with pytest.raises(InvalidEvent, match="broadcast address of 10.20.0.0/16"):
         ask("dns.register", fresh, "10.20.255.255")
     for later in ("ldap.register", "ipam.reserve", "inventory.register"):
-        ask(later, fresh, taken)  # they check when they write, not ahead
+        assert ask(later, fresh, taken) == {}  # they check when they write, not ahead
     assert memory.backend(IpamStore, url).held_by(holder.uuid) == [taken]
     assert memory.backend(IpamStore, url).addresses.keys() == {taken}
