@@ -56,7 +56,7 @@ class StepTask(Task):
 
     @property
     def _preflight_seconds(self) -> Dict[str, float]:
-        return dict(getattr(self._timings, "preflight", {}))
+        return getattr(self._timings, "preflight", {})  # type: ignore[no-any-return]
 
     @_preflight_seconds.setter
     def _preflight_seconds(self, value: Dict[str, float]) -> None:
@@ -92,8 +92,11 @@ class StepTask(Task):
         named = event._replace(hostname=decision.hostname)
         directory = settings().directory
         drivers.driver_class("directory", directory.driver).precheck(directory, named)
-        # the first writer asks for the whole chain
-        self._preflight_seconds = preflight.run(self.name, named, decision)
+        # The first writer asks for the whole chain; the times stay for the log line even
+        # when a backend refuses (the dict is filled as each one answers).
+        took: Dict[str, float] = {}
+        self._preflight_seconds = took
+        preflight.run(self.name, named, decision, took)
         return named, decision
 
     def backend_call(self, action: Callable[[], Any]) -> Any:

@@ -41,15 +41,17 @@ DOWN_FOR = 30.0
 _down_until: Dict[str, float] = {}
 
 
-def run(step: str, event: InstanceEvent, decision: Decision) -> Dict[str, float]:
+def run(step: str, event: InstanceEvent, decision: Decision,
+        took: Optional[Dict[str, float]] = None) -> Dict[str, float]:
     """Raise the PermanentError a later step of ``event``'s chain would raise.
 
-    Returns the seconds each backend asked took: the step's log line shows them
+    Returns the seconds each backend asked took, in ``took`` if given (so a refusal,
+    which raises, still leaves them there): the step's log line shows them
     (``preflight_ms``), since a later step's backend that is slow under load makes the
     first step slow, and nothing else would say which backend it was.
     """
     fqdn = decision.fqdn
-    took: Dict[str, float] = {}
+    took = {} if took is None else took
     if step == FIRST_WRITER:
         if fqdn is not None and event.addresses:
             _ask("ipam", lambda: _ipam(event, fqdn), took)

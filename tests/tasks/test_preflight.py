@@ -76,6 +76,12 @@ def test_the_build_chains_first_step_asks_what_ipam_would_refuse(
     assert list(took) == ["ipam"] and took["ipam"] >= 0, "the step's log shows what it asked"
     with pytest.raises(Conflict, match=holder.uuid):
         ask("dns.register", fresh, taken)
+    refused = make_event(addresses=[Address(taken, 4)])
+    took: Dict[str, float] = {}
+    with pytest.raises(Conflict):
+        preflight.run("dns.register", refused, Decision(
+            True, "test", refused.hostname, "%s.cloud.example.test" % refused.hostname), took)
+    assert list(took) == ["ipam"], "a refusal's log line still says what was asked"
     with pytest.raises(OutOfScope, match="172.30.1.1"):
         ask("dns.register", fresh, "172.30.1.1")
     with pytest.raises(InvalidEvent, match="broadcast address of 10.20.0.0/16"):
