@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import ROOT, unique_v4, unique_v6
 from tests.demo import gone, holdings, registered
-from tests.helpers import audit_lines, until
+from tests.helpers import audit_lines, audited, until
 from tests.nova.venv import NOVA_34, ensure_nova_venv, venv_python
 from tests.servers.listener import ListenerProcess, listener_config
 from tests.servers.rabbitmq import RabbitVhost, private_vhost
@@ -405,9 +405,8 @@ def test_listener_killed_in_the_middle_of_real_novas_stream_loses_and_duplicates
         # The killed listener may have made the build event durable without logging it as
         # enqueued (its redelivery is then ignored as a duplicate), so settle() does not
         # wait for that chain: wait for its closing record here.
-        until(lambda vm=vm: "build" in done_kinds(stack, vm.uuid), 90,
-              "the build chain of %s audited: %s" % (vm.hostname, audit_lines(
-                  stack.audit_path, vm.uuid)), interval=0.5)
+        until(lambda vm=vm: audited(stack.audit_path, vm.uuid, "build"), 90,
+              "the build chain of %s audited" % vm.hostname, interval=0.5)
         assert done_kinds(stack, vm.uuid).count("build") == 1
     for address in addresses(deleted):
         assert not list(ipam.api.ipam.ip_addresses.filter(address=address))
