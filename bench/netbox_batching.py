@@ -86,6 +86,9 @@ def main() -> int:
     parser.add_argument("--dns-threads", type=int, default=0,
                         help="in the batched burst, the dns pool as a threads pool of this "
                         "many (its IPAM preflight reads then share GETs); 0: as per call")
+    parser.add_argument("--watch", type=float, default=0,
+                        help="[ipam] preflight_watch of every pool, both bursts (seconds "
+                        "between refreshes of the copy of the prefixes; 0: off)")
     parser.add_argument("--only", choices=("per_call", "batched"), default=None,
                         help="run one burst; its figures go to --json (default "
                         "results/netbox_batching_<mode>.json), not to netbox.json")
@@ -96,6 +99,8 @@ def main() -> int:
     stack = Stack(Path(tempfile.mkdtemp(prefix="novahooks-bench-batching-")), progress=log)
     stack.start()
     os.environ["NOVAHOOKS_CONFIG"] = str(stack.config_path)
+    if args.watch:
+        os.environ["NOVAHOOKS_IPAM_PREFLIGHT_WATCH"] = str(args.watch)
     procs = Processes(stack, progress=log)
     try:
         procs.start_workers()
@@ -117,6 +122,7 @@ def main() -> int:
         if args.only:
             out = save("netbox_batching_%s" % args.only,
                        {"bursts": bursts, "dns_threads": args.dns_threads or None,
+                        "preflight_watch_s": args.watch or None,
                         "threads": args.threads, "machine_before": before,
                         "machine_after": machine()}, args.json)
             print(json.dumps(bursts[args.only]["dns_register"], indent=1))
@@ -143,6 +149,7 @@ def main() -> int:
             "dns_p99_s_per_call": round(per_call["dns"]["p99_ms"] / 1000, 1),
             "vms_per_burst": args.vms, "threads": args.threads,
             "dns_threads_batched": args.dns_threads or None,
+            "preflight_watch_s": args.watch or None,
             "pools_per_call": dict(POOLS)}
         previous = RESULTS / "netbox.json"
         if previous.exists():

@@ -215,6 +215,18 @@ class IpamSettings(HttpBackendSettings):
     username: Optional[str] = None
     password: Secret = Secret("")
     network_view: str = "default"
+    # NetBox: seconds between refreshes of each worker process's copy of the addresses its
+    # prefixes hold, which answers dns.register's "held by another?" without a NetBox read
+    # in a burst; an address recorded by someone else since the last refresh is refused
+    # only by ipam.reserve, after DNS wrote. 0: read every time. README "Batching NetBox
+    # writes".
+    preflight_watch: float = 0.0
+
+    def problems(self) -> List[str]:
+        found = super().problems()
+        if self.preflight_watch < 0:
+            found.append("[ipam] preflight_watch: %r is below 0" % self.preflight_watch)
+        return found
 
 
 class InventorySettings(HttpBackendSettings):

@@ -57,3 +57,14 @@ def test_a_batch_below_one_vm_or_a_negative_wait_is_refused_naming_the_key() -> 
                              "NOVAHOOKS_INVENTORY_BATCH_WAIT": "-1"})
     assert "[ipam] batch_size: 0 is below 1" in str(refused.value)
     assert "[inventory] batch_wait: -1 is below 0" in str(refused.value)
+
+
+def test_the_preflight_watch_is_off_by_default_and_not_negative() -> None:
+    assert load_settings(None, {}).ipam.preflight_watch == 0.0
+    assert load_settings(None, {"NOVAHOOKS_IPAM_PREFLIGHT_WATCH": "2"}).ipam.preflight_watch \
+        == 2.0
+    with pytest.raises(SettingsError) as refused:
+        load_settings(None, {"NOVAHOOKS_IPAM_PREFLIGHT_WATCH": "-1",
+                             "NOVAHOOKS_IPAM_BATCH_SIZE": "0"})
+    assert "[ipam] preflight_watch: -1.0 is below 0" in str(refused.value)
+    assert "[ipam] batch_size: 0 is below 1" in str(refused.value)

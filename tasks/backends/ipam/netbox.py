@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from novahooks.event import Address
 from tasks.backends.ipam.base import IpamDriver, IpamEnsured, IpamHeld, IpamReleased
 from tasks.backends.netbox import client
+from tasks.backends.netbox.watch import PrefixWatch
 from tasks.errors import Conflict, OutOfScope, TransientError
 
 BACKEND = "ipam"
@@ -32,6 +33,8 @@ class NetBoxIpam(IpamDriver):
         self._fields_ready = False
         self._prefixes: List[Network] = []
         self._prefixes_at = 0.0
+        interval = float(getattr(settings, "preflight_watch", 0) or 0)
+        self._watch = PrefixWatch(self.api.ipam.ip_addresses, interval) if interval else None
 
     def _ready(self) -> None:
         if not self._fields_ready:
@@ -105,11 +108,17 @@ class NetBoxIpam(IpamDriver):
     def preflight(self, instance_uuid: str, fqdn: str, addresses: Sequence[Address]) -> None:
         """Each address in a prefix (the process's copy) and held by no one else: the one
         read ``ensure`` makes for addresses the ledger does not know. No custom-field
-        setup either (a write): without the field no record is the instance's."""
+        setup either (a write): without the field no record is the instance's.
+
+        With ``[ipam] preflight_watch`` set, an address the process's copy of its prefix
+        vouches for is not read (tasks/backends/netbox/watch.py)."""
         with client.translated(BACKEND, self.settings.url):
+            unsure = []
             for item in addresses:
-                self._cidr(item.address)
-            self._owned(instance_uuid, [item.address for item in addresses])
+                prefix = str(ipaddress.ip_interface(self._cidr(item.address)).network)
+                if self._watch is None or not self._watch.free(item.address, prefix):
+                    unsure.append(item.address)
+            self._owned(instance_uuid, unsure)
 
     def ensure(self, instance_uuid: str, fqdn: str, addresses: Sequence[Address],
                known: Optional[Dict[str, Any]] = None) -> IpamEnsured:
