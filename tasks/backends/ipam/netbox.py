@@ -33,8 +33,8 @@ class NetBoxIpam(IpamDriver):
         self._fields_ready = False
         self._prefixes: List[Network] = []
         self._prefixes_at = 0.0
-        interval = float(getattr(settings, "preflight_watch", 0) or 0)
-        self._watch = PrefixWatch(self.api.ipam.ip_addresses, interval) if interval else None
+        self._watch = PrefixWatch(self.api.ipam.ip_addresses, settings.preflight_watch) \
+            if settings.preflight_watch else None
 
     def _ready(self) -> None:
         if not self._fields_ready:

@@ -33,7 +33,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Dict, Iterable, Optional, Set
+from typing import Any, Dict, Iterable, Optional, Set, Tuple
 
 LOG = logging.getLogger("novahooks.netbox.watch")
 #: how far back each refresh reads before the newest change it saw (seconds)
@@ -119,18 +119,23 @@ class PrefixWatch(object):
     def refresh(self, prefix: str, copy: _Copy) -> None:
         """List the prefix (the first time and every RELIST seconds) or read its changes."""
         started = time.monotonic()
-        if not copy.listed or started - copy.listed > RELIST or copy.newest is None:
-            count = self.endpoint.count(parent=prefix)
-            if count > MOST:
-                copy.too_big, copy.listed = True, started
-                return
-            held, newest = self._read(self.endpoint.filter(parent=prefix, fields=FIELDS),
-                                      None)
-            with self._lock:
-                copy.held, copy.newest = held, newest
-                copy.listed = copy.refreshed = started
-                copy.too_big = False
+        if copy.listed and started - copy.listed <= RELIST:
+            if not copy.too_big:
+                self._changes(prefix, copy, started)
             return
+        count = self.endpoint.count(parent=prefix)
+        if count > MOST:
+            copy.too_big, copy.listed = True, started
+            return
+        held, newest = self._read(self.endpoint.filter(parent=prefix, fields=FIELDS), None)
+        with self._lock:
+            copy.held, copy.newest = held, newest
+            copy.listed = copy.refreshed = started
+            copy.too_big = False
+
+    def _changes(self, prefix: str, copy: _Copy, started: float) -> None:
+        """What changed in the prefix since the newest change the copy saw."""
+        assert copy.newest is not None  # set by every listing of a prefix not too big
         since = copy.newest - datetime.timedelta(seconds=OVERLAP)
         held, newest = self._read(self.endpoint.filter(
             parent=prefix, last_updated__gte=since.isoformat(), fields=FIELDS), copy.newest)
@@ -141,7 +146,7 @@ class PrefixWatch(object):
 
     @staticmethod
     def _read(records: Iterable[Any], newest: Optional[datetime.datetime]
-              ) -> "tuple[Set[str], Optional[datetime.datetime]]":
+              ) -> Tuple[Set[str], datetime.datetime]:
         held: Set[str] = set()
         for record in records:
             held.add(_plain(record.address))
