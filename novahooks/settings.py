@@ -185,17 +185,13 @@ class RetrySettings(Section):
     poison_cooldown: float = 30.0
 
 
-class HttpBackendSettings(Section):
-    """What IPAM and inventory share: a backend behind an HTTP API (NetBox by default)."""
+class BatchingSettings(Section):
+    """What a backend that merges several VMs' writes reads (tasks/backends/coalesce.py)."""
 
-    driver: str = "netbox"
-    url: Optional[str] = None
-    token: Secret = Secret("")
-    verify_tls: bool = True
-    timeout: float = 10.0
-    # NetBox: writes of steps a worker runs at once (-P threads -c N) that wait behind one
-    # to the same endpoint go out as one list request for at most batch_size VMs; a write
-    # waits at most batch_wait ms. 1: every write alone. README "Batching NetBox writes".
+    # NetBox and Infoblox: writes of steps a worker runs at once (-P threads -c N) that
+    # wait behind one to the same endpoint go out as one list request (Infoblox: one WAPI
+    # request object) for at most batch_size steps; a write waits at most batch_wait ms.
+    # 1: every write alone. README "Batching NetBox writes".
     batch_size: int = 50
     batch_wait: int = 200
 
@@ -206,6 +202,16 @@ class HttpBackendSettings(Section):
         if self.batch_wait < 0:
             found.append("[%s] batch_wait: %r is below 0" % (self.NAME, self.batch_wait))
         return found
+
+
+class HttpBackendSettings(BatchingSettings):
+    """What IPAM and inventory share: a backend behind an HTTP API (NetBox by default)."""
+
+    driver: str = "netbox"
+    url: Optional[str] = None
+    token: Secret = Secret("")
+    verify_tls: bool = True
+    timeout: float = 10.0
 
 
 class IpamSettings(HttpBackendSettings):
@@ -258,7 +264,7 @@ class InventorySettings(HttpBackendSettings):
         return super().problems() + self._one_of("on_delete", ("delete", "decommission"))
 
 
-class DnsSettings(Section):
+class DnsSettings(BatchingSettings):
     NAME = "dns"
     driver: str = "rfc2136"
     server: str = "127.0.0.1"

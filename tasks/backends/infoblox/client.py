@@ -10,7 +10,11 @@ Records are found again through the extensible attribute ``Nova Instance UUID``
 (searched as ``*Nova Instance UUID=<uuid>``), which must be defined in the grid;
 the client defines it on first use when the account may, and says what to do
 when it may not. The searches a step makes before it writes go in one round trip,
-WAPI's ``request`` object with a list of GETs (``Wapi.searches``).
+WAPI's ``request`` object with a list of GETs (``Wapi.searches``), and its
+writes in another (``Wapi.writes``). Under a threads pool the ``request`` objects
+of steps running at once are merged into one (tasks/backends/coalesce.py): the
+grid runs it as one transaction, and a refusal sends each step's calls again
+alone, so only the step whose call the grid refused sees it.
 """
 
 import re
@@ -20,6 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import requests
 
 from tasks.backends import http
+from tasks.backends.coalesce import Coalescer
 from tasks.errors import AuthFailed, Misconfigured, PermanentError, StepError, TransientError
 
 UUID_ATTR = "Nova Instance UUID"
@@ -74,6 +79,8 @@ class Wapi(object):
         self.session.auth = (settings.username, settings.password.reveal())
         self.session.verify = settings.verify_tls
         self.session.headers["Content-Type"] = "application/json"
+        self.coalescer = Coalescer(self.session.request, settings.batch_size,
+                                   settings.batch_wait)
 
     def _fail(self, message: str, cls: type = PermanentError) -> StepError:
         return cls("Infoblox at %s: %s" % (self.base, message), backend=self.backend)
@@ -81,9 +88,16 @@ class Wapi(object):
     def call(self, method: str, path: str, params: Optional[Dict[str, Any]] = None,
              body: Any = None) -> Any:
         where = "Infoblox at %s" % self.base
+        url = "%s/%s" % (self.base, path)
         with http.reaching(where, self.backend):
-            response = self.session.request(method, "%s/%s" % (self.base, path), params=params,
-                                            json=body, timeout=self.timeout)
+            if path == "request" and method == "POST" and isinstance(body, list):
+                reads = all(isinstance(c, dict) and c.get("method") == "GET" for c in body)
+                response = self.coalescer.request(method, url, body,
+                                                  group="searches" if reads else "writes",
+                                                  params=params, timeout=self.timeout)
+            else:
+                response = self.session.request(method, url, params=params, json=body,
+                                                timeout=self.timeout)
         status = response.status_code
         failed = http.failure(status)
         if failed is not None:
@@ -103,11 +117,31 @@ class Wapi(object):
             raise self._fail("HTTP %d with an answer that is not JSON: %r"
                              % (status, response.text[:200]), TransientError) from None
 
+    def _one(self, method: str, target: str, params: Optional[Dict[str, Any]] = None,
+             body: Any = None) -> Any:
+        """One call; when steps may merge (``batch_size`` > 1) as a ``request`` object of
+        one, so that it merges with other steps' calls waiting beside it. The grid answers
+        such a call as it answers the call itself, wrapped in a list."""
+        if self.coalescer.batch_size <= 1:
+            return self.call(method, target, params, body)
+        call: Dict[str, Any] = {"method": method, "object": target}
+        if method == "GET":
+            criteria = {k: v for k, v in (params or {}).items() if not k.startswith("_")}
+            args = {k: v for k, v in (params or {}).items() if k.startswith("_")}
+            call.update({"data": criteria, "args": args})
+        else:
+            call.update({k: v for k, v in (("data", body), ("args", params)) if v})
+        answers = self.call("POST", "request", None, [call])
+        if not isinstance(answers, list) or len(answers) != 1:
+            raise self._fail("a request of one %s %s answered %r"
+                             % (method, target, str(answers)[:200]))
+        return answers[0]
+
     def search(self, objtype: str, fields: List[str], **criteria: str) -> List[Dict[str, Any]]:
         """Objects matching every criterion (``*Attr`` keys search extensible attributes)."""
         params = dict(criteria)
         params["_return_fields"] = ",".join(fields)
-        found = self.call("GET", objtype, params)
+        found = self._one("GET", objtype, params)
         if not isinstance(found, list):
             raise self._fail("search of %s answered %r, not a list" % (objtype, found))
         return found
@@ -178,7 +212,7 @@ class Wapi(object):
         """POST an object; a duplicate is a race (retry finds it) when ``raced`` names it."""
         params = {"_return_fields": ",".join(fields)} if fields else None
         try:
-            return self.call("POST", objtype, params, body)
+            return self._one("POST", objtype, params, body)
         except DataConflict as exc:
             if raced and "already exists" in str(exc):
                 raise TransientError("%s was created concurrently: %s" % (raced, exc),
@@ -187,12 +221,12 @@ class Wapi(object):
 
     def update(self, ref: str, body: Dict[str, Any], fields: Optional[List[str]] = None) -> Any:
         params = {"_return_fields": ",".join(fields)} if fields else None
-        return self.call("PUT", ref, params, body)
+        return self._one("PUT", ref, params, body)
 
     def delete(self, ref: str) -> bool:
         """Delete by reference; an object already gone is success (False)."""
         try:
-            self.call("DELETE", ref)
+            self._one("DELETE", ref)
         except NotFound:
             return False
         return True

@@ -14,7 +14,7 @@ import requests
 import requests.adapters
 
 from tasks.backends import http
-from tasks.backends.netbox.coalesce import LOOKUP, Coalescer
+from tasks.backends.netbox.coalesce import LOOKUP, NetBoxCoalescer
 from tasks.errors import Misconfigured, OutOfScope, TransientError
 
 UUID_FIELD = "nova_instance_uuid"
@@ -46,7 +46,7 @@ class _TimeoutSession(requests.Session):
         super().__init__()
         self._timeout = timeout
         self._writes = threading.local()
-        self.coalescer = Coalescer(self._send, batch_size, batch_wait_ms)
+        self.coalescer = NetBoxCoalescer(self._send, batch_size, batch_wait_ms)
         # A threads pool's steps share this session: a connection each, not urllib3's 10.
         for prefix in ("http://", "https://"):
             self.mount(prefix, requests.adapters.HTTPAdapter(pool_maxsize=POOL_CONNECTIONS))

@@ -4,6 +4,7 @@ import base64
 import json
 import re
 import secrets
+import time
 import urllib.parse
 from http.server import ThreadingHTTPServer
 from typing import Any, Dict, List, Optional, Tuple
@@ -37,6 +38,9 @@ class Handler(StandInHandler):
     grid = Grid()
     credentials = ("", "")
     json_indent = 4
+    #: seconds each call takes on top of the stand-in's own, one call at a time (benches
+    #: model a grid master's per-call cost with it; tests leave it 0)
+    call_seconds = 0.0
 
     def _authorized(self) -> bool:
         header = self.headers.get("Authorization", "")
@@ -74,6 +78,8 @@ class Handler(StandInHandler):
         args = urllib.parse.parse_qsl(url.query, keep_blank_values=True)
         try:
             with self.grid.lock:
+                if self.call_seconds:
+                    time.sleep(self.call_seconds)
                 status, answer = self._dispatch(method, urllib.parse.unquote(target), args, body)
         except WapiError as exc:
             self._send(exc.status, exc.body())
@@ -236,8 +242,9 @@ class Handler(StandInHandler):
         return status, grid.ref(oid)
 
 
-def serve(port: int, username: str, password: str) -> None:
+def serve(port: int, username: str, password: str, call_ms: float = 0.0) -> None:
     Handler.credentials = (username, password)
+    Handler.call_seconds = max(0.0, call_ms) / 1000.0
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     try:

@@ -30,8 +30,10 @@ def _answers(url: str, username: str, password: str) -> bool:
         return response.status == 200
 
 
-def start_wapi(workdir: Path, username: str = "novahooks", timeout: float = 20.0) -> WapiServer:
-    """Start the stand-in on a free loopback port with a fresh password; wait until it answers."""
+def start_wapi(workdir: Path, username: str = "novahooks", timeout: float = 20.0,
+               call_ms: float = 0.0) -> WapiServer:
+    """Start the stand-in on a free loopback port with a fresh password; wait until it
+    answers. ``call_ms``: what each call costs on top, one call at a time (benches)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     password = secrets.token_urlsafe(16)
@@ -41,7 +43,8 @@ def start_wapi(workdir: Path, username: str = "novahooks", timeout: float = 20.0
     port = free_port()
     log = workdir / "wapi.log"
     process = Process("wapi", [sys.executable, "-m", "tests.servers.wapi", "--port",
-                               str(port), "--credentials-file", str(credentials)], log,
+                               str(port), "--credentials-file", str(credentials),
+                               "--call-ms", str(call_ms)], log,
                       cwd=workdir)
     server = WapiServer(process, port, username, password)
     return server.ready(lambda: _answers(server.url, username, password), timeout,
@@ -53,7 +56,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--credentials-file", type=Path, required=True,
                         help="a file holding user:password (kept out of the process list)")
+    parser.add_argument("--call-ms", type=float, default=0.0,
+                        help="ms each call takes on top, one call at a time (a grid "
+                             "master's per-call cost, for benches)")
     args = parser.parse_args(argv)
     user, _, password = args.credentials_file.read_text().strip().partition(":")
-    serve(args.port, user, password)
+    serve(args.port, user, password, args.call_ms)
     return 0

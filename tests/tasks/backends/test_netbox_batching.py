@@ -1,5 +1,5 @@
 """Steps running at once in one worker write to NetBox in shared list requests
-(tasks/backends/netbox/coalesce.py), against a real NetBox: each gets its own records,
+(tasks/backends/coalesce.py, netbox/coalesce.py), against a real NetBox: each gets its own records,
 a VM NetBox refuses fails alone, a lone step is not held."""
 
 import threading
@@ -17,6 +17,7 @@ from tasks.backends.netbox.client import UUID_FIELD
 from tasks.errors import Conflict
 from tests.conftest import mac, make_event, unique_v4
 from tests.helpers import until
+from tests.tasks.backends.coalescing import at_once, busy, hold_first
 from tests.servers.stack import Stack
 
 FQDN = "%s.cloud.example.test"
@@ -47,47 +48,11 @@ def _count(driver: Any) -> Dict[str, int]:
     return counted
 
 
-def _at_once(calls: List[Callable[[], Any]]) -> List[Any]:
-    """Run ``calls`` in threads started together, as a threads pool runs steps; each
-    one's result, or the exception it raised."""
-    results: List[Any] = [None] * len(calls)
-    start = threading.Barrier(len(calls))
-
-    def run(i: int) -> None:
-        start.wait()
-        try:
-            results[i] = calls[i]()
-        except Exception as exc:  # noqa: BLE001 - the test asserts on each outcome
-            results[i] = exc
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    return results
-
-
 def _hold_first_write(driver: Any, waiting: int, reads: bool = False) -> None:
-    """The driver's first write (with ``reads``: its first read) is answered only once
-    ``waiting`` others of its kind queue behind it (NetBox answering slowly while other
-    steps write): they then go out as one request. Only parts of that kind count: the
-    steps' merged reads wait in the same coalescer while they look before writing.
-    Use a ``batch_wait`` longer than the hold, or a part waiting on a slow machine
-    goes out late on its own, as it should."""
-    coalescer = driver.api.http_session.coalescer
-    send, held = coalescer._send, threading.Event()
-
-    def queued() -> int:
-        return sum(len(parts) for key, parts in list(coalescer._pending.items())
-                   if (key[0] == "GET") == reads)
-
-    def slow_first(method: str, url: str, **kwargs: Any) -> Any:
-        if (method.upper() == "GET") == reads and not held.is_set():
-            held.set()
-            until(lambda: queued() >= waiting, 60,
-                  "%d requests queued behind the first" % waiting)
-        return send(method, url, **kwargs)
-    coalescer._send = slow_first
+    """The driver's first write (with ``reads``: its first read) is held until ``waiting``
+    others of its kind queue behind it (tests/tasks/backends/coalescing.py)."""
+    hold_first(driver.api.http_session.coalescer, waiting,
+               lambda method, body: (method == "GET") == reads)
 
 
 def _vm_ids(api: pynetbox.api, uuid: str) -> List[int]:
@@ -113,7 +78,7 @@ def test_steps_at_once_share_list_requests_and_each_gets_its_own_records(
         return steps
 
     _hold_first_write(ipam, 7)
-    made = _at_once([build(event) for event in events])
+    made = at_once([build(event) for event in events])
     assert all(isinstance(m, dict) for m in made), [m for m in made if not isinstance(m, dict)]
     # Alone: 1 IPAM write and 4 inventory writes per VM (VM, interface, assignment,
     # primary IP), 40 in all.
@@ -130,7 +95,7 @@ def test_steps_at_once_share_list_requests_and_each_gets_its_own_records(
         assert ip.assigned_object.virtual_machine.id == vm_id
         assert int(vm.primary_ip4.id) == int(ip.id)
         assert notes["inventory"]["netbox_request_ids"], "the merged writes' ids are kept"
-    gone = _at_once([lambda e=e, m=m: inventory.deregister(e, m) for e, m in zip(events, made)])
+    gone = at_once([lambda e=e, m=m: inventory.deregister(e, m) for e, m in zip(events, made)])
     assert all(g["action"] == "deleted" for g in gone), gone
     assert not any(_vm_ids(api, e.uuid) for e in events)
 
@@ -149,8 +114,8 @@ def test_a_vm_netbox_refuses_fails_alone_and_the_others_get_their_records(
     # one good VM's write first, the other three (the taken name among them) behind it
     lead = threading.Thread(target=lambda: results.__setitem__(0, first(events[0], {})))
     lead.start()
-    until(lambda: coalescer_busy(inventory), 30, "the first write in flight")
-    results[1:] = _at_once([lambda e=e: inventory.register(e, {}) for e in events[1:]])
+    until(lambda: busy(inventory.api.http_session.coalescer), 30, "the first write in flight")
+    results[1:] = at_once([lambda e=e: inventory.register(e, {}) for e in events[1:]])
     lead.join(60)
     assert isinstance(results[3], Conflict) and "id %s" % theirs.id in str(results[3])
     assert not _vm_ids(api, taken.uuid), "nothing of the refused VM is left"
@@ -161,10 +126,6 @@ def test_a_vm_netbox_refuses_fails_alone_and_the_others_get_their_records(
     for event, result in zip(events[:3], results[:3]):
         inventory.deregister(event, {"inventory": result})
     theirs.delete()
-
-
-def coalescer_busy(driver: Any) -> bool:
-    return any(driver.api.http_session.coalescer._in_flight.values())
 
 
 def test_a_lone_step_is_never_held_for_others(stack: Stack, api: pynetbox.api) -> None:
@@ -203,7 +164,7 @@ def test_address_reads_at_once_share_one_get_and_each_sees_only_its_own(
         events.append(ours)
         reads = _count(ipam)
         _hold_first_write(ipam, 7, reads=True)
-        results = _at_once([lambda e=e: ipam.preflight(e.uuid, FQDN % e.hostname, e.addresses)
+        results = at_once([lambda e=e: ipam.preflight(e.uuid, FQDN % e.hostname, e.addresses)
                             for e in events])
         assert reads == {"reads": 2, "writes": 0}, reads
         assert results[:6] == [None] * 6 and results[7] is None, results
