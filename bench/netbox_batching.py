@@ -7,12 +7,15 @@ bursts of ``--vms`` VMs each, one after the other against the same NetBox:
    them (prefork, 2 processes each): one step per process, every NetBox write alone;
 2. ``batched``: the same two pools restarted as threads pools of ``--threads``
    (``celery worker -P threads -c N``): steps running at once share NetBox list
-   requests (tasks/backends/netbox/coalesce.py, README "Batching NetBox writes").
+   requests (tasks/backends/coalesce.py, README "Batching NetBox writes").
 
 Per burst: VMs/s from the first hook to the last build chain's audit record, hook to
 A and PTR resolvable at BIND (p50/p99), and queue depths every second (for the plot).
-The summary keys of issue 14 go to bench/results/netbox.json, with
-``netbox_alone_vm_per_s`` from bench/netbox_bulk.py's last run.
+Then, with the bursts drained, ``netbox_alone_vm_per_s``: NetBox's own rate for the
+same writes as list requests of ``--alone-batch`` VMs, without Celery
+(bench/netbox_bulk.py's bulk round), against the same NetBox in the same run
+(the workers idle beside it). The summary keys of issue 14 go to
+bench/results/netbox.json.
 
     .venv/bin/python bench/netbox_batching.py --vms 200 --threads 16
 """
@@ -75,6 +78,26 @@ def _dns_register(stack: Any, count: int, offset: int) -> Dict[str, Any]:
                                   for key, v in sorted(parts.items())}}
 
 
+def _alone(stack: Any, rounds: int, batch: int) -> Dict[str, Any]:
+    """NetBox's own rate for the bursts' writes in bulk (bench/netbox_bulk.py), from
+    10.20.150.x up: the bursts' addresses (tests/demo.py) stay below 10.20.150.0 up to
+    12,000 VMs."""
+    import statistics
+
+    import pynetbox
+    from bench.netbox_bulk import _drivers, bulk_round
+    api = pynetbox.api(stack.netbox.url, token=stack.netbox.token)
+    cluster = _drivers(stack.netbox.url, stack.netbox.token)[1]._cluster()
+    rates = []
+    for r in range(rounds):
+        seconds = bulk_round(api, cluster, r * batch, batch, octet=150)
+        rates.append(batch / seconds)
+        log("NetBox alone, round %d: %d VMs in list requests, %.2f VM/s"
+            % (r + 1, batch, rates[-1]))
+    return {"vm_per_s": round(statistics.median(rates), 2),
+            "rounds_vm_per_s": [round(x, 2) for x in rates], "batch": batch}
+
+
 def main() -> int:
     parser = arguments("netbox_batching", __doc__)
     parser.add_argument("--vms", type=at_least(10), default=200, help="VMs per burst")
@@ -89,6 +112,10 @@ def main() -> int:
     parser.add_argument("--watch", type=float, default=0,
                         help="[ipam] preflight_watch of every pool, both bursts (seconds "
                         "between refreshes of the copy of the prefixes; 0: off)")
+    parser.add_argument("--alone-rounds", type=at_least(1), default=4,
+                        help="rounds of NetBox alone (list requests) after the bursts")
+    parser.add_argument("--alone-batch", type=at_least(1), default=50,
+                        help="VMs per list request of NetBox alone")
     parser.add_argument("--only", choices=("per_call", "batched"), default=None,
                         help="run one burst; its figures go to --json (default "
                         "results/netbox_batching_<mode>.json), not to netbox.json")
@@ -120,8 +147,12 @@ def main() -> int:
                 mode, bursts[mode].get("vm_per_s", 0),
                 bursts[mode].get("dns", {}).get("p99_ms", 0) / 1000))
         if args.only:
+            alone = _alone(stack, args.alone_rounds, args.alone_batch)
             out = save("netbox_batching_%s" % args.only,
-                       {"bursts": bursts, "dns_threads": args.dns_threads or None,
+                       {"bursts": bursts, "netbox_alone": alone,
+                        "over_netbox_alone": ratio(bursts[args.only]["vm_per_s"],
+                                                   alone["vm_per_s"]),
+                        "dns_threads": args.dns_threads or None,
                         "preflight_watch_s": args.watch or None,
                         "threads": args.threads, "machine_before": before,
                         "machine_after": machine()}, args.json)
@@ -129,8 +160,7 @@ def main() -> int:
             log("results in %s" % out)
             return 0
         per_call, batched = bursts["per_call"], bursts["batched"]
-        alone_file = RESULTS / "netbox_bulk.json"
-        alone = json.loads(alone_file.read_text()) if alone_file.exists() else {}
+        alone = _alone(stack, args.alone_rounds, args.alone_batch)
         calls = json.loads((RESULTS / "netbox_calls.json").read_text())["calls_per_vm"][
             "current (steps, ledger notes)"]["hook"]["warm"]
         summary = {
@@ -141,10 +171,9 @@ def main() -> int:
             "vm_per_s_batched": round(batched["vm_per_s"], 3),
             "vm_per_s_per_call": round(per_call["vm_per_s"], 3),
             "speedup": ratio(batched["vm_per_s"], per_call["vm_per_s"]),
-            "netbox_alone_vm_per_s": alone.get("netbox_alone_vm_per_s"),
-            "batched_over_netbox_alone": ratio(batched["vm_per_s"],
-                                               alone["netbox_alone_vm_per_s"])
-            if alone.get("netbox_alone_vm_per_s") else None,
+            "netbox_alone_vm_per_s": alone["vm_per_s"],
+            "netbox_alone": dict(alone, source="this run, the same NetBox, after the bursts"),
+            "batched_over_netbox_alone": ratio(batched["vm_per_s"], alone["vm_per_s"]),
             "dns_p99_s": round(batched["dns"]["p99_ms"] / 1000, 1),
             "dns_p99_s_per_call": round(per_call["dns"]["p99_ms"] / 1000, 1),
             "vms_per_burst": args.vms, "threads": args.threads,

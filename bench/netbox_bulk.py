@@ -53,13 +53,11 @@ def per_call_round(ipam: Any, inventory: Any, first: int, count: int) -> float:
     return time.perf_counter() - started
 
 
-def bulk_round(api: Any, cluster: int, first: int, count: int) -> float:
-    """Seconds for the same writes of ``count`` VMs as one list request per kind."""
+def bulk_round(api: Any, cluster: int, first: int, count: int, octet: int = 100) -> float:
+    """Seconds for the same writes of ``count`` VMs as one list request per kind; their
+    addresses from 10.20.<octet>.x up."""
     from tasks.backends.netbox.client import UUID_FIELD
-    vms = []
-    for n in range(first, first + count):
-        event = lifecycle_event(n)
-        vms.append(event)
+    vms = [lifecycle_event(n, octet) for n in range(first, first + count)]
     started = time.perf_counter()
     addresses = [vm["address"] for vm in vms]
     held = list(api.ipam.ip_addresses.filter(address=addresses))
@@ -84,11 +82,11 @@ def bulk_round(api: Any, cluster: int, first: int, count: int) -> float:
     return time.perf_counter() - started
 
 
-def lifecycle_event(n: int) -> Dict[str, str]:
+def lifecycle_event(n: int, octet: int = 100) -> Dict[str, str]:
     """A VM of the bulk rounds: its own range of addresses and MACs, apart from the
     per-call rounds' (bench/netbox_calls.py lifecycle)."""
     return {"uuid": "00000000-0000-4000-9000-%012d" % n, "name": "bulk-%d" % n,
-            "address": "10.20.%d.%d" % (100 + n // 200, n % 200 + 2),
+            "address": "10.20.%d.%d" % (octet + n // 200, n % 200 + 2),
             "mac": "fa:16:3e:%02x:%02x:30" % (n % 256, (n // 256) % 256)}
 
 

@@ -127,3 +127,13 @@ def test_signing_cost_against_unsigned(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert set(data["us"]) == {"json", "hmac", "x509"} and data["body_bytes"] > 1000
     assert all(row["total"] > 0 for row in data["us"].values())
+
+
+def test_infoblox_batching_against_the_stand_in(tmp_path: Path) -> None:
+    out = tmp_path / "infoblox_batching.json"
+    run([sys.executable, "bench/infoblox_batching.py", "--vms", "16", "--threads", "8",
+         "--rounds", "2", "--call-ms", "0", "--json", str(out)])
+    (result,) = results(out)["results"]
+    assert result["alone"]["requests_per_vm"] == 9, "each step's calls alone, as counted " \
+        "in bench/infoblox_calls.py"
+    assert 0 < result["merged"]["requests_per_vm"] <= 9 and result["merged"]["vm_per_s"] > 0
