@@ -159,7 +159,7 @@ class NetBoxInventory(InventoryDriver):
         for ip in self.api.ipam.ip_addresses.filter(virtual_machine_id=vm.id):
             if ip.assigned_object_id is not None:
                 assigned.setdefault(int(ip.assigned_object_id), {})[
-                    str(ip.address).split("/")[0]] = int(ip.id)
+                    client.host(ip.address)] = int(ip.id)
         ports = []
         for iface in sorted(self.api.virtualization.interfaces.filter(virtual_machine_id=vm.id),
                             key=lambda i: int(i.id)):
@@ -186,7 +186,7 @@ class NetBoxInventory(InventoryDriver):
         if missing:
             for ip in client.owned_by(self.api.ipam.ip_addresses, instance_uuid,
                                       address=missing):
-                ids.setdefault(str(ip.address).split("/")[0], int(ip.id))
+                ids.setdefault(client.host(ip.address), int(ip.id))
         return ids
 
     # -- writing the difference ------------------------------------------------------
@@ -352,7 +352,7 @@ class NetBoxInventory(InventoryDriver):
             if vm is None:
                 return {"id": None}
             ips = {a: int(ip.id) for a, ip in (
-                (str(ip.address).split("/")[0], ip)
+                (client.host(ip.address), ip)
                 for ip in self.api.ipam.ip_addresses.filter(virtual_machine_id=vm.id))}
             return self._remove(Held(int(vm.id), {}, [Port(0, "", "", None, ips)], {}))
 
@@ -416,15 +416,15 @@ class NetBoxInventory(InventoryDriver):
                 if ip.assigned_object_type == IFACE_TYPE and \
                         ip.assigned_object_id is not None and int(ip.assigned_object_id) in macs:
                     owner, mac = macs[int(ip.assigned_object_id)]
-                    ports[owner][mac].append(str(ip.address).split("/")[0])
+                    ports[owner][mac].append(client.host(ip.address))
             held = {}
             for vm_id, vm in vms.items():
                 held[vm.custom_fields[client.UUID_FIELD]] = {
                     "name": vm.name, "status": str(vm.status.value), "vcpus": vm.vcpus,
                     "memory": vm.memory, "disk": vm.disk,
                     "interfaces": {m: sorted(a) for m, a in ports.get(vm_id, {}).items()},
-                    "primary_ip4": str(vm.primary_ip4.address).split("/")[0]
+                    "primary_ip4": client.host(vm.primary_ip4.address)
                     if vm.primary_ip4 else None,
-                    "primary_ip6": str(vm.primary_ip6.address).split("/")[0]
+                    "primary_ip6": client.host(vm.primary_ip6.address)
                     if vm.primary_ip6 else None}
             return held

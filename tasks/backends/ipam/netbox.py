@@ -69,7 +69,7 @@ class NetBoxIpam(IpamDriver):
             return None  # preflight() and ensure() refuse it, naming NetBox
 
     def mine(self, instance_uuid: str) -> Dict[str, Any]:
-        return {str(ip.address).split("/")[0]: ip
+        return {client.host(ip.address): ip
                 for ip in client.owned_by(self.api.ipam.ip_addresses, instance_uuid)}
 
     def _held(self, instance_uuid: str,
@@ -97,7 +97,7 @@ class NetBoxIpam(IpamDriver):
             return owned
         for other in self.api.ipam.ip_addresses.filter(address=list(addresses)):
             owner = (other.custom_fields or {}).get(client.UUID_FIELD)
-            address = str(other.address).split("/")[0]
+            address = client.host(other.address)
             if owner != instance_uuid:
                 raise Conflict("address %s is already recorded in NetBox (id %s) for %s"
                                % (address, other.id, "instance %s" % owner if owner else
@@ -185,7 +185,7 @@ class NetBoxIpam(IpamDriver):
                 endpoint.update(change)
             if create:
                 for made in endpoint.create(create):
-                    ids[str(made.address).split("/")[0]] = int(made.id)
+                    ids[client.host(made.address)] = int(made.id)
         return {"created": created, "updated": updated, "released": sorted(held),
                 "ids": ids, "cidrs": cidrs, "fqdn": fqdn, "netbox": self.settings.url}
 
@@ -200,7 +200,7 @@ class NetBoxIpam(IpamDriver):
             self._ready()
             held, from_ledger = self._held(instance_uuid, known)
             if from_ledger and held:
-                present = {str(ip.address).split("/")[0]: int(ip.id) for ip in
+                present = {client.host(ip.address): int(ip.id) for ip in
                            self.api.ipam.ip_addresses.filter(id=[r[0] for r in held.values()])
                            if (ip.custom_fields or {}).get(client.UUID_FIELD) == instance_uuid}
             else:  # read just now (or nothing to read)
@@ -232,5 +232,5 @@ class NetBoxIpam(IpamDriver):
             for ip in client.managed(self.api.ipam.ip_addresses):
                 uuid = ip.custom_fields[client.UUID_FIELD]
                 entry = held.setdefault(uuid, {"addresses": [], "dns_name": ip.dns_name})
-                entry["addresses"].append(str(ip.address).split("/")[0])
+                entry["addresses"].append(client.host(ip.address))
         return held

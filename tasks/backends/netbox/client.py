@@ -36,6 +36,12 @@ ADDRESSES = "/api/ipam/ip-addresses/"
 POOL_CONNECTIONS = 32
 
 
+def host(address: Any) -> str:
+    """An address as the pipeline spells it: NetBox records it with its prefix length
+    (``10.20.0.5/16``), events and ledger notes without."""
+    return str(address).split("/")[0]
+
+
 class _TimeoutSession(requests.Session):
     """Every call with the configured timeout; the request ids of this thread's writes
     are kept until a step takes them (:func:`take_request_ids`); writes of steps running

@@ -35,6 +35,8 @@ import threading
 import time
 from typing import Any, Dict, Iterable, Optional, Set, Tuple
 
+from tasks.backends.netbox import client
+
 LOG = logging.getLogger("novahooks.netbox.watch")
 #: how far back each refresh reads before the newest change it saw (seconds)
 OVERLAP = 60.0
@@ -52,10 +54,6 @@ class _Copy(object):
         self.refreshed = 0.0  # monotonic; 0: never
         self.listed = 0.0
         self.too_big = False
-
-
-def _plain(address: Any) -> str:
-    return str(address).split("/")[0]
 
 
 def _when(value: Any) -> Optional[datetime.datetime]:
@@ -149,7 +147,7 @@ class PrefixWatch(object):
               ) -> Tuple[Set[str], datetime.datetime]:
         held: Set[str] = set()
         for record in records:
-            held.add(_plain(record.address))
+            held.add(client.host(record.address))
             when = _when(getattr(record, "last_updated", None))
             if when is not None and (newest is None or when > newest):
                 newest = when
