@@ -168,7 +168,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     directory = Path(args.results)
     hook, publish, throughput, scale = (load(directory, n) for n in
                                         ("hook_overhead", "publish", "throughput", "scale"))
-    batching = load(directory, "netbox_batching_dns3")
+    batching = load(directory, "netbox_batching")  # the latest full run (RESULTS.md section 18)
     fig, axes = plt.subplots(4, 2, figsize=(14, 18))
     hook_panel(axes[0][0], hook)
     publish_panel(axes[0][1], publish)
