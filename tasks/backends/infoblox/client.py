@@ -117,21 +117,17 @@ class Wapi(object):
             raise self._fail("HTTP %d with an answer that is not JSON: %r"
                              % (status, response.text[:200]), TransientError) from None
 
-    def _one(self, method: str, target: str, params: Optional[Dict[str, Any]] = None,
-             body: Any = None) -> Any:
-        """One call; when steps may merge (``batch_size`` > 1) as a ``request`` object of
-        one, so that it merges with other steps' calls waiting beside it. The grid answers
-        such a call as it answers the call itself, wrapped in a list."""
+    def _one(self, method: str, target: str, data: Optional[Dict[str, Any]] = None,
+             args: Optional[Dict[str, Any]] = None) -> Any:
+        """One call (a GET's ``data`` holds its search fields, ``args`` the ``_`` options);
+        when steps may merge (``batch_size`` > 1) as a ``request`` object of one, so that
+        it merges with other steps' calls waiting beside it. The grid answers such a call
+        as it answers the call itself, wrapped in a list."""
         if self.coalescer.batch_size <= 1:
-            return self.call(method, target, params, body)
-        call: Dict[str, Any] = {"method": method, "object": target}
-        if method == "GET":
-            criteria = {k: v for k, v in (params or {}).items() if not k.startswith("_")}
-            args = {k: v for k, v in (params or {}).items() if k.startswith("_")}
-            call.update({"data": criteria, "args": args})
-        else:
-            call.update({k: v for k, v in (("data", body), ("args", params)) if v})
-        answers = self.call("POST", "request", None, [call])
+            if method == "GET":
+                return self.call(method, target, dict(data or {}, **(args or {})))
+            return self.call(method, target, args, data)
+        answers = self.call("POST", "request", None, [_entry(method, target, data, args)])
         if not isinstance(answers, list) or len(answers) != 1:
             raise self._fail("a request of one %s %s answered %r"
                              % (method, target, str(answers)[:200]))
@@ -139,9 +135,7 @@ class Wapi(object):
 
     def search(self, objtype: str, fields: List[str], **criteria: str) -> List[Dict[str, Any]]:
         """Objects matching every criterion (``*Attr`` keys search extensible attributes)."""
-        params = dict(criteria)
-        params["_return_fields"] = ",".join(fields)
-        found = self._one("GET", objtype, params)
+        found = self._one("GET", objtype, dict(criteria), {"_return_fields": ",".join(fields)})
         if not isinstance(found, list):
             raise self._fail("search of %s answered %r, not a list" % (objtype, found))
         return found
@@ -152,8 +146,7 @@ class Wapi(object):
         if len(queries) == 1:
             objtype, fields, criteria = queries[0]
             return [self.search(objtype, fields, **criteria)]
-        body = [{"method": "GET", "object": objtype, "data": dict(criteria),
-                 "args": {"_return_fields": ",".join(fields)}}
+        body = [_entry("GET", objtype, dict(criteria), {"_return_fields": ",".join(fields)})
                 for objtype, fields, criteria in queries]
         answers = self.call("POST", "request", None, body)
         if not isinstance(answers, list) or len(answers) != len(queries) or \
@@ -169,9 +162,7 @@ class Wapi(object):
         gone refuses the list, so then each write goes alone (that delete is success)."""
         if len(calls) <= 1:
             return [self._write(call, raced) for call in calls]
-        body = [dict({"method": method, "object": target},
-                     **({"data": data} if data is not None else {}))
-                for method, target, data in calls]
+        body = [_entry(method, target, data) for method, target, data in calls]
         try:
             answers = self.call("POST", "request", None, body)
         except NotFound:
@@ -212,7 +203,7 @@ class Wapi(object):
         """POST an object; a duplicate is a race (retry finds it) when ``raced`` names it."""
         params = {"_return_fields": ",".join(fields)} if fields else None
         try:
-            return self._one("POST", objtype, params, body)
+            return self._one("POST", objtype, body, params)
         except DataConflict as exc:
             if raced and "already exists" in str(exc):
                 raise TransientError("%s was created concurrently: %s" % (raced, exc),
@@ -221,7 +212,7 @@ class Wapi(object):
 
     def update(self, ref: str, body: Dict[str, Any], fields: Optional[List[str]] = None) -> Any:
         params = {"_return_fields": ",".join(fields)} if fields else None
-        return self._one("PUT", ref, params, body)
+        return self._one("PUT", ref, body, params)
 
     def delete(self, ref: str) -> bool:
         """Delete by reference; an object already gone is success (False)."""
@@ -253,6 +244,15 @@ class Wapi(object):
         if not self.search(objtype, ["name"], name=name):
             raise Misconfigured("Infoblox at %s has no %s %r" % (self.base, what, name),
                                 backend=self.backend)
+
+
+def _entry(method: str, target: str, data: Optional[Dict[str, Any]] = None,
+           args: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """One call of a ``request`` object: a GET's ``data`` holds its search fields."""
+    entry: Dict[str, Any] = {"method": method, "object": target}
+    entry.update({key: value for key, value in (("data", data), ("args", args))
+                  if value is not None})
+    return entry
 
 
 def _body(response: requests.Response) -> Dict[str, Any]:
